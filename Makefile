@@ -1,0 +1,69 @@
+# lb - build, test, benchmark.
+#
+#   make            build build/lb/core.so (the Lua module lb.core)
+#   make test       C tests + busted specs (what .ci/run runs, via ./ci-test)
+#   make check-c    C unit tests only
+#   make check-full C tests and stress tests under ASan+UBSan and TSan
+#   make bench      benchmarks (bounded)
+#   make demo       nginx + lb in front of three loopback backends
+
+CC      ?= cc
+CFLAGS  ?= -O2 -g
+WARN    := -Wall -Wextra -Werror -std=gnu11
+CPPFLAGS+= -Isrc -D_GNU_SOURCE
+LDLIBS  := -lurcu-bp -lurcu-common -lpthread
+LUAJIT  ?= luajit
+BUSTED  ?= busted
+
+SRC := $(wildcard src/*.c src/select/*.c src/check/*.c)
+HDR := $(wildcard src/*.h)
+BUILD := build
+
+C_TESTS := $(patsubst tests/%.c,%,$(wildcard tests/test_*.c))
+STRESS  := $(patsubst tests/%.c,%,$(wildcard tests/stress_*.c))
+
+all: $(BUILD)/lb/core.so
+
+$(BUILD)/lb/core.so: $(SRC) $(HDR)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(WARN) -fPIC -shared -o $@ $(SRC) $(LDFLAGS) $(LDLIBS) $(EXTRA_LIBS)
+
+comma := ,
+
+# C tests link the sources directly, so each variant gets its own flags.
+define c_variant
+$(BUILD)/$(1)/%: tests/%.c $(SRC) $(HDR) tests/tap.h
+	@mkdir -p $$(dir $$@)
+	$$(CC) $$(CPPFLAGS) -DLB_POISON $(2) $$(WARN) -o $$@ $$< $$(SRC) $$(LDLIBS) $$(EXTRA_LIBS)
+endef
+$(eval $(call c_variant,plain,-O2 -g))
+$(eval $(call c_variant,asan,-O1 -g -fsanitize=address$(comma)undefined -fno-omit-frame-pointer -fno-sanitize-recover=all))
+$(eval $(call c_variant,tsan,-O1 -g -fsanitize=thread))
+
+check-c: $(addprefix $(BUILD)/plain/,$(C_TESTS))
+	@set -e; for t in $^; do echo "== $$t"; $$t; done
+
+check-asan: $(addprefix $(BUILD)/asan/,$(C_TESTS) $(STRESS))
+	@set -e; for t in $^; do echo "== $$t"; ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 $$t; done
+
+check-tsan: $(addprefix $(BUILD)/tsan/,$(STRESS))
+	@set -e; for t in $^; do echo "== $$t"; TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 setarch -R $$t; done
+
+check-full: check-c check-asan check-tsan
+
+spec: all
+	$(LUAJIT) /usr/bin/busted $(BUSTED_ARGS)
+
+test:
+	sh tools/test.sh
+
+bench: all
+	sh bench/run.sh
+
+demo:
+	sh tools/demo.sh
+
+clean:
+	rm -rf $(BUILD)
+
+.PHONY: all check-c check-asan check-tsan check-full spec test bench demo clean

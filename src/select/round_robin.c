@@ -1,0 +1,48 @@
+/*
+ * round_robin.c - Pingora's RoundRobin over the weighted list.
+ *
+ * Pingora's algorithm ignores the key and returns a shared counter's next
+ * value (fetch_add, relaxed): the first pick of each walk is
+ * expanded[counter % total], and every fallback takes the next counter
+ * value modulo the unique count.  The counter lives in the selector, so a
+ * new backend set starts again at zero, as Pingora's rebuilt selector does.
+ */
+#include <stdatomic.h>
+
+#include "../selector.h"
+
+static inline uint64_t counter_next(struct lb_weighted *w)
+{
+    return atomic_fetch_add_explicit((_Atomic uint64_t *)&w->counter, 1,
+                                     memory_order_relaxed);
+}
+
+static void *rr_build(const lb_backend *backends, size_t n,
+                      const lb_config *cfg, const char **err)
+{
+    (void)cfg;
+    return lb_weighted_build(backends, n, err);
+}
+
+static uint32_t rr_first(void *sel, const char *key, size_t len,
+                         uint64_t *state)
+{
+    (void)key;
+    (void)len;
+    *state = counter_next(sel);
+    return lb_weighted_first(sel, *state);
+}
+
+static uint32_t rr_next(void *sel, uint64_t *state)
+{
+    *state = counter_next(sel);
+    return lb_weighted_fallback(sel, *state);
+}
+
+const struct lb_selector_ops lb_select_round_robin = {
+    .name = "round_robin",
+    .build = rr_build,
+    .first = rr_first,
+    .next = rr_next,
+    .destroy = lb_weighted_destroy,
+};
