@@ -1,0 +1,609 @@
+-- Test helper: start and stop Debian's nginx in a private prefix, allocate
+-- loopback ports, and talk HTTP/1.1 to it with keep-alive and pipelining.
+--
+--   local nginx = require("support.nginx")
+--   local port = nginx.free_port()
+--   local srv = assert(nginx.start({
+--     http = [[ server { listen 127.0.0.1:{{port}}; return 200 "hi"; } ]],
+--     vars = { port = port },
+--     wait = { "127.0.0.1:" .. port },
+--   }))
+--   local res = nginx.get_many("127.0.0.1:" .. port, { "/a", "/b" })
+--   srv:stop()          -- also in finally()/teardown(); safe to call twice
+--
+-- Every wait polls a condition against a deadline; nothing sleeps blindly.
+-- Only loopback addresses and unix sockets are ever connected to.
+
+local socket = require("socket")
+
+local M = {}
+
+M.NGINX = os.getenv("LB_NGINX") or "nginx"
+M.MODULES = os.getenv("LB_NGINX_MODULES") or "/usr/share/nginx/modules"
+
+local running = {}      -- prefix -> server, for stop_all()
+local handed = {}       -- ports already returned by free_port()
+
+-- Shell-quote one word.
+local function q(s)
+  return "'" .. tostring(s):gsub("'", [['\'']]) .. "'"
+end
+
+-- Run a shell command; return ok, combined output.  Works under Lua 5.1
+-- (LuaJIT), whose io.popen():close() does not report the exit status.
+local function run(cmd)
+  local p = io.popen(cmd .. " 2>&1; echo \"__rc=$?\"")
+  local out = p:read("*a")
+  p:close()
+  local rc = tonumber(out:match("__rc=(%d+)%s*$"))
+  out = out:gsub("__rc=%d+%s*$", "")
+  return rc == 0, out
+end
+
+local function read_file(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local s = f:read("*a")
+  f:close()
+  return s
+end
+
+local function write_file(path, data)
+  local f, err = io.open(path, "wb")
+  if not f then return nil, err end
+  f:write(data)
+  f:close()
+  return true
+end
+
+M.read_file = read_file
+M.write_file = write_file
+
+-- Poll cond() until it returns a true value or `timeout` seconds pass.
+-- Returns cond's value, or nil and "timeout".
+function M.wait_for(cond, timeout, interval)
+  local deadline = socket.gettime() + (timeout or 5)
+  interval = interval or 0.005
+  while true do
+    local v = cond()
+    if v then return v end
+    if socket.gettime() >= deadline then return nil, "timeout" end
+    socket.sleep(interval)
+    if interval < 0.05 then interval = interval * 2 end
+  end
+end
+
+---------------------------------------------------------------------------
+-- Temporary directories
+---------------------------------------------------------------------------
+
+local function tmp_base()
+  local t = os.getenv("TMPDIR")
+  if t == nil or t == "" then t = "/tmp" end
+  return (t:gsub("/+$", ""))
+end
+
+-- A fresh private directory, like mkdtemp(3): <TMPDIR>/<name>.XXXXXXXX.
+function M.mkdtemp(name)
+  local tmpl = tmp_base() .. "/" .. (name or "lb-test") .. ".XXXXXXXX"
+  local ok, out = run("mktemp -d " .. q(tmpl))
+  if not ok then return nil, "mktemp failed: " .. out end
+  return (out:gsub("%s+$", ""))
+end
+
+-- Remove a directory made by mkdtemp (refuses anything else).
+function M.rmtree(dir)
+  local base = tmp_base() .. "/"
+  if type(dir) ~= "string" or dir:sub(1, #base) ~= base
+     or dir:find("/%.%./") or not dir:match("%.[%w]+$") then
+    error("refusing to remove " .. tostring(dir), 2)
+  end
+  return run("rm -rf " .. q(dir))
+end
+
+---------------------------------------------------------------------------
+-- Ports and addresses
+---------------------------------------------------------------------------
+
+-- A loopback port that was free a moment ago: bind port 0, read the port
+-- the kernel chose, close.  Never returns the same port twice in one run.
+function M.free_port(host)
+  host = host or "127.0.0.1"
+  for _ = 1, 50 do
+    local s, err = socket.bind(host, 0)
+    if not s then return nil, err end
+    local _, port = s:getsockname()
+    s:close()
+    port = tonumber(port)
+    if not handed[port] then
+      handed[port] = true
+      return port
+    end
+  end
+  return nil, "no free port"
+end
+
+function M.free_ports(n, host)
+  local t = {}
+  for i = 1, n do
+    t[i] = assert(M.free_port(host))
+  end
+  return t
+end
+
+-- Is the IPv6 loopback usable (can we listen on [::1])?
+local ipv6_ok
+function M.has_ipv6()
+  if ipv6_ok == nil then
+    local s = socket.bind("::1", 0)
+    ipv6_ok = s ~= nil
+    if s then s:close() end
+  end
+  return ipv6_ok
+end
+
+-- Split "127.0.0.1:80", "[::1]:80", "unix:/p" into host, port (nil: unix).
+function M.split_addr(addr)
+  local path = addr:match("^unix:(.+)$")
+  if path then return path, nil end
+  local h, p = addr:match("^%[(.+)%]:(%d+)$")
+  if not h then h, p = addr:match("^([^:]+):(%d+)$") end
+  if not h then error("bad address " .. tostring(addr), 2) end
+  return h, tonumber(p)
+end
+
+-- Connect to an address (loopback or unix only).  Returns a LuaSocket.
+function M.connect(addr, timeout)
+  local host, port = M.split_addr(addr)
+  local s, err
+  if port == nil then
+    local unix = require("socket.unix")
+    s = unix()
+    s:settimeout(timeout or 5)
+    local ok, cerr = s:connect(host)
+    if not ok then s:close(); return nil, cerr end
+    return s
+  end
+  if not (host == "::1" or host:match("^127%.%d+%.%d+%.%d+$")
+          or host == "localhost") then
+    error("refusing to connect to non-loopback " .. addr, 2)
+  end
+  s, err = (host:find(":") and socket.tcp6 or socket.tcp)()
+  if not s then return nil, err end
+  s:settimeout(timeout or 5)
+  local ok, cerr = s:connect(host, port)
+  if not ok then s:close(); return nil, cerr end
+  s:setoption("tcp-nodelay", true)
+  return s
+end
+
+-- Does something accept connections on addr?
+function M.accepting(addr)
+  local s = M.connect(addr, 0.5)
+  if s then s:close(); return true end
+  return false
+end
+
+---------------------------------------------------------------------------
+-- Processes
+---------------------------------------------------------------------------
+
+-- Is pid a live process (not gone, not a zombie)?
+function M.alive(pid)
+  local stat = read_file("/proc/" .. pid .. "/stat")
+  if not stat then return false end
+  local state = stat:match("^%d+ %b() (%a)")
+  return state ~= nil and state ~= "Z" and state ~= "X"
+end
+
+-- Direct children of pid (nginx workers of a master).
+local function children(pid)
+  local kids = {}
+  local p = io.popen("cat /proc/[0-9]*/stat 2>/dev/null")
+  for line in p:lines() do
+    local child, ppid = line:match("^(%d+) %b() %a (%d+)")
+    if ppid and tonumber(ppid) == pid then kids[#kids + 1] = tonumber(child) end
+  end
+  p:close()
+  return kids
+end
+
+---------------------------------------------------------------------------
+-- nginx
+---------------------------------------------------------------------------
+
+local Server = {}
+Server.__index = Server
+
+-- Substitute {{name}} placeholders (nginx itself uses $name and ${name}).
+local function render(tmpl, vars)
+  local missing
+  local out = tmpl:gsub("{{%s*([%w_]+)%s*}}", function(k)
+    local v = vars[k]
+    if v == nil then missing = missing or k; return "" end
+    return tostring(v)
+  end)
+  if missing then return nil, "template variable '" .. missing .. "' not set" end
+  return out
+end
+M.render = render
+
+local MAIN = [[
+# generated by spec/support/nginx.lua
+{{load_modules}}
+daemon on;
+master_process on;
+worker_processes {{workers}};
+pid {{prefix}}/logs/nginx.pid;
+lock_file {{prefix}}/logs/nginx.lock;
+error_log {{prefix}}/logs/error.log {{log_level}};
+{{main}}
+events {
+    worker_connections 1024;
+{{events}}
+}
+]]
+
+local HTTP = [[
+http {
+    access_log {{access_log}};
+    client_body_temp_path {{prefix}}/tmp/body;
+    proxy_temp_path {{prefix}}/tmp/proxy;
+    fastcgi_temp_path {{prefix}}/tmp/fastcgi;
+    uwsgi_temp_path {{prefix}}/tmp/uwsgi;
+    scgi_temp_path {{prefix}}/tmp/scgi;
+    keepalive_requests 1000000;
+    default_type text/plain;
+{{http}}
+}
+]]
+
+-- Start nginx.  opts:
+--   http      text inside http {} (template); or
+--   conf      a whole nginx.conf (template), used instead of the generated one
+--   main      extra main-context text (template), e.g. a stream {} block
+--   events    extra events {} text
+--   vars      values for {{name}} placeholders; {{prefix}} is always set
+--   lua       true: load ndk_http_module and ngx_http_lua_module
+--   modules   extra module .so paths to load
+--   workers   worker_processes (default 1)
+--   log_level error_log level (default "warn")
+--   access_log  "off" (default) or a path
+--   wait      addresses ("127.0.0.1:80", "[::1]:80", "unix:/p") that must
+--             accept connections before start() returns
+--   timeout   seconds to wait for startup (default 10)
+-- Returns a server object, or nil, err (nothing left running).
+function M.start(opts)
+  opts = opts or {}
+  local prefix, err = M.mkdtemp("lb-nginx")
+  if not prefix then return nil, err end
+  local self = setmetatable({ prefix = prefix, conf = "conf/nginx.conf" },
+                            Server)
+  local ok, out = run("chmod 755 " .. q(prefix) .. " && mkdir -p "
+                      .. q(prefix .. "/conf") .. " " .. q(prefix .. "/logs")
+                      .. " " .. q(prefix .. "/tmp") .. " "
+                      .. q(prefix .. "/html"))
+  if not ok then M.rmtree(prefix); return nil, out end
+
+  local vars = { prefix = prefix }
+  for k, v in pairs(opts.vars or {}) do vars[k] = v end
+  local mods = {}
+  if opts.lua then
+    mods[#mods + 1] = M.MODULES .. "/ndk_http_module.so"
+    mods[#mods + 1] = M.MODULES .. "/ngx_http_lua_module.so"
+  end
+  for _, m in ipairs(opts.modules or {}) do mods[#mods + 1] = m end
+  local lm = {}
+  for i, m in ipairs(mods) do lm[i] = "load_module " .. m .. ";" end
+
+  local conf
+  if opts.conf then
+    conf, err = render(opts.conf, vars)
+  else
+    local main, http, events
+    main, err = render(opts.main or "", vars)
+    if main then events, err = render(opts.events or "", vars) end
+    if events and opts.http then http, err = render(opts.http, vars) end
+    if main and events and (http or not opts.http) then
+      conf = render(MAIN, {
+        prefix = prefix, load_modules = table.concat(lm, "\n"),
+        workers = opts.workers or 1, log_level = opts.log_level or "warn",
+        main = main, events = events,
+      })
+      if http then
+        conf = conf .. render(HTTP, { prefix = prefix, http = http,
+                                      access_log = opts.access_log or "off" })
+      end
+    end
+  end
+  if not conf then M.rmtree(prefix); return nil, err end
+  write_file(prefix .. "/conf/nginx.conf", conf)
+
+  running[prefix] = self
+  local timeout = opts.timeout or 10
+  ok, out = run(M.NGINX .. " -p " .. q(prefix) .. " -c conf/nginx.conf")
+  if not ok then
+    self:stop()
+    return nil, "nginx failed to start: " .. out
+  end
+  -- With `daemon on` the listening sockets exist before the command
+  -- returns; the pid file appears once the master has daemonised.
+  local pid = M.wait_for(function()
+    local s = read_file(prefix .. "/logs/nginx.pid")
+    return s and tonumber(s:match("%d+"))
+  end, timeout)
+  if not pid then
+    local log = self:error_log()
+    self:stop()
+    return nil, "nginx wrote no pid file: " .. out .. log
+  end
+  self.pid = pid
+  for _, addr in ipairs(opts.wait or {}) do
+    if not M.wait_for(function() return M.accepting(addr) end, timeout) then
+      local log = self:error_log()
+      self:stop()
+      return nil, "nginx not accepting on " .. addr .. ": " .. log
+    end
+  end
+  return self
+end
+
+function Server:path(rel)
+  return self.prefix .. "/" .. rel
+end
+
+function Server:error_log()
+  return read_file(self.prefix .. "/logs/error.log") or ""
+end
+
+-- Send a signal through nginx itself (stop, quit, reload, reopen).
+function Server:signal(sig)
+  return run(M.NGINX .. " -p " .. q(self.prefix) .. " -c " .. self.conf
+             .. " -s " .. sig)
+end
+
+-- Reload the configuration (optionally a new http text) and wait until
+-- the old workers are gone.
+function Server:reload(timeout)
+  local old = children(self.pid)
+  local ok, out = self:signal("reload")
+  if not ok then return nil, out end
+  local gone = M.wait_for(function()
+    for _, w in ipairs(old) do
+      if M.alive(w) then return false end
+    end
+    return true
+  end, timeout or 10)
+  if not gone then return nil, "old workers still running" end
+  return true
+end
+
+function Server:workers()
+  return self.pid and children(self.pid) or {}
+end
+
+-- Stop nginx and wait until the master and its workers are gone, then
+-- remove the prefix.  Safe to call more than once and after a failed start.
+function Server:stop(timeout)
+  if self.stopped then return true end
+  self.stopped = true
+  running[self.prefix] = nil
+  timeout = timeout or 10
+  local pid = self.pid
+  if not pid then
+    local s = read_file(self.prefix .. "/logs/nginx.pid")
+    pid = s and tonumber(s:match("%d+"))
+  end
+  local clean = true
+  if pid and M.alive(pid) then
+    local workers = children(pid)
+    self:signal("stop")
+    if not M.wait_for(function() return not M.alive(pid) end, timeout) then
+      clean = false
+      for _, w in ipairs(workers) do run("kill -KILL " .. w) end
+      run("kill -KILL " .. pid)
+      M.wait_for(function() return not M.alive(pid) end, timeout)
+    end
+    M.wait_for(function()
+      for _, w in ipairs(workers) do
+        if M.alive(w) then return false end
+      end
+      return true
+    end, timeout)
+  end
+  if os.getenv("LB_KEEP_NGINX") then
+    io.stderr:write("nginx prefix kept: ", self.prefix, "\n")
+  else
+    M.rmtree(self.prefix)
+  end
+  if not clean then return nil, "nginx did not stop on SIGTERM; killed" end
+  return true
+end
+
+-- Stop every server this helper started and has not stopped yet.
+function M.stop_all()
+  local list = {}
+  for _, s in pairs(running) do list[#list + 1] = s end
+  for _, s in ipairs(list) do s:stop() end
+end
+
+-- nginx text for a server that answers every request with its own address
+-- (addr as "127.0.0.1:80", "[::1]:80" or "unix:/p"), for backends.
+function M.identity_server(addr, extra)
+  local host, port = M.split_addr(addr)
+  local listen
+  if port == nil then
+    listen = "unix:" .. host
+  elseif host:find(":") then
+    listen = "[" .. host .. "]:" .. port
+  else
+    listen = host .. ":" .. port
+  end
+  return ("    server {\n        listen %s;\n%s"
+          .. "        location / { return 200 \"%s\"; }\n    }\n")
+    :format(listen, extra or "", addr)
+end
+
+---------------------------------------------------------------------------
+-- A small HTTP/1.1 client: keep-alive, pipelined, Content-Length and
+-- chunked bodies.  Enough for thousands of requests per second.
+---------------------------------------------------------------------------
+
+local Client = {}
+Client.__index = Client
+
+-- addr: "127.0.0.1:80", "[::1]:80" or "unix:/p".  opts.host: Host header.
+function M.client(addr, opts)
+  opts = opts or {}
+  return setmetatable({
+    addr = addr, timeout = opts.timeout or 5,
+    host = opts.host or "localhost", depth = opts.depth or 32,
+  }, Client)
+end
+
+function Client:close()
+  if self.sock then self.sock:close(); self.sock = nil end
+end
+
+local function request_text(self, req)
+  if type(req) == "string" then req = { path = req } end
+  local method = req.method or "GET"
+  local lines = { method .. " " .. req.path .. " HTTP/1.1",
+                  "Host: " .. self.host }
+  local has_len = false
+  for k, v in pairs(req.headers or {}) do
+    if k:lower() == "content-length" then has_len = true end
+    if k:lower() ~= "host" then lines[#lines + 1] = k .. ": " .. v end
+  end
+  if req.body and not has_len then
+    lines[#lines + 1] = "Content-Length: " .. #req.body
+  end
+  return table.concat(lines, "\r\n") .. "\r\n\r\n" .. (req.body or ""),
+         method
+end
+
+local function read_response(sock, method)
+  local line, err = sock:receive("*l")
+  if not line then return nil, "status line: " .. tostring(err) end
+  local status = tonumber(line:match("^HTTP/%d%.%d (%d%d%d)"))
+  if not status then return nil, "bad status line: " .. line end
+  local headers = {}
+  while true do
+    local h
+    h, err = sock:receive("*l")
+    if not h then return nil, "headers: " .. tostring(err) end
+    if h == "" then break end
+    local k, v = h:match("^([^:]+):%s*(.-)%s*$")
+    if k then
+      k = k:lower()
+      headers[k] = headers[k] and (headers[k] .. ", " .. v) or v
+    end
+  end
+  local body = ""
+  local te = headers["transfer-encoding"]
+  if method == "HEAD" or status == 204 or status == 304
+     or (status >= 100 and status < 200) then
+    body = ""
+  elseif te and te:lower():find("chunked") then
+    local parts = {}
+    while true do
+      local size
+      size, err = sock:receive("*l")
+      if not size then return nil, "chunk size: " .. tostring(err) end
+      local n = tonumber(size:match("^%x+"), 16)
+      if not n then return nil, "bad chunk size: " .. size end
+      if n == 0 then
+        repeat
+          size, err = sock:receive("*l")
+          if not size then return nil, "trailer: " .. tostring(err) end
+        until size == ""
+        break
+      end
+      local chunk
+      chunk, err = sock:receive(n)
+      if not chunk then return nil, "chunk: " .. tostring(err) end
+      parts[#parts + 1] = chunk
+      sock:receive("*l")
+    end
+    body = table.concat(parts)
+  elseif headers["content-length"] then
+    local n = tonumber(headers["content-length"])
+    if n > 0 then
+      body, err = sock:receive(n)
+      if not body then return nil, "body: " .. tostring(err) end
+    end
+  else
+    body, err = sock:receive("*a")
+    if not body then return nil, "body: " .. tostring(err) end
+    headers.connection = "close"
+  end
+  return { status = status, headers = headers, body = body }
+end
+
+-- Send every request (a path string or { method, path, headers, body }),
+-- pipelining up to `depth` at a time over one kept-alive connection;
+-- reconnects (and resends what was not answered) when the server closes.
+-- Returns an array of responses { status, headers, body } in order, or
+-- nil, err.
+function Client:requests(reqs)
+  local res = {}
+  local n = #reqs
+  local done = 0
+  local reconnects = 0
+  while done < n do
+    if not self.sock then
+      local s, err = M.connect(self.addr, self.timeout)
+      if not s then return nil, "connect " .. self.addr .. ": " .. err end
+      self.sock = s
+    end
+    local last = math.min(n, done + self.depth)
+    local buf, methods = {}, {}
+    for i = done + 1, last do
+      buf[#buf + 1], methods[i] = request_text(self, reqs[i])
+    end
+    local ok, err = self.sock:send(table.concat(buf))
+    local closed = not ok
+    if ok then
+      for i = done + 1, last do
+        local r
+        r, err = read_response(self.sock, methods[i])
+        if not r then closed = true; break end
+        res[i] = r
+        done = i
+        local c = r.headers.connection
+        if c and c:lower():find("close") then closed = true; break end
+      end
+    end
+    if closed then
+      self:close()
+      reconnects = reconnects + 1
+      if reconnects > 3 + n / 10 then
+        return nil, "too many reconnects (" .. tostring(err) .. ")"
+      end
+    end
+  end
+  return res
+end
+
+function Client:request(req)
+  local r, err = self:requests({ req })
+  if not r then return nil, err end
+  return r[1]
+end
+
+-- One-shot helpers.
+function M.get(addr, path, opts)
+  local c = M.client(addr, opts)
+  local r, err = c:request(path)
+  c:close()
+  return r, err
+end
+
+function M.get_many(addr, paths, opts)
+  local c = M.client(addr, opts)
+  local r, err = c:requests(paths)
+  c:close()
+  return r, err
+end
+
+return M
