@@ -62,7 +62,7 @@ void lb_balancer_free(lb_balancer *b)
 {
     if (!b)
         return;
-    lb_balancer_checks_stop(b);
+    lb_balancer_checks_free(b);
     pthread_mutex_lock(&b->write_lock);
     lb_snapshot_retire(b->snap);
     b->snap = NULL;

@@ -74,9 +74,12 @@ struct lb_balancer {
     struct lb_checker_job *job; /* health checks (src/checker.c), or NULL */
 };
 
-/* Stop and release the balancer's health checks (src/checker.c); a no-op
- * when it has none.  Called by lb_balancer_free before the snapshot goes. */
-void lb_balancer_checks_stop(lb_balancer *b);
+/* Stop and release everything the checker holds for the balancer
+ * (src/checker.c): periodic rounds, a round in flight, kept-alive
+ * connections, the configuration and the event queue; a no-op when it has
+ * none.  Called by lb_balancer_free before the snapshot goes, when no other
+ * thread uses `b`. */
+void lb_balancer_checks_free(lb_balancer *b);
 
 /* Build a snapshot of sorted, unique backends with the given health
  * records (references are taken over by the snapshot).  NULL with *err. */
