@@ -1,0 +1,114 @@
+-- lb.core binding: the C declarations, declared once, and the library.
+--
+-- The shared library is installed as the module "lb.core" (luarocks builds
+-- it from src/); it exports no luaopen_* function, so it is found through
+-- package.cpath and opened with ffi.load, the way lua-resty-core binds nginx.
+
+local ffi = require("ffi")
+
+local M = {}
+
+local CDEF = [[
+typedef struct lb_backend {
+    uint8_t family;
+    int8_t enable;
+    uint16_t port;
+    uint32_t weight;
+    uint8_t ip[16];
+    uint16_t addr_len;
+    uint16_t host_len;
+    char addr[128];
+    char host[128];
+} lb_backend;
+
+typedef struct lb_balancer lb_balancer;
+
+typedef struct lb_config {
+    int selection;
+    uint32_t point_multiple;
+    int start_unhealthy;
+} lb_config;
+
+typedef struct lb_iter {
+    uint64_t gen;
+    int32_t ready;
+    uint32_t steps;
+    uint32_t max_steps;
+    uint32_t first_done;
+    uint64_t state;
+    uint32_t nwords;
+    uint32_t ntouched;
+    uint64_t *seen;
+    uint32_t touched[16];
+} lb_iter;
+
+typedef struct lb_health_info {
+    uint64_t id;
+    int32_t healthy;
+    int32_t enabled;
+    uint32_t consecutive;
+    int32_t err_kind;
+    int32_t err_detail;
+} lb_health_info;
+
+int lb_backend_parse(const char *text, size_t len, uint32_t weight,
+                     lb_backend *out, const char **err);
+int lb_backend_resolve(const char *text, size_t len, uint32_t weight,
+                       lb_backend *out, int max, const char **err);
+
+lb_balancer *lb_balancer_new(const lb_config *cfg, const char **err);
+void lb_balancer_free(lb_balancer *b);
+int lb_balancer_update(lb_balancer *b, const lb_backend *in, size_t n,
+                       uint32_t *order, size_t *count, const char **err);
+size_t lb_balancer_count(lb_balancer *b);
+uint64_t lb_balancer_generation(lb_balancer *b);
+int lb_balancer_backend(lb_balancer *b, size_t i, lb_backend *out);
+
+lb_iter *lb_iter_new(void);
+void lb_iter_free(lb_iter *it);
+int lb_iter_first(lb_balancer *b, const char *key, size_t len,
+                  uint32_t max_iterations, lb_iter *it);
+int lb_iter_next(lb_balancer *b, lb_iter *it);
+int lb_balancer_select(lb_balancer *b, const char *key, size_t len,
+                       uint32_t max_iterations, lb_iter *it);
+int lb_balancer_ready(lb_balancer *b, uint64_t gen, size_t i);
+int lb_balancer_set_enable(lb_balancer *b, uint64_t gen, size_t i, int enable);
+int lb_balancer_health(lb_balancer *b, size_t i, lb_health_info *out);
+int lb_balancer_observe(lb_balancer *b, uint64_t gen, size_t i, int ok,
+                        uint32_t threshold, int err_kind, int err_detail);
+]]
+
+-- Declare once per Lua state, even if this module is loaded again.
+if not pcall(ffi.typeof, "lb_iter") then
+  ffi.cdef(CDEF)
+end
+
+local function load_library()
+  local path = package.searchpath("lb.core", package.cpath)
+  if not path then
+    error("lb: cannot find the C module 'lb.core' in package.cpath ("
+          .. package.cpath .. ")", 3)
+  end
+  return ffi.load(path)
+end
+
+M.C = load_library()
+
+M.OK = 0
+M.ERROR = -1
+M.DECLINED = -2
+M.STALE = -3
+
+M.AF_INET, M.AF_INET6, M.AF_UNIX = 0, 1, 2
+M.MAX_WEIGHT = 1000
+M.MAX_POINT_MULTIPLE = 1000
+M.DEFAULT_MAX_ITERATIONS = 256
+
+M.SELECTION = {
+  round_robin = 0,
+  random = 1,
+  fnv = 2,
+  consistent = 3,
+}
+
+return M

@@ -1,0 +1,136 @@
+-- Service discovery: lb.discovery.static(list).
+--
+-- A static discovery holds a list of backends that the program edits with
+-- :add(b), :remove(b), :set(list) and reads with :get().  A balancer made
+-- with it discovers at construction and again on every update().
+-- Host names are resolved when they are added.
+
+local backend = require("lb.backend")
+
+local type, error, setmetatable = type, error, setmetatable
+
+local Static = {}
+Static.__index = Static
+
+local function bad_arg(n, fname, expected, got)
+  error("bad argument #" .. n .. " to '" .. fname .. "' (" .. expected
+        .. " expected, got " .. type(got) .. ")", 3)
+end
+
+local function key_of(b)
+  return backend.identity(b.addr, b.weight)
+end
+
+local function copy(b)
+  return { addr = b.addr, host = b.host, port = b.port, weight = b.weight,
+           ext = b.ext }
+end
+
+-- Add backends (an address string or a backend table; a host name adds
+-- every address it resolves to).  Returns true, or nil, err.
+function Static:add(b)
+  local tb = type(b)
+  if tb ~= "string" and tb ~= "table" then
+    bad_arg(1, "add", "string or table", b)
+  end
+  local list, err = backend.decode(b, true)
+  if not list then
+    return nil, err
+  end
+  for i = 1, #list do
+    local k = key_of(list[i])
+    if not self._index[k] then
+      self._list[#self._list + 1] = list[i]
+      self._index[k] = list[i]
+    end
+  end
+  return true
+end
+
+-- Remove by address (every weight) or by backend table (address and
+-- weight).  Returns the number of backends removed.
+function Static:remove(b)
+  local addr, weight
+  if type(b) == "string" then
+    addr = backend.canonical(b)
+  elseif type(b) == "table" then
+    if type(b.addr) ~= "string" then
+      error("bad argument #1 to 'remove' (backend table without addr)", 2)
+    end
+    addr, weight = backend.canonical(b.addr), b.weight or 1
+  else
+    bad_arg(1, "remove", "string or table", b)
+  end
+  local kept, removed = {}, 0
+  for _, e in ipairs(self._list) do
+    if e.addr == addr and (weight == nil or e.weight == weight) then
+      self._index[key_of(e)] = nil
+      removed = removed + 1
+    else
+      kept[#kept + 1] = e
+    end
+  end
+  self._list = kept
+  return removed
+end
+
+-- Replace the whole list.  On bad input nothing changes: nil, err.
+function Static:set(list)
+  if type(list) ~= "table" then
+    bad_arg(1, "set", "table", list)
+  end
+  local decoded, err = backend.decode_list(list, "backends", true)
+  if not decoded then
+    return nil, err
+  end
+  local index, out = {}, {}
+  for _, b in ipairs(decoded) do
+    local k = key_of(b)
+    if not index[k] then
+      index[k] = b
+      out[#out + 1] = b
+    end
+  end
+  self._list, self._index = out, index
+  return true
+end
+
+-- A copy of the current list of backend tables.
+function Static:get()
+  local out = {}
+  for i, b in ipairs(self._list) do
+    out[i] = copy(b)
+  end
+  return out
+end
+
+-- The discovery interface: list, enablement.
+function Static:discover()
+  return self:get(), nil
+end
+
+Static.is_static = true
+
+local M = {}
+
+-- lb.discovery.static(list): nil, err when an entry is bad.
+function M.static(list)
+  local self = setmetatable({ _list = {}, _index = {} }, Static)
+  if list ~= nil then
+    if type(list) ~= "table" then
+      return nil, "lb.discovery.static: expected a list of backends, got "
+                  .. type(list)
+    end
+    local ok, err = self:set(list)
+    if not ok then
+      return nil, err
+    end
+  end
+  return self
+end
+
+function M.is_discovery(v)
+  return type(v) == "table" and type(v.discover) == "function"
+end
+
+return M
