@@ -207,7 +207,7 @@ int lb_backend_resolve(const char *text, size_t len, uint32_t weight,
         return 1;
     }
     colon = memchr(text, ':', len);
-    if (!colon || text[0] == '[' || (len > 5 && !memcmp(text, "unix:", 5)) ||
+    if (!colon || text[0] == '[' || (len >= 5 && !memcmp(text, "unix:", 5)) ||
         !looks_like_hostname(text, (size_t)(colon - text)))
         return LB_ERROR; /* *err from lb_backend_parse */
     if ((size_t)(colon - text) >= sizeof(name)) {

@@ -8,6 +8,7 @@
  * after it, the child forgets the readers and workers that did not survive
  * and restarts the call_rcu worker on demand.
  */
+#include <dlfcn.h>
 #include <pthread.h>
 
 #include "rcu.h"
@@ -32,9 +33,26 @@ static void after_fork_child(void)
     urcu_bp_call_rcu_after_fork_child();
 }
 
+/*
+ * Pin this library (and so liburcu) in memory.  LuaJIT closes libraries it
+ * opened with ffi.load when the Lua state closes; unloading code that
+ * liburcu's call_rcu worker or our checker thread is still running would
+ * crash the process on exit.  RTLD_NODELETE makes dlclose a no-op for us.
+ */
+static void pin_library(void)
+{
+    Dl_info info;
+
+    if (dladdr((void *)pin_library, &info) && info.dli_fname)
+        dlopen(info.dli_fname, RTLD_NOW | RTLD_NOLOAD | RTLD_NODELETE);
+}
+
 static void install(void)
 {
+    pin_library();
     pthread_atfork(before_fork, after_fork_parent, after_fork_child);
 }
 
 void lb_rcu_init(void) { pthread_once(&once, install); }
+
+void lb_quiesce(void) { lb_rcu_barrier(); }

@@ -1,0 +1,51 @@
+-- Shared helpers for the specs.
+local lb = require("lb")
+
+local M = {}
+
+-- Build a balancer or fail the test with lb.new's error.
+function M.new(opts)
+  local b, err = lb.new(opts)
+  assert(b, err)
+  return b
+end
+
+-- Addresses of a list of backend tables.
+function M.addrs(list)
+  local out = {}
+  for i, b in ipairs(list) do
+    out[i] = b.addr
+  end
+  return out
+end
+
+-- Pick counts over n selections.
+function M.count_picks(b, n, keyf)
+  local counts = {}
+  for i = 1, n do
+    local be = b:select(keyf and keyf(i) or nil)
+    local a = be and be.addr or "nil"
+    counts[a] = (counts[a] or 0) + 1
+  end
+  return counts
+end
+
+-- Wait until fn() returns a truthy value or the deadline passes; returns
+-- that value (or nil).  `step` runs between tries (e.g. balancer:poll()).
+function M.wait_for(fn, timeout, step)
+  local deadline = lb.now() + (timeout or 5)
+  repeat
+    local v = fn()
+    if v then
+      return v
+    end
+    if step then
+      step()
+    end
+    -- yield the CPU briefly without hiding a race: the condition decides
+    os.execute("sleep 0.01")
+  until lb.now() > deadline
+  return fn()
+end
+
+return M
