@@ -10,7 +10,7 @@
 -- (discovery, custom checks, on_health_change) runs on the Lua thread.
 
 local ffi = require("ffi")
-local core = require("lb.core")
+local core = require("lb.cdef")
 local backend = require("lb.backend")
 local discovery = require("lb.discovery")
 local health = require("lb.health")

@@ -8,7 +8,7 @@
 -- entry ("backends[3] ('10.0.0.1'): missing port (expected host:port)").
 
 local ffi = require("ffi")
-local core = require("lb.core")
+local core = require("lb.cdef")
 
 local C = core.C
 local ffi_string = ffi.string

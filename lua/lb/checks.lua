@@ -7,7 +7,7 @@
 -- program calls poll(), which never blocks.
 
 local ffi = require("ffi")
-local core = require("lb.core")
+local core = require("lb.cdef")
 
 local C = core.C
 local type, pcall, tostring, tonumber, ipairs = type, pcall, tostring,

@@ -1,4 +1,4 @@
--- lb.core binding: the C declarations, declared once, and the library.
+-- lb.cdef: the C declarations of lb.core, declared once, and the library.
 --
 -- The shared library is installed as the module "lb.core" (luarocks builds
 -- it from src/); it exports no luaopen_* function, so it is found through

@@ -1,0 +1,48 @@
+package = "lb"
+version = "0.1.0-1"
+source = {
+   url = "git+file:///dev/null",
+}
+description = {
+   summary = "Load balancing for LuaJIT and OpenResty with a lock-free C core",
+   detailed = [[
+Service discovery, active health checks (TCP, HTTP, TLS on a C thread, or
+Lua functions) and backend selection (round robin, random, FNV hash, Ketama
+consistent hashing compatible with nginx's `hash ... consistent`), with the
+shared state published through RCU.  Works in OpenResty's balancer_by_lua*
+and in plain LuaJIT.
+]],
+   license = "Apache-2.0",
+}
+dependencies = {
+   "lua >= 5.1",
+}
+external_dependencies = {
+   URCU = { header = "urcu-bp.h", library = "urcu-bp" },
+   OPENSSL = { header = "openssl/ssl.h", library = "ssl" },
+}
+build = {
+   type = "builtin",
+   modules = {
+      ["lb.core"] = {
+         sources = {
+            "src/backend.c", "src/balancer.c", "src/checker.c",
+            "src/health.c", "src/rcu.c", "src/selector.c", "src/snapshot.c",
+            "src/select/consistent.c", "src/select/fnv.c",
+            "src/select/random.c", "src/select/round_robin.c",
+            "src/select/weighted.c",
+         },
+         defines = { "_GNU_SOURCE" },
+         incdirs = { "src", "$(URCU_INCDIR)", "$(OPENSSL_INCDIR)" },
+         libdirs = { "$(URCU_LIBDIR)", "$(OPENSSL_LIBDIR)" },
+         libraries = { "urcu-bp", "urcu-common", "ssl", "crypto", "pthread" },
+      },
+      lb = "lua/lb.lua",
+      ["lb.backend"] = "lua/lb/backend.lua",
+      ["lb.builtin"] = "lua/lb/builtin.lua",
+      ["lb.cdef"] = "lua/lb/cdef.lua",
+      ["lb.checks"] = "lua/lb/checks.lua",
+      ["lb.discovery"] = "lua/lb/discovery.lua",
+      ["lb.health"] = "lua/lb/health.lua",
+   },
+}
