@@ -14,12 +14,10 @@ and in plain LuaJIT.
 ]],
    license = "Apache-2.0",
 }
+-- System libraries (Debian: liburcu-dev, libssl-dev) are found on the
+-- compiler's default paths, including the multiarch ones.
 dependencies = {
    "lua >= 5.1",
-}
-external_dependencies = {
-   URCU = { header = "urcu-bp.h", library = "urcu-bp" },
-   OPENSSL = { header = "openssl/ssl.h", library = "ssl" },
 }
 build = {
    type = "builtin",
@@ -33,8 +31,7 @@ build = {
             "src/select/weighted.c",
          },
          defines = { "_GNU_SOURCE" },
-         incdirs = { "src", "$(URCU_INCDIR)", "$(OPENSSL_INCDIR)" },
-         libdirs = { "$(URCU_LIBDIR)", "$(OPENSSL_LIBDIR)" },
+         incdirs = { "src" },
          libraries = { "urcu-bp", "urcu-common", "ssl", "crypto", "pthread" },
       },
       lb = "lua/lb.lua",
