@@ -56,12 +56,15 @@ function M.server_text(addr)
   return host, port
 end
 
--- backends: array of { addr = text, weight = n } in configuration order.
+-- backends: array of { addr = text, weight = n } in configuration order;
+-- `hash_as = { host, port }` overrides the text hashed for a server (to model
+-- Pingora, which hashes "::1" where nginx hashes "[::1]").
 function M.new(backends, point_multiple)
   point_multiple = point_multiple or 160
   local points = {}
   for si, b in ipairs(backends) do
     local host, port = M.server_text(b.addr)
+    if b.hash_as then host, port = b.hash_as[1], b.hash_as[2] end
     local base = crc_update(crc_update(crc_update(-1, host), "\0"), port)
     local prev = 0
     for _ = 1, (b.weight or 1) * point_multiple do
@@ -85,8 +88,8 @@ function M.new(backends, point_multiple)
                       { __index = M })
 end
 
--- The address the first ring point at or after crc32(key) belongs to.
-function M:pick(key)
+-- Index of the first ring point at or after crc32(key), wrapping.
+local function first_point(self, key)
   local h = M.crc32(key)
   local hashes = self.hashes
   local lo, hi = 1, #hashes + 1
@@ -95,7 +98,23 @@ function M:pick(key)
     if hashes[mid] < h then lo = mid + 1 else hi = mid end
   end
   if lo > #hashes then lo = 1 end
-  return self.owners[lo]
+  return lo
+end
+
+-- The address the first ring point at or after crc32(key) belongs to.
+function M:pick(key)
+  return self.owners[first_point(self, key)]
+end
+
+-- The owners of n consecutive ring points from key's first point
+-- (pingora-ketama's node_iter; duplicates included).
+function M:walk(key, n)
+  local i, out = first_point(self, key), {}
+  for k = 1, n do
+    out[k] = self.owners[i]
+    i = i % #self.hashes + 1
+  end
+  return out
 end
 
 return M
