@@ -37,7 +37,10 @@ $(BUILD)/$(1)/%: tests/%.c $(SRC) $(HDR) tests/tap.h
 	$$(CC) $$(CPPFLAGS) -DLB_POISON $(2) $$(WARN) -o $$@ $$< $$(SRC) $$(LDLIBS) $$(EXTRA_LIBS)
 endef
 $(eval $(call c_variant,plain,-O2 -g))
-$(eval $(call c_variant,asan,-O1 -g -fsanitize=address$(comma)undefined -fno-omit-frame-pointer -fno-sanitize-recover=all))
+# UBSan's alignment check is off: liburcu-bp hands out its reader records
+# (declared 128-byte aligned) from an arena that does not honour that, and
+# the inlined read-side lock would report it on every select.
+$(eval $(call c_variant,asan,-O1 -g -fsanitize=address$(comma)undefined -fno-sanitize=alignment -fno-omit-frame-pointer -fno-sanitize-recover=all))
 $(eval $(call c_variant,tsan,-O1 -g -fsanitize=thread))
 
 check-c: $(addprefix $(BUILD)/plain/,$(C_TESTS))

@@ -1,0 +1,239 @@
+/*
+ * test_core.c - the C API without Lua: addresses, order, pick orders
+ * pinned to Pingora's tests, the unique iterator, health thresholds,
+ * updates that keep health records.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "lb.h"
+#include "tap.h"
+
+static lb_backend parse(const char *s, uint32_t w)
+{
+    lb_backend b;
+    const char *err = NULL;
+
+    if (lb_backend_parse(s, strlen(s), w, &b, &err) != LB_OK) {
+        fprintf(stderr, "parse %s: %s\n", s, err);
+        abort();
+    }
+    return b;
+}
+
+static lb_balancer *make(int sel, const char **addrs, const uint32_t *w,
+                         size_t n)
+{
+    lb_config cfg = {.selection = sel};
+    const char *err = NULL;
+    lb_balancer *b = lb_balancer_new(&cfg, &err);
+    lb_backend in[16];
+
+    for (size_t i = 0; i < n; i++)
+        in[i] = parse(addrs[i], w ? w[i] : 1);
+    CHECK(lb_balancer_update(b, in, n, NULL, NULL, &err) == 1);
+    return b;
+}
+
+static const char *addr_of(lb_balancer *b, int idx)
+{
+    static lb_backend out;
+    if (idx < 0 || lb_balancer_backend(b, (size_t)idx, &out) != LB_OK)
+        return "none";
+    return out.addr;
+}
+
+static void test_parse(void)
+{
+    lb_backend b;
+    const char *err = NULL;
+
+    b = parse("[0:0::1]:80", 1);
+    CHECK(strcmp(b.addr, "[::1]:80") == 0);
+    CHECK(strcmp(b.host, "::1") == 0);
+    CHECK_EQ(b.family, LB_AF_INET6);
+    b = parse("unix:/tmp/x", 2);
+    CHECK(strcmp(b.host, "/tmp/x") == 0);
+    CHECK_EQ(b.weight, 2);
+    CHECK(lb_backend_parse("1.2.3.4:80", 10, 0, &b, &err) == LB_ERROR);
+    CHECK(strstr(err, "weight") != NULL);
+    CHECK(lb_backend_parse("1.2.3.4:99999", 13, 1, &b, &err) == LB_ERROR);
+    CHECK(lb_backend_parse("1.2.3.4", 7, 1, &b, &err) == LB_ERROR);
+    CHECK(lb_backend_parse("[::1]", 5, 1, &b, &err) == LB_ERROR);
+    CHECK(lb_backend_parse("1.2.3.4:8\0", 10, 1, &b, &err) == LB_ERROR);
+}
+
+static void test_order(void)
+{
+    lb_backend v4 = parse("9.0.0.1:80", 1), v4b = parse("10.0.0.1:80", 1);
+    lb_backend v4w = parse("10.0.0.1:80", 2), v6 = parse("[::1]:1", 1);
+    lb_backend ux = parse("unix:/a", 1);
+
+    CHECK(lb_backend_compare(&v4, &v4b) < 0);
+    CHECK(lb_backend_compare(&v4b, &v4w) < 0);
+    CHECK(lb_backend_compare(&v4w, &v6) < 0);
+    CHECK(lb_backend_compare(&v6, &ux) < 0);
+    CHECK(lb_backend_compare(&ux, &ux) == 0);
+}
+
+/* Pingora weighted.rs test_fnv: b2 has weight 10. */
+static void test_fnv(void)
+{
+    const char *a[] = {"1.1.1.1:80", "1.0.0.1:80", "1.0.0.255:80"};
+    uint32_t w[] = {1, 10, 1};
+    lb_balancer *b = make(LB_SELECT_FNV, a, w, 3);
+    lb_iter *it = lb_iter_new();
+    const char *expect[] = {"1.0.0.1:80", "1.0.0.1:80", "1.0.0.255:80",
+                            "1.1.1.1:80", "1.0.0.1:80", "1.0.0.1:80",
+                            "1.0.0.1:80"};
+    char key[16];
+
+    for (int i = 1; i <= 7; i++) {
+        snprintf(key, sizeof(key), "test%d", i);
+        CHECK(strcmp(addr_of(b, lb_balancer_select(b, key, 5, 1, it)),
+                     expect[i - 1]) == 0);
+    }
+    /* walk of "test": unique b2, b1, b3, then nothing */
+    CHECK(strcmp(addr_of(b, lb_iter_first(b, "test", 4, 100, it)),
+                 "1.0.0.1:80") == 0);
+    CHECK(strcmp(addr_of(b, lb_iter_next(b, it)), "1.1.1.1:80") == 0);
+    CHECK(strcmp(addr_of(b, lb_iter_next(b, it)), "1.0.0.255:80") == 0);
+    CHECK_EQ(lb_iter_next(b, it), LB_DECLINED);
+    CHECK_EQ(it->steps, 100);
+    lb_iter_free(it);
+    lb_balancer_free(b);
+}
+
+/* Pingora consistent.rs test_ketama. */
+static void test_ketama(void)
+{
+    const char *a[] = {"1.1.1.1:80", "1.0.0.1:80", "1.0.0.255:80"};
+    const char *expect = "21111313122111121112"; /* b1 b2 b3 per key */
+    const char *names[] = {NULL, "1.1.1.1:80", "1.0.0.1:80", "1.0.0.255:80"};
+    lb_balancer *b = make(LB_SELECT_CONSISTENT, a, NULL, 3);
+    lb_iter *it = lb_iter_new();
+    char key[16];
+
+    for (int i = 0; i < 10; i++) {
+        snprintf(key, sizeof(key), "test%d", i);
+        CHECK(strcmp(addr_of(b, lb_balancer_select(b, key, 5, 1, it)),
+                     names[expect[i] - '0']) == 0);
+    }
+    {
+        lb_backend two[2] = {parse(a[0], 1), parse(a[1], 1)};
+        const char *err;
+        CHECK_EQ(lb_balancer_update(b, two, 2, NULL, NULL, &err), 1);
+    }
+    for (int i = 0; i < 10; i++) {
+        snprintf(key, sizeof(key), "test%d", i);
+        CHECK(strcmp(addr_of(b, lb_balancer_select(b, key, 5, 1, it)),
+                     names[expect[10 + i] - '0']) == 0);
+    }
+    lb_iter_free(it);
+    lb_balancer_free(b);
+}
+
+/* Pingora weighted.rs test_round_robin: b2 has weight 8. */
+static void test_round_robin(void)
+{
+    const char *a[] = {"1.1.1.1:80", "1.0.0.1:80", "1.0.0.255:80"};
+    uint32_t w[] = {1, 8, 1};
+    lb_balancer *b = make(LB_SELECT_ROUND_ROBIN, a, w, 3);
+    lb_iter *it = lb_iter_new();
+    const char *seq[] = {"1.0.0.1:80", "1.0.0.1:80", "1.0.0.1:80",
+                         "1.0.0.255:80", "1.1.1.1:80", "1.0.0.1:80",
+                         "1.0.0.1:80"};
+
+    CHECK(strcmp(addr_of(b, lb_iter_first(b, "", 0, 5, it)), "1.0.0.1:80") ==
+          0);
+    CHECK(strcmp(addr_of(b, lb_iter_next(b, it)), "1.0.0.255:80") == 0);
+    CHECK(strcmp(addr_of(b, lb_iter_next(b, it)), "1.1.1.1:80") == 0);
+    CHECK_EQ(lb_iter_next(b, it), LB_DECLINED); /* b2, b3 again: no new */
+    for (int i = 0; i < 7; i++)
+        CHECK(strcmp(addr_of(b, lb_balancer_select(b, "", 0, 5, it)), seq[i]) ==
+              0);
+    lb_iter_free(it);
+    lb_balancer_free(b);
+}
+
+/* Pingora's observe_health with thresholds 2 (success) and 3 (failure). */
+static void test_thresholds(void)
+{
+    const char *a[] = {"10.0.0.1:1"};
+    lb_balancer *b = make(LB_SELECT_ROUND_ROBIN, a, NULL, 1);
+    uint64_t g = lb_balancer_generation(b);
+    lb_health_info hi;
+
+    CHECK_EQ(lb_balancer_observe(b, g, 0, 0, 3, 1, 111), 0);
+    CHECK_EQ(lb_balancer_observe(b, g, 0, 0, 3, 1, 111), 0);
+    lb_balancer_health(b, 0, &hi);
+    CHECK_EQ(hi.consecutive, 2);
+    CHECK_EQ(hi.err_kind, 1);
+    CHECK_EQ(hi.err_detail, 111);
+    CHECK_EQ(lb_balancer_observe(b, g, 0, 1, 2, 0, 0), 0); /* reset */
+    lb_balancer_health(b, 0, &hi);
+    CHECK_EQ(hi.consecutive, 0);
+    CHECK_EQ(hi.err_kind, 0);
+    CHECK_EQ(lb_balancer_observe(b, g, 0, 0, 3, 1, 1), 0);
+    CHECK_EQ(lb_balancer_observe(b, g, 0, 0, 3, 1, 1), 0);
+    CHECK_EQ(lb_balancer_observe(b, g, 0, 0, 3, 1, 1), 1); /* flip */
+    CHECK_EQ(lb_balancer_ready(b, g, 0), 0);
+    CHECK_EQ(lb_balancer_observe(b, g, 0, 0, 3, 1, 1), 0);
+    CHECK_EQ(lb_balancer_observe(b, g, 0, 1, 2, 0, 0), 0);
+    CHECK_EQ(lb_balancer_observe(b, g, 0, 1, 2, 0, 0), 1);
+    CHECK_EQ(lb_balancer_ready(b, g, 0), 1);
+    CHECK_EQ(lb_balancer_observe(b, g + 1, 0, 0, 1, 1, 1), LB_STALE);
+    lb_balancer_free(b);
+}
+
+/* A backend that stays keeps its record (id, enablement); a new one starts
+ * healthy; enable flags apply even when the set is unchanged. */
+static void test_update_keeps_health(void)
+{
+    lb_config cfg = {.selection = LB_SELECT_FNV};
+    const char *err = NULL;
+    lb_balancer *b = lb_balancer_new(&cfg, &err);
+    lb_backend in[3] = {parse("10.0.0.2:1", 1), parse("10.0.0.1:1", 1),
+                        parse("10.0.0.1:1", 1)};
+    uint32_t order[3];
+    size_t count = 0;
+    lb_health_info h0, h1;
+
+    CHECK_EQ(lb_balancer_update(b, in, 3, order, &count, &err), 1);
+    CHECK_EQ(count, 2);
+    CHECK_EQ(order[0], 1);
+    CHECK_EQ(order[1], 0);
+    lb_balancer_health(b, 1, &h0); /* 10.0.0.2 */
+    CHECK_EQ(lb_balancer_set_enable(b, lb_balancer_generation(b), 1, 0), 0);
+    CHECK_EQ(lb_balancer_update(b, in, 3, NULL, NULL, &err), 0);
+    in[1] = parse("10.0.0.3:1", 1);
+    in[2] = parse("10.0.0.3:1", 1);
+    CHECK_EQ(lb_balancer_update(b, in, 3, NULL, NULL, &err), 1);
+    lb_balancer_health(b, 0, &h1);
+    CHECK_EQ(h1.id, h0.id);
+    CHECK_EQ(h1.enabled, 0);
+    lb_balancer_health(b, 1, &h1);
+    CHECK(h1.id != h0.id);
+    CHECK_EQ(h1.healthy, 1);
+    in[0].enable = 1;
+    CHECK_EQ(lb_balancer_update(b, in, 1, NULL, NULL, &err), 1);
+    lb_balancer_health(b, 0, &h1);
+    CHECK_EQ(h1.enabled, 1);
+    /* a failing update leaves the set alone */
+    in[0].weight = 0;
+    CHECK_EQ(lb_balancer_update(b, in, 1, NULL, NULL, &err), LB_ERROR);
+    CHECK_EQ(lb_balancer_count(b), 1);
+    lb_balancer_free(b);
+}
+
+int main(void)
+{
+    test_parse();
+    test_order();
+    test_fnv();
+    test_ketama();
+    test_round_robin();
+    test_thresholds();
+    test_update_keeps_health();
+    return tap_done("test_core");
+}
