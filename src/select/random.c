@@ -5,14 +5,22 @@
  * Here each thread has its own xoshiro256** generator (no shared state, no
  * lock), seeded from getrandom() on its first use; statistical quality is
  * ample for spreading load, and it is not meant for anything secret.
+ * A forked child reseeds: nginx workers forked from one master would
+ * otherwise all draw the same sequence.
  */
+#include <pthread.h>
 #include <sys/random.h>
 #include <time.h>
 
 #include "../selector.h"
 
 static __thread uint64_t rng[4];
-static __thread int seeded;
+static __thread unsigned seeded; /* fork generation + 1 when seeded */
+static unsigned fork_gen;         /* bumped in the child after fork() */
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+
+static void on_fork_child(void) { fork_gen++; }
+static void install_atfork(void) { pthread_atfork(NULL, NULL, on_fork_child); }
 
 static inline uint64_t rotl(uint64_t x, int k)
 {
@@ -38,14 +46,14 @@ static void seed(void)
     }
     if (!(rng[0] | rng[1] | rng[2] | rng[3]))
         rng[0] = 1;
-    seeded = 1;
+    seeded = fork_gen + 1;
 }
 
 static inline uint64_t rng_next(void)
 {
     uint64_t r, t;
 
-    if (__builtin_expect(!seeded, 0))
+    if (__builtin_expect(seeded != fork_gen + 1, 0))
         seed();
     r = rotl(rng[1] * 5, 7) * 9;
     t = rng[1] << 17;
@@ -62,6 +70,7 @@ static void *random_build(const lb_backend *backends, size_t n,
                           const lb_config *cfg, const char **err)
 {
     (void)cfg;
+    pthread_once(&atfork_once, install_atfork);
     return lb_weighted_build(backends, n, err);
 }
 
