@@ -1,6 +1,5 @@
 -- Pick orders pinned to Pingora's own unit tests (selection/weighted.rs,
 -- selection/consistent.rs, selection/mod.rs).  Addresses are data only.
-local lb = require("lb")
 local h = require("helpers")
 
 local B1, B2, B3 = "1.1.1.1:80", "1.0.0.1:80", "1.0.0.255:80"

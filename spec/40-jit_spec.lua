@@ -5,7 +5,7 @@ local h = require("helpers")
 
 local function trace_events(fn)
   local ev = { start = 0, stop = 0, abort = 0, reasons = {} }
-  local cb = function(what, tr, func, pc, otr, oex)
+  local cb = function(what, _, _, _, otr, oex)
     ev[what] = (ev[what] or 0) + 1
     if what == "abort" then
       local r = require("jit.vmdef").traceerr[otr]

@@ -119,7 +119,7 @@ function M.validate(v)
   local t = o.timeout
   if t == nil then
     t = 1
-  elseif type(t) ~= "number" or not (t > 0) or t > 86400 then
+  elseif type(t) ~= "number" or t ~= t or t <= 0 or t > 86400 then
     return nil, "timeout must be a positive number of seconds, got "
                 .. tostring(t)
   end

@@ -1,0 +1,6 @@
+std = "luajit"
+codes = true
+max_line_length = 100
+read_globals = { "ngx", "jit" }
+files["spec/"] = { std = "+busted" }
+exclude_files = { "build/", ".tmp/" }
