@@ -81,6 +81,32 @@ struct lb_balancer {
  * thread uses `b`. */
 void lb_balancer_checks_free(lb_balancer *b);
 
+/*
+ * Health-change events (src/events.c): a multi-producer, single-consumer
+ * queue.  Producers push with one compare-and-swap on a stack head (never
+ * a lock: the checker thread must not wait for the Lua thread); the
+ * consumer takes the whole stack with one exchange, reverses it into FIFO
+ * order and serves from that private list under `lock`, which only
+ * consumers take.  Taking the whole stack at once is what makes the pop
+ * side free of ABA.
+ */
+struct lb_event_node;
+
+struct lb_events {
+    _Atomic(struct lb_event_node *) head;
+    struct lb_event_node *ready; /* FIFO, under lock */
+    pthread_mutex_t lock;
+};
+
+void lb_events_init(struct lb_events *q);
+/* Any thread, lock-free.  False when out of memory (the event is lost,
+ * the health record itself is still right). */
+bool lb_events_push(struct lb_events *q, const lb_health_event *ev);
+/* Consumer side: up to max events, oldest first. */
+int lb_events_drain(struct lb_events *q, lb_health_event *out, int max);
+/* Free every queued event; no other thread may use q. */
+void lb_events_destroy(struct lb_events *q);
+
 /* Build a snapshot of sorted, unique backends with the given health
  * records (references are taken over by the snapshot).  NULL with *err. */
 struct lb_snapshot *lb_snapshot_new(const struct lb_selector_ops *ops,

@@ -1,0 +1,303 @@
+/*
+ * conn.c - a probe's connection: non-blocking connect, reuse of a kept
+ * connection, plain or TLS I/O, and the phase machine that hands a
+ * connected (and handshaken) socket to the check kind.
+ *
+ * Every step either finishes (LB_PROBE_OK / LB_PROBE_FAIL with err_*) or
+ * returns LB_PROBE_AGAIN with p->want set to the readiness it waits for;
+ * the checker thread owns the epoll set and the deadline.
+ */
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+
+#include "check/check.h"
+
+static bool conn_alive(const struct lb_conn *c);
+static int connect_start(struct lb_probe *p);
+static int connected(struct lb_probe *p);
+static int kind_begin(struct lb_probe *p);
+static int kind_step(struct lb_probe *p);
+static socklen_t backend_sockaddr(const struct lb_probe *p,
+                                  struct sockaddr_storage *ss);
+
+int lb_probe_fail(struct lb_probe *p, int kind, int detail)
+{
+    p->err_kind = kind;
+    p->err_detail = detail;
+    return LB_PROBE_FAIL;
+}
+
+void lb_conn_close(struct lb_conn *c)
+{
+    if (c->ssl) {
+        SSL_free(c->ssl);
+        c->ssl = NULL;
+    }
+    if (c->fd >= 0) {
+        /* Deregister explicitly: a forked child may still hold the socket,
+         * and then close() alone would leave it in our epoll set. */
+        if (c->epfd >= 0)
+            epoll_ctl(c->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+        close(c->fd);
+        c->fd = -1;
+    }
+    c->epfd = -1;
+}
+
+/* A kept connection is reusable when reading would block: no EOF, no
+ * reset, no unsolicited bytes (a server's timeout notice, a TLS alert). */
+static bool conn_alive(const struct lb_conn *c)
+{
+    char ch;
+    ssize_t n = recv(c->fd, &ch, 1, MSG_PEEK | MSG_DONTWAIT);
+
+    if (c->ssl && SSL_pending(c->ssl) > 0)
+        return false;
+    return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+}
+
+static socklen_t backend_sockaddr(const struct lb_probe *p,
+                                  struct sockaddr_storage *ss)
+{
+    const lb_backend *be = p->be;
+    uint16_t port = p->cfg->port ? p->cfg->port : be->port;
+
+    memset(ss, 0, sizeof(*ss));
+    if (be->family == LB_AF_INET) {
+        struct sockaddr_in *in = (struct sockaddr_in *)ss;
+        in->sin_family = AF_INET;
+        in->sin_port = htons(port);
+        memcpy(&in->sin_addr, be->ip, 4);
+        return sizeof(*in);
+    }
+    if (be->family == LB_AF_INET6) {
+        struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)ss;
+        in6->sin6_family = AF_INET6;
+        in6->sin6_port = htons(port);
+        memcpy(&in6->sin6_addr, be->ip, 16);
+        return sizeof(*in6);
+    }
+    {
+        struct sockaddr_un *un = (struct sockaddr_un *)ss;
+        size_t len = be->host_len;
+
+        if (len >= sizeof(un->sun_path))
+            return 0;
+        un->sun_family = AF_UNIX;
+        memcpy(un->sun_path, be->host, len);
+        return (socklen_t)(offsetof(struct sockaddr_un, sun_path) + len + 1);
+    }
+}
+
+static int connect_start(struct lb_probe *p)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl = backend_sockaddr(p, &ss);
+    int fd, one = 1;
+
+    p->phase = LB_PHASE_CONNECT;
+    p->reused = false;
+    p->got_bytes = false;
+    if (sl == 0)
+        return lb_probe_fail(p, LB_CHECK_ERR_CONNECT, ENAMETOOLONG);
+    fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return lb_probe_fail(p, LB_CHECK_ERR_RESOURCE, errno);
+    p->conn.fd = fd;
+    p->conn.epfd = -1;
+    p->conn.ssl = NULL;
+    if (ss.ss_family != AF_UNIX)
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    if (connect(fd, (struct sockaddr *)&ss, sl) == 0)
+        return connected(p);
+    if (errno == EINPROGRESS || errno == EINTR) {
+        p->want = EPOLLOUT;
+        return LB_PROBE_AGAIN;
+    }
+    return lb_probe_fail(p, LB_CHECK_ERR_CONNECT, errno);
+}
+
+static int connected(struct lb_probe *p)
+{
+    if (p->cfg->tls && !p->conn.ssl)
+        return lb_tls_begin(p);
+    return kind_begin(p);
+}
+
+static int kind_begin(struct lb_probe *p)
+{
+    if (p->cfg->kind == LB_CHECK_HTTP)
+        return lb_http_begin(p);
+    return lb_tcp_connected(p);
+}
+
+static int kind_step(struct lb_probe *p)
+{
+    int rc = lb_http_step(p);
+
+    /* A kept connection the server closed just as we reused it: the
+     * request never reached a live server, so try once more on a fresh
+     * connection, within the same deadline, as HTTP clients do. */
+    if (rc == LB_PROBE_FAIL && p->reused && !p->got_bytes &&
+        (p->err_kind == LB_CHECK_ERR_CLOSED ||
+         p->err_kind == LB_CHECK_ERR_IO)) {
+        lb_http_release(p);
+        lb_conn_close(&p->conn);
+        p->err_kind = p->err_detail = 0;
+        return connect_start(p);
+    }
+    return rc;
+}
+
+int lb_probe_start(struct lb_probe *p, struct lb_conn *kept)
+{
+    p->conn.fd = -1;
+    p->conn.epfd = -1;
+    p->conn.ssl = NULL;
+    p->err_kind = p->err_detail = 0;
+    p->keep = false;
+    if (kept && kept->fd >= 0) {
+        if (conn_alive(kept)) {
+            p->conn = *kept;
+            kept->fd = -1;
+            kept->ssl = NULL;
+            kept->epfd = -1;
+            p->reused = true;
+            p->got_bytes = false;
+            return kind_begin(p);
+        }
+        lb_conn_close(kept);
+    }
+    return connect_start(p);
+}
+
+int lb_probe_step(struct lb_probe *p, uint32_t events)
+{
+    switch (p->phase) {
+    case LB_PHASE_CONNECT: {
+        int err = 0;
+        socklen_t len = sizeof(err);
+
+        (void)events;
+        if (getsockopt(p->conn.fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+            err = errno;
+        if (err == EINPROGRESS || err == EALREADY) {
+            p->want = EPOLLOUT;
+            return LB_PROBE_AGAIN;
+        }
+        if (err)
+            return lb_probe_fail(p, LB_CHECK_ERR_CONNECT, err);
+        return connected(p);
+    }
+    case LB_PHASE_TLS: {
+        int rc = lb_tls_step(p);
+        return rc == LB_PROBE_OK ? kind_begin(p) : rc;
+    }
+    default:
+        return kind_step(p);
+    }
+}
+
+void lb_probe_finish(struct lb_probe *p, bool ok, struct lb_conn *kept)
+{
+    lb_http_release(p);
+    if (ok && p->keep && kept && p->conn.fd >= 0) {
+        if (p->conn.epfd >= 0)
+            epoll_ctl(p->conn.epfd, EPOLL_CTL_DEL, p->conn.fd, NULL);
+        *kept = p->conn;
+        kept->epfd = -1;
+        p->conn.fd = -1;
+        p->conn.ssl = NULL;
+        p->conn.epfd = -1;
+        return;
+    }
+    lb_conn_close(&p->conn);
+}
+
+ssize_t lb_conn_read(struct lb_probe *p, char *buf, size_t len)
+{
+    if (p->conn.ssl) {
+        int n, e;
+
+        ERR_clear_error();
+        n = SSL_read(p->conn.ssl, buf, len > INT32_MAX ? INT32_MAX : (int)len);
+        if (n > 0)
+            return n;
+        e = SSL_get_error(p->conn.ssl, n);
+        if (e == SSL_ERROR_WANT_READ) {
+            p->want = EPOLLIN;
+            return -1;
+        }
+        if (e == SSL_ERROR_WANT_WRITE) {
+            p->want = EPOLLOUT;
+            return -1;
+        }
+        if (e == SSL_ERROR_ZERO_RETURN || (e == SSL_ERROR_SYSCALL && !errno))
+            return 0;
+        lb_probe_fail(p, LB_CHECK_ERR_IO, e == SSL_ERROR_SYSCALL ? errno : EIO);
+        return -2;
+    }
+    for (;;) {
+        ssize_t n = recv(p->conn.fd, buf, len, 0);
+
+        if (n >= 0)
+            return n;
+        if (errno == EINTR)
+            continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            p->want = EPOLLIN;
+            return -1;
+        }
+        if (errno == ECONNRESET)
+            return 0;
+        lb_probe_fail(p, LB_CHECK_ERR_IO, errno);
+        return -2;
+    }
+}
+
+ssize_t lb_conn_write(struct lb_probe *p, const char *buf, size_t len)
+{
+    if (p->conn.ssl) {
+        int n, e;
+
+        ERR_clear_error();
+        n = SSL_write(p->conn.ssl, buf, len > INT32_MAX ? INT32_MAX : (int)len);
+        if (n > 0)
+            return n;
+        e = SSL_get_error(p->conn.ssl, n);
+        if (e == SSL_ERROR_WANT_READ) {
+            p->want = EPOLLIN;
+            return -1;
+        }
+        if (e == SSL_ERROR_WANT_WRITE) {
+            p->want = EPOLLOUT;
+            return -1;
+        }
+        lb_probe_fail(p, LB_CHECK_ERR_IO, e == SSL_ERROR_SYSCALL && errno
+                                              ? errno : EIO);
+        return -2;
+    }
+    for (;;) {
+        ssize_t n = send(p->conn.fd, buf, len, MSG_NOSIGNAL);
+
+        if (n >= 0)
+            return n;
+        if (errno == EINTR)
+            continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            p->want = EPOLLOUT;
+            return -1;
+        }
+        lb_probe_fail(p, LB_CHECK_ERR_IO, errno);
+        return -2;
+    }
+}
