@@ -66,7 +66,7 @@ local function optional_frequency(v, name)
   if v == nil then
     return true
   end
-  if type(v) ~= "number" or not (v > 0) or v == math.huge then
+  if type(v) ~= "number" or v ~= v or v <= 0 or v == math.huge then
     return nil, name .. " must be a positive number of seconds or nil, got "
                 .. tostring(v)
   end
