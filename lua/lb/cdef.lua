@@ -76,6 +76,55 @@ int lb_balancer_set_enable(lb_balancer *b, uint64_t gen, size_t i, int enable);
 int lb_balancer_health(lb_balancer *b, size_t i, lb_health_info *out);
 int lb_balancer_observe(lb_balancer *b, uint64_t gen, size_t i, int ok,
                         uint32_t threshold, int err_kind, int err_detail);
+
+typedef struct lb_check_header {
+    const char *name;
+    size_t name_len;
+    const char *value;
+    size_t value_len;
+} lb_check_header;
+
+typedef struct lb_check_config {
+    int32_t kind;
+    double timeout;
+    uint32_t consecutive_success;
+    uint32_t consecutive_failure;
+    int32_t tls;
+    int32_t tls_verify;
+    const char *tls_sni;
+    size_t tls_sni_len;
+    const char *tls_ca;
+    size_t tls_ca_len;
+    const char *method;
+    size_t method_len;
+    const char *path;
+    size_t path_len;
+    const char *host;
+    size_t host_len;
+    const lb_check_header *headers;
+    size_t nheaders;
+    const uint16_t *expected_status;
+    size_t nexpected;
+    int32_t reuse_connection;
+    uint16_t port;
+} lb_check_config;
+
+typedef struct lb_health_event {
+    uint64_t id;
+    int32_t healthy;
+    int32_t err_kind;
+    int32_t err_detail;
+    int32_t reserved;
+} lb_health_event;
+
+int lb_balancer_set_check(lb_balancer *b, const lb_check_config *cfg,
+                          const char **err);
+int lb_balancer_check_round(lb_balancer *b, int parallel, const char **err);
+int lb_balancer_checks_start(lb_balancer *b, double frequency, int parallel,
+                             const char **err);
+void lb_balancer_checks_stop(lb_balancer *b);
+int lb_balancer_events(lb_balancer *b, lb_health_event *out, int max);
+int lb_check_error_text(int kind, int detail, char *buf, size_t size);
 ]]
 
 -- Declare once per Lua state, even if this module is loaded again.
@@ -103,6 +152,9 @@ M.AF_INET, M.AF_INET6, M.AF_UNIX = 0, 1, 2
 M.MAX_WEIGHT = 1000
 M.MAX_POINT_MULTIPLE = 1000
 M.DEFAULT_MAX_ITERATIONS = 256
+
+M.CHECK_KIND = { tcp = 1, http = 2 }
+M.CHECK_ERR_CUSTOM = 10
 
 M.SELECTION = {
   round_robin = 0,

@@ -14,7 +14,7 @@ local type, pcall, tostring, tonumber, ipairs = type, pcall, tostring,
                                                 tonumber, ipairs
 
 -- err_kind recorded for a failed custom check (its text is kept in Lua).
-local ERR_CUSTOM = 255
+local ERR_CUSTOM = core.CHECK_ERR_CUSTOM
 
 ffi.cdef([[
 struct lb_timespec { long tv_sec; long tv_nsec; };
