@@ -208,6 +208,27 @@ local function children(pid)
   return kids
 end
 
+-- nginx processes that hold a file under prefix open (every process of
+-- the instance keeps its error log open), found even after a master died
+-- and its workers were re-parented.
+local function holders(prefix)
+  local pids, seen = {}, {}
+  local p = io.popen("find /proc/[0-9]*/fd -maxdepth 1 -lname "
+                     .. q(prefix .. "/*") .. " 2>/dev/null")
+  for line in p:lines() do
+    local pid = tonumber(line:match("^/proc/(%d+)/fd/"))
+    if pid and not seen[pid] then
+      seen[pid] = true
+      local comm = read_file("/proc/" .. pid .. "/comm")
+      if comm and comm:match("^nginx") and M.alive(pid) then
+        pids[#pids + 1] = pid
+      end
+    end
+  end
+  p:close()
+  return pids
+end
+
 ---------------------------------------------------------------------------
 -- nginx
 ---------------------------------------------------------------------------
@@ -411,12 +432,26 @@ function Server:stop(timeout)
       return true
     end, timeout)
   end
+  -- Leftovers (a master killed from outside leaves its workers running).
+  local left = holders(self.prefix)
+  if #left > 0 then
+    clean = false
+    for _, w in ipairs(left) do run("kill -KILL " .. w) end
+    M.wait_for(function()
+      for _, w in ipairs(left) do
+        if M.alive(w) then return false end
+      end
+      return true
+    end, timeout)
+  end
   if os.getenv("LB_KEEP_NGINX") then
     io.stderr:write("nginx prefix kept: ", self.prefix, "\n")
   else
     M.rmtree(self.prefix)
   end
-  if not clean then return nil, "nginx did not stop on SIGTERM; killed" end
+  if not clean then
+    return nil, "nginx did not stop cleanly; leftover processes killed"
+  end
   return true
 end
 
