@@ -670,6 +670,7 @@ static void *thread_main(void *arg)
     struct epoll_event evs[256];
 
     (void)arg;
+    pthread_setname_np(pthread_self(), "lb-checker");
     pthread_mutex_lock(&g.lock);
     while (!g.quit) {
         uint64_t now = now_ns();

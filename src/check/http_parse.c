@@ -55,10 +55,12 @@ static const char *find_head_end(const char *buf, size_t len, size_t *end)
 /* "HTTP/1.x SSS[ reason]" */
 static int parse_status_line(struct lb_http_resp *r, const char *p, size_t n)
 {
-    if (n < 12 || memcmp(p, "HTTP/", 5) != 0)
+    if (n < 7 || memcmp(p, "HTTP/", 5) != 0)
         return -LB_HTTP_BAD_STATUS_LINE;
     if (p[5] != '1' || p[6] != '.')
         return -LB_HTTP_BAD_VERSION;
+    if (n < 12)
+        return -LB_HTTP_BAD_STATUS_LINE;
     if (p[7] < '0' || p[7] > '9' || p[8] != ' ')
         return -LB_HTTP_BAD_STATUS_LINE;
     r->minor = p[7] - '0';
