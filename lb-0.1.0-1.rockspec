@@ -45,5 +45,6 @@ build = {
       ["lb.checks"] = "lua/lb/checks.lua",
       ["lb.discovery"] = "lua/lb/discovery.lua",
       ["lb.health"] = "lua/lb/health.lua",
+      ["lb.nginx"] = "lua/lb/nginx.lua",
    },
 }

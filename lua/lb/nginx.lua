@@ -1,0 +1,326 @@
+-- lb in OpenResty: the balancer_by_lua* helper and a JSON status handler.
+--
+--   init_by_lua_block {
+--     local lb = require("lb")
+--     app = assert(lb.new({ backends = { "127.0.0.1:8081", "[::1]:8082" },
+--                           selection = "consistent" }))
+--     app_peer = assert(require("lb.nginx").new(app, { key = "header:X-Key" }))
+--   }
+--   init_worker_by_lua_block { assert(app:start()) }
+--   upstream app {
+--     server 127.0.0.1:1;            # placeholder, never connected to
+--     balancer_by_lua_block { app_peer:balance() }
+--     keepalive 64;                  # after balancer_by_lua_block
+--   }
+--   location = /lb-status { content_by_lua_block {
+--     require("lb.nginx").status(app) } }
+--
+-- balance() picks with select_with: the first candidate in the algorithm's
+-- order that is ready (or that the user's accept rule takes) and that this
+-- request has not tried yet.  On the first attempt it asks nginx for
+-- tries - 1 more attempts (ngx.balancer.set_more_tries); nginx comes back
+-- to balance() after a failure that proxy_next_upstream covers, and the
+-- tried backends, kept in ngx.ctx, are skipped.
+--
+-- Nothing here yields: the balancer phase cannot.  The accept state lives
+-- in upvalues for the duration of one select_with call, which no other
+-- request can interleave with.
+
+-- luacheck: globals ngx
+
+local ngx_balancer = require("ngx.balancer")
+
+local set_current_peer = ngx_balancer.set_current_peer
+local set_more_tries = ngx_balancer.set_more_tries
+local ngx = ngx
+local ngx_var = ngx.var
+local ngx_log, ngx_exit = ngx.log, ngx.exit
+local ngx_ERR, ngx_WARN, ngx_ERROR = ngx.ERR, ngx.WARN, ngx.ERROR
+local type, tostring, tonumber, setmetatable, getmetatable, pairs, ipairs =
+  type, tostring, tonumber, setmetatable, getmetatable, pairs, ipairs
+local floor = math.floor
+
+-- ngx.exit(NGX_BUSY) in the balancer phase is nginx's "no live upstreams":
+-- the attempt ends without a connection, and the client gets a 502 (or
+-- the error_page for it) on a connection that stays open.
+local NGX_BUSY = -3
+
+local M = { _VERSION = "0.1.0", DEFAULT_TRIES = 3 }
+
+local Peer = {}
+Peer.__index = Peer
+
+-- set_current_peer's text for each backend table (ngx_parse_url syntax:
+-- "1.2.3.4", "[::1]" with its brackets, "unix:/path" with no port).
+-- Weak keys: a backend discovery drops is collected with its entry.
+local peer_host = setmetatable({}, { __mode = "k" })
+
+local function host_of(b)
+  local h = peer_host[b]
+  if h == nil then
+    if b.port == nil then
+      h = b.addr                         -- "unix:/path"
+    elseif b.host:find(":", 1, true) then
+      h = "[" .. b.host .. "]"
+    else
+      h = b.host
+    end
+    peer_host[b] = h
+  end
+  return h
+end
+M.peer_host = host_of
+
+-- Key getters.  ngx.var gives exactly what nginx's own $variables hold, so
+-- "header:X-Key" is the key of nginx's `hash $http_x_key consistent`.
+local function var_getter(name)
+  return function()
+    return ngx_var[name] or ""
+  end
+end
+
+local function key_getter(spec)
+  if spec == nil then
+    return nil
+  end
+  if type(spec) == "function" then
+    return function()
+      local k = spec()
+      if k == nil then
+        return ""
+      end
+      return tostring(k)
+    end
+  end
+  if type(spec) ~= "string" then
+    return nil, "key must be a string or a function, got " .. type(spec)
+  end
+  if spec == "uri" or spec == "request_uri" or spec == "remote_addr"
+     or spec == "host" then
+    return var_getter(spec)
+  end
+  local kind, name = spec:match("^(%a+):(.+)$")
+  if kind == "header" and name:find("^[%w%-_]+$") then
+    return var_getter("http_" .. name:lower():gsub("%-", "_"))
+  elseif kind == "cookie" and name:find("^[%w%-_%.]+$") then
+    return var_getter("cookie_" .. name)
+  elseif kind == "arg" and name:find("^[%w%-_%.]+$") then
+    return var_getter("arg_" .. name)
+  elseif kind == "var" and name:find("^[%w_]+$") then
+    return var_getter(name)
+  end
+  return nil, "key must be 'uri', 'request_uri', 'remote_addr', 'host', "
+              .. "'header:<name>', 'cookie:<name>', 'arg:<name>', "
+              .. "'var:<name>' or a function, got '" .. spec .. "'"
+end
+
+-- Create the helper for one balancer.  opts:
+--   key             how to get the key: 'uri', 'request_uri', 'remote_addr',
+--                   'host', 'header:<name>', 'cookie:<name>', 'arg:<name>',
+--                   'var:<name>', or function() -> string (nil: "").
+--                   Required for "fnv" and "consistent".
+--   accept          function(backend, healthy) -> boolean, the rule for
+--                   taking a candidate (default: healthy, i.e. ready).
+--                   Backends this request already tried are never offered.
+--   tries           attempts per request, first included (default 3); the
+--                   retries also need proxy_next_upstream to cover the
+--                   failure and proxy_next_upstream_tries to allow them.
+--   max_iterations  bound of the walk (default: the balancer's).
+-- Returns the helper, or nil, err.
+function M.new(balancer, opts)
+  local lb = require("lb")
+  if getmetatable(balancer) ~= lb.Balancer then
+    return nil, "lb.nginx.new: a balancer (from lb.new) expected, got "
+                .. type(balancer)
+  end
+  opts = opts or {}
+  if type(opts) ~= "table" then
+    return nil, "lb.nginx.new: options must be a table, got " .. type(opts)
+  end
+  for k in pairs(opts) do
+    if k ~= "key" and k ~= "accept" and k ~= "tries"
+       and k ~= "max_iterations" then
+      return nil, "lb.nginx.new: unknown option '" .. tostring(k) .. "'"
+    end
+  end
+  local getkey, err = key_getter(opts.key)
+  if err then
+    return nil, "lb.nginx.new: " .. err
+  end
+  if not getkey and not balancer._keyless then
+    return nil, "lb.nginx.new: selection '" .. balancer.selection
+                .. "' needs a key (option key)"
+  end
+  if opts.accept ~= nil and type(opts.accept) ~= "function" then
+    return nil, "lb.nginx.new: accept must be a function, got "
+                .. type(opts.accept)
+  end
+  local tries = opts.tries or M.DEFAULT_TRIES
+  if type(tries) ~= "number" or tries ~= floor(tries) or tries < 1
+     or tries > 1000 then
+    return nil, "lb.nginx.new: tries must be an integer between 1 and 1000, "
+                .. "got " .. tostring(tries)
+  end
+  local mi = opts.max_iterations
+  if mi ~= nil and (type(mi) ~= "number" or mi ~= floor(mi) or mi < 1) then
+    return nil, "lb.nginx.new: max_iterations must be a positive integer, "
+                .. "got " .. tostring(mi)
+  end
+  return setmetatable({
+    balancer = balancer,
+    getkey = getkey,
+    accept = opts.accept,
+    tries = tries,
+    max_iterations = mi,
+  }, Peer)
+end
+
+-- State of the select_with call in progress (see the top of the file).
+local cur_last, cur_tried, cur_accept
+
+local function accept(b, healthy)
+  if b == cur_last or (cur_tried ~= nil and cur_tried[b]) then
+    return false
+  end
+  if cur_accept ~= nil then
+    return cur_accept(b, healthy) == true
+  end
+  return healthy
+end
+
+local function pick(self, key, last, tried)
+  cur_last, cur_tried, cur_accept = last, tried, self.accept
+  -- An error in the user's accept propagates, as select_with's does; the
+  -- state is reset on the next call.
+  local b = self.balancer:select_with(key, self.max_iterations, accept)
+  cur_last, cur_tried, cur_accept = nil, nil, nil
+  return b
+end
+
+-- In balancer_by_lua*: choose the peer of this attempt and hand it to
+-- nginx.  Returns the backend.  When no backend can be chosen it logs a
+-- warning and ends the attempt as "no live upstreams" (502); when nginx
+-- rejects the peer, as an error (500).  Either way nothing is connected
+-- to the upstream's placeholder server.
+function Peer:balance()
+  local getkey = self.getkey
+  local key = getkey and getkey() or nil
+  local tries = self.tries
+  local b
+  if tries == 1 then
+    b = pick(self, key, nil, nil)
+  else
+    local ctx = ngx.ctx
+    local state = ctx[self]
+    if state == nil then
+      -- First attempt.
+      b = pick(self, key, nil, nil)
+      if b then
+        ctx[self] = b
+        local ok, err = set_more_tries(tries - 1)
+        if not ok then
+          ngx_log(ngx_ERR, "lb: set_more_tries: ", err)
+        end
+      end
+    else
+      -- A retry: state is the backend of the first attempt, or the set of
+      -- every backend tried so far (with .last, the latest).
+      local last, tried = state, nil
+      if state.addr == nil then
+        last, tried = state.last, state
+      end
+      b = pick(self, key, last, tried)
+      if b then
+        if tried == nil then
+          tried = { [last] = true }
+          ctx[self] = tried
+        end
+        tried[last] = true
+        tried.last = b
+      end
+    end
+  end
+  if not b then
+    ngx_log(ngx_WARN, "lb: no backend available for this attempt")
+    return ngx_exit(NGX_BUSY)
+  end
+  local ok, err = set_current_peer(host_of(b), b.port)
+  if not ok then
+    ngx_log(ngx_ERR, "lb: set_current_peer(", b.addr, "): ", err)
+    return ngx_exit(ngx_ERROR)
+  end
+  return b
+end
+
+-- A balancer's status() as JSON text: an array of rows for one balancer,
+-- or an object { name = rows } for a table of named balancers.  A missing
+-- last_error is null.
+local function rows_json(cjson, b)
+  local rows = b:status()
+  if #rows == 0 then
+    return "[]" -- lua-cjson would encode an empty table as {}
+  end
+  for _, row in ipairs(rows) do
+    if row.last_error == nil then
+      row.last_error = cjson.null
+    end
+  end
+  return cjson.encode(rows)
+end
+
+function M.status_json(what)
+  local cjson = require("cjson")
+  local lb = require("lb")
+  if getmetatable(what) == lb.Balancer then
+    return rows_json(cjson, what)
+  end
+  if type(what) ~= "table" then
+    error("bad argument #1 to 'status_json' (balancer or table of "
+          .. "balancers expected, got " .. type(what) .. ")", 2)
+  end
+  local names, parts = {}, {}
+  for name in pairs(what) do
+    names[#names + 1] = name
+  end
+  table.sort(names, function(a, b) return tostring(a) < tostring(b) end)
+  for i, name in ipairs(names) do
+    parts[i] = cjson.encode(tostring(name)) .. ":"
+               .. rows_json(cjson, what[name])
+  end
+  return "{" .. table.concat(parts, ",") .. "}"
+end
+
+-- In content_by_lua*: serve status_json(what) with this worker's pid in
+-- the X-LB-Worker header (every worker keeps its own health view).
+function M.status(what)
+  local body = M.status_json(what)
+  ngx.header["Content-Type"] = "application/json"
+  ngx.header["X-LB-Worker"] = tostring(ngx.worker.pid())
+  ngx.say(body)
+end
+
+-- A custom health check for OpenResty: connect with a cosocket (TCP or
+-- unix socket) within `timeout` seconds.  For lb.new's health_check when
+-- the Lua side should do the probing; the built-in lb.health.tcp runs on
+-- the C thread instead.
+function M.connect_check(timeout)
+  timeout = tonumber(timeout) or 1
+  local ms = floor(timeout * 1000)
+  return function(b)
+    local sock = ngx.socket.tcp()
+    sock:settimeout(ms)
+    local ok, err
+    if b.port == nil then
+      ok, err = sock:connect(b.addr)
+    else
+      ok, err = sock:connect(b.host, b.port)
+    end
+    if not ok then
+      return nil, "connect: " .. tostring(err)
+    end
+    sock:close()
+    return true
+  end
+end
+
+return M
