@@ -641,4 +641,180 @@ function M.get_many(addr, paths, opts)
   return r, err
 end
 
+
+---------------------------------------------------------------------------
+-- Repository paths, background processes, load generation.
+---------------------------------------------------------------------------
+
+-- Absolute path of the repository root (specs run from it).
+local root
+function M.root()
+  if not root then
+    local src = debug.getinfo(1, "S").source:gsub("^@", "")
+    local dir = src:match("^(.*)/spec/support/[^/]+$") or "."
+    if dir:sub(1, 1) ~= "/" then
+      local _, pwd = run("pwd")
+      pwd = pwd:gsub("%s+$", "")
+      dir = dir == "." and pwd or (pwd .. "/" .. dir)
+    end
+    root = dir
+  end
+  return root
+end
+
+-- nginx http {} text that makes lb (lua/, build/) and the spec helpers
+-- (spec/) loadable in OpenResty.
+function M.lua_paths()
+  local r = M.root()
+  return ('    lua_package_path "%s/lua/?.lua;%s/lua/?/init.lua;%s/spec/?.lua;;";\n'
+          .. '    lua_package_cpath "%s/build/?.so;;";\n'):format(r, r, r, r)
+end
+
+-- Start a shell command in the background with its output in `log`;
+-- returns its pid.
+function M.spawn(cmd, log)
+  local ok, out = run("sh -c " .. q("exec " .. cmd .. " > " .. q(log or "/dev/null")
+                                     .. " 2>&1 < /dev/null") .. " & echo $!")
+  if not ok then return nil, out end
+  return tonumber(out:match("(%d+)%s*$"))
+end
+
+-- Wait until a process we started exits (reaps nothing: spawn's shell
+-- is gone, the process is re-parented).  true, or nil, "timeout".
+function M.wait_exit(pid, timeout)
+  return M.wait_for(function() return not M.alive(pid) end, timeout or 10)
+end
+
+-- Send a signal to one process we started, by pid.
+function M.kill(pid, sig)
+  if pid and M.alive(pid) then
+    run("kill -" .. (sig or "TERM") .. " " .. tonumber(pid))
+  end
+end
+
+local Load = {}
+Load.__index = Load
+
+-- Start wrk against a loopback URL for a bounded time.  opts: duration
+-- (seconds, default 3), connections (default 8), threads (default 1),
+-- headers (list of "Name: value").  Returns a handle; :wait() returns the
+-- counted result.
+function M.wrk(url, opts)
+  opts = opts or {}
+  local host = url:match("^http://%[?([^%]/]+)%]?:%d+")
+  if not (host == "::1" or (host and host:match("^127%.%d+%.%d+%.%d+$"))) then
+    error("refusing to load non-loopback " .. tostring(url), 2)
+  end
+  local dir = assert(M.mkdtemp("lb-wrk"))
+  local args = { "wrk", "-t", opts.threads or 1, "-c", opts.connections or 8,
+                 "-d", (opts.duration or 3) .. "s", "--timeout", "5s" }
+  for _, h in ipairs(opts.headers or {}) do
+    args[#args + 1] = "-H"
+    args[#args + 1] = q(h)
+  end
+  args[#args + 1] = q(url)
+  local self = setmetatable({ dir = dir, log = dir .. "/wrk.out",
+                              duration = opts.duration or 3 }, Load)
+  self.pid = M.spawn(table.concat(args, " "), self.log)
+  if not self.pid then M.rmtree(dir); return nil, "cannot start wrk" end
+  return self
+end
+
+-- Parse wrk's summary: requests, failed (non-2xx/3xx responses plus socket
+-- errors), and the parts.
+function M.parse_wrk(text)
+  local r = { text = text }
+  r.requests = tonumber(text:match("(%d+) requests in"))
+  r.non2xx = tonumber(text:match("Non%-2xx or 3xx responses: (%d+)")) or 0
+  local c, rd, w, t = text:match(
+    "Socket errors: connect (%d+), read (%d+), write (%d+), timeout (%d+)")
+  r.connect = tonumber(c) or 0
+  r.read = tonumber(rd) or 0
+  r.write = tonumber(w) or 0
+  r.timeout = tonumber(t) or 0
+  r.failed = r.non2xx + r.connect + r.read + r.write + r.timeout
+  r.rps = tonumber(text:match("Requests/sec:%s*([%d%.]+)"))
+  return r
+end
+
+-- Wait for wrk to finish (its duration plus `grace` seconds); returns the
+-- parsed result, or nil, err.  Always leaves wrk stopped.
+function Load:wait(grace)
+  local done = M.wait_exit(self.pid, self.duration + (grace or 10))
+  if not done then
+    self:stop()
+    return nil, "wrk did not finish"
+  end
+  local text = read_file(self.log) or ""
+  self:stop()
+  local r = M.parse_wrk(text)
+  if not r.requests then return nil, "no wrk summary: " .. text end
+  return r
+end
+
+function Load:stop()
+  if self.pid then M.kill(self.pid, "KILL"); M.wait_exit(self.pid, 5) end
+  if self.dir then M.rmtree(self.dir); self.dir = nil end
+end
+
+-- One nginx per address, each answering with its own address (see
+-- identity_server); separate processes so that each can be stopped.
+-- Returns the list of servers, or nil, err (none left running).
+function M.start_backends(addrs, opts)
+  local list = {}
+  for i, addr in ipairs(addrs) do
+    local srv, err = M.start({ http = M.identity_server(addr),
+                               wait = { addr },
+                               workers = opts and opts.workers or 1 })
+    if not srv then
+      for _, s in ipairs(list) do s:stop() end
+      return nil, err
+    end
+    list[i] = srv
+  end
+  return list
+end
+
+-- Send requests over `n` connections, interleaving batches so the
+-- connections are open together (with `listen ... reuseport` they land on
+-- different workers).  Returns the responses in request order, or nil, err.
+function M.get_spread(addr, reqs, n, opts)
+  n = n or 4
+  local clients, parts, index = {}, {}, {}
+  for i = 1, n do
+    clients[i] = M.client(addr, opts)
+    parts[i], index[i] = {}, {}
+  end
+  for i, r in ipairs(reqs) do
+    local c = (i - 1) % n + 1
+    parts[c][#parts[c] + 1] = r
+    index[c][#index[c] + 1] = i
+  end
+  local out = {}
+  local batch = 64
+  local pos = 1
+  local more = true
+  while more do
+    more = false
+    for c = 1, n do
+      local chunk = {}
+      for j = pos, math.min(pos + batch - 1, #parts[c]) do
+        chunk[#chunk + 1] = parts[c][j]
+      end
+      if #chunk > 0 then
+        more = true
+        local res, err = clients[c]:requests(chunk)
+        if not res then
+          for _, cl in ipairs(clients) do cl:close() end
+          return nil, err
+        end
+        for j, r in ipairs(res) do out[index[c][pos + j - 1]] = r end
+      end
+    end
+    pos = pos + batch
+  end
+  for _, cl in ipairs(clients) do cl:close() end
+  return out
+end
+
 return M
