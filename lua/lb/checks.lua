@@ -177,8 +177,13 @@ return function(lb, Balancer)
       if premature or self._token ~= token then
         return
       end
-      fn(self)
-      if period then
+      -- An error in one run must not end the chain (the worker would stop
+      -- checking or discovering for good).
+      local ran, failure = pcall(fn, self)
+      if not ran then
+        log_error("lb: background task failed: " .. tostring(failure))
+      end
+      if period and self._token == token then
         local ok, err = ngx.timer.at(period, handler)
         if not ok then
           log_error("lb: cannot schedule timer: " .. tostring(err))
@@ -200,6 +205,14 @@ return function(lb, Balancer)
     end
     if self._token then
       return true
+    end
+    if in_openresty() and ngx.get_phase() == "init" then
+      -- The master runs no timers and its state is copied into every
+      -- worker: a start() here would leave every worker "started" with
+      -- nothing driving it.
+      return nil, "start() must be called in init_worker_by_lua* (or "
+                  .. "later), not in init_by_lua*: each worker runs its own "
+                  .. "timers"
     end
     local token = {}
     local check = self._check
