@@ -70,3 +70,46 @@ clean:
 	rm -rf $(BUILD)
 
 .PHONY: all check-c check-asan check-tsan check-full spec test bench demo clean
+
+# ---- fuzzing and soak ----------------------------------------------------
+#
+#   make fuzz        every libFuzzer target for FUZZ_SECONDS (default 45) each,
+#                    new inputs kept in build/fuzz/corpus/ (not checked in)
+#   make fuzz-check  every target over its checked-in corpus, then a short
+#                    run (FUZZ_CHECK_SECONDS, default 15); one summary line
+#                    per target, non-zero exit on any crash
+#   make soak        tests/soak.c under ASan+UBSan (SOAK_SECONDS, default 60)
+#   make soak-tsan   the same under TSan
+#
+# The targets link the sources directly, like the C tests, with -DLB_POISON.
+FUZZ_CC ?= clang
+FUZZ_FLAGS := -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize=alignment \
+	-fno-sanitize-recover=all -fno-omit-frame-pointer
+FUZZ_TARGETS := address http_response update select
+FUZZ_BINS := $(addprefix $(BUILD)/fuzz/fuzz_,$(FUZZ_TARGETS))
+FUZZ_SECONDS ?= 45
+FUZZ_CHECK_SECONDS ?= 15
+SOAK_SECONDS ?= 60
+
+$(BUILD)/fuzz/fuzz_%: fuzz/fuzz_%.c fuzz/fuzz.h $(SRC) $(HDR) $(wildcard src/check/*.h)
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(CPPFLAGS) -Ifuzz -DLB_POISON $(FUZZ_FLAGS) $(WARN) -o $@ $< $(SRC) $(LDLIBS) $(EXTRA_LIBS)
+
+fuzz-build: $(FUZZ_BINS)
+
+fuzz: $(FUZZ_BINS)
+	@sh fuzz/run.sh run $(FUZZ_SECONDS) $(FUZZ_TARGETS)
+
+fuzz-check: $(FUZZ_BINS)
+	@sh fuzz/run.sh check $(FUZZ_CHECK_SECONDS) $(FUZZ_TARGETS)
+
+soak: $(BUILD)/asan/soak
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:quarantine_size_mb=16 \
+	UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+	SOAK_SECONDS=$(SOAK_SECONDS) $<
+
+soak-tsan: $(BUILD)/tsan/soak
+	TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
+	SOAK_SECONDS=$(SOAK_SECONDS) setarch -R $<
+
+.PHONY: fuzz fuzz-build fuzz-check soak soak-tsan

@@ -1,0 +1,58 @@
+#!/bin/sh
+# run.sh MODE SECONDS TARGET... - run libFuzzer targets (see the Makefile).
+#
+#   check  replay fuzz/corpus/TARGET, then fuzz for SECONDS from it; new
+#          inputs go to a temporary directory that is removed afterwards
+#   run    fuzz for SECONDS, keeping new inputs in build/fuzz/corpus/TARGET
+#
+# Prints "fuzz_TARGET: N passed, M failed" per target: N inputs executed,
+# M crashes (a crash, a sanitizer report, a failed check, a timeout or an
+# out-of-memory stops a run; its input is saved under
+# build/fuzz/artifacts/TARGET/).  Exits 1 if any target crashed.
+mode=$1
+secs=$2
+shift 2
+status=0
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+
+# Executed units from a log of -print_final_stats=1 (0 when it crashed
+# before printing them: the crash itself is counted apart).
+units() {
+    n=$(sed -n 's/^stat::number_of_executed_units: *//p' "$1" | tail -n 1)
+    echo "${n:-0}"
+}
+
+for t in "$@"; do
+    bin=build/fuzz/fuzz_$t
+    seeds=fuzz/corpus/$t
+    art=build/fuzz/artifacts/$t
+    mkdir -p "$art"
+    opts="-print_final_stats=1 -timeout=10 -rss_limit_mb=2048 -max_len=4096 -artifact_prefix=$art/"
+    passed=0
+    failed=0
+
+    if [ "$mode" = check ]; then
+        if ! "$bin" $opts -runs=0 "$seeds" >"$tmp/$t.replay" 2>&1; then
+            failed=$((failed + 1))
+            tail -n 40 "$tmp/$t.replay" >&2
+        fi
+        passed=$((passed + $(units "$tmp/$t.replay")))
+        out=$tmp/$t.new
+    else
+        out=build/fuzz/corpus/$t
+    fi
+    mkdir -p "$out"
+    if ! "$bin" $opts -max_total_time="$secs" "$out" "$seeds" \
+        >"$tmp/$t.run" 2>&1; then
+        failed=$((failed + 1))
+        tail -n 40 "$tmp/$t.run" >&2
+    fi
+    passed=$((passed + $(units "$tmp/$t.run")))
+    if [ "$failed" -gt 0 ]; then
+        passed=$((passed > failed ? passed - failed : 0))
+        status=1
+    fi
+    echo "fuzz_$t: $passed passed, $failed failed"
+done
+exit $status
