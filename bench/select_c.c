@@ -1,0 +1,98 @@
+/*
+ * select_c.c - ns per lb_balancer_select from C, per algorithm, at 10, 100
+ * and 1000 backends, every backend ready (the common path: one selector
+ * lookup and one health load inside one RCU read-side section).
+ *
+ * Rows: select_c <algorithm>@<n> <ns>, the median of BENCH_RUNS (default
+ * 5) loops of BENCH_CALLS (default 5,000,000) calls, one thread, over 4096
+ * precomputed keys ("/user/<i>", as a request path would be).  The runs
+ * are interleaved (run 1 of every case, then run 2, ...) so drift on a
+ * shared machine spreads over all cases alike.
+ */
+#include <string.h>
+
+#include "bench.h"
+#include "lb.h"
+
+#define NKEYS 4096
+#define NSIZES 3
+#define NALG 4
+
+static const char *const names[NALG] = {"round_robin", "random", "fnv",
+                                        "consistent"};
+static const size_t sizes[NSIZES] = {10, 100, 1000};
+
+static char keys[NKEYS][24];
+static size_t lens[NKEYS];
+
+static lb_balancer *setup(int alg, size_t n)
+{
+    lb_config cfg = {.selection = alg};
+    lb_backend *set = calloc(n, sizeof(*set));
+    const char *err = "out of memory";
+    lb_balancer *b = set ? lb_balancer_new(&cfg, &err) : NULL;
+
+    for (size_t i = 0; b && i < n; i++) {
+        char text[40];
+        int len = snprintf(text, sizeof(text), "10.0.%zu.%zu:80", i / 250,
+                           i % 250 + 1);
+        if (lb_backend_parse(text, (size_t)len, 1, &set[i], &err) != LB_OK)
+            b = NULL;
+    }
+    if (!b || lb_balancer_update(b, set, n, NULL, NULL, &err) != 1) {
+        fprintf(stderr, "setup %s@%zu: %s\n", names[alg], n, err);
+        exit(1);
+    }
+    free(set);
+    return b;
+}
+
+static double run_once(lb_balancer *b, lb_iter *it, long calls)
+{
+    long sum = 0;
+    double t0 = bench_now_ns();
+
+    for (long i = 0; i < calls; i++) {
+        int k = (int)(i & (NKEYS - 1));
+        sum += lb_balancer_select(b, keys[k], lens[k],
+                                  LB_DEFAULT_MAX_ITERATIONS, it);
+    }
+    bench_keep(sum);
+    return (bench_now_ns() - t0) / (double)calls;
+}
+
+int main(void)
+{
+    static double t[NSIZES][NALG][99];
+    lb_balancer *b[NSIZES][NALG];
+    const char *env = getenv("BENCH_CALLS");
+    long calls = env ? atol(env) : 5000000;
+    int runs = bench_runs(5);
+    lb_iter *it = lb_iter_new();
+
+    for (int k = 0; k < NKEYS; k++)
+        lens[k] = (size_t)snprintf(keys[k], sizeof(keys[k]), "/user/%d",
+                                   k * 7919);
+    for (int s = 0; s < NSIZES; s++)
+        for (int a = 0; a < NALG; a++) {
+            b[s][a] = setup(a, sizes[s]);
+            run_once(b[s][a], it, calls / 10); /* warm-up */
+        }
+    for (int r = 0; r < runs; r++)
+        for (int s = 0; s < NSIZES; s++)
+            for (int a = 0; a < NALG; a++)
+                t[s][a][r] = run_once(b[s][a], it, calls);
+    for (int s = 0; s < NSIZES; s++)
+        for (int a = 0; a < NALG; a++) {
+            char cs[48], note[32];
+            double med = bench_median(t[s][a], runs);
+
+            snprintf(cs, sizeof(cs), "%s@%zu", names[a], sizes[s]);
+            snprintf(note, sizeof(note), "min %.2f", t[s][a][0]);
+            bench_row("select_c", cs, med, "ns", note);
+            lb_balancer_free(b[s][a]);
+        }
+    lb_iter_free(it);
+    lb_quiesce();
+    return 0;
+}
