@@ -63,6 +63,11 @@ test:
 bench: all
 	sh bench/run.sh
 
+# nginx with lb in balancer_by_lua against native upstreams (bench/nginx.sh)
+bench-nginx: all
+	sh bench/nginx.sh
+.PHONY: bench-nginx
+
 demo:
 	sh tools/demo.sh
 

@@ -1,0 +1,255 @@
+#!/bin/sh
+# make bench-nginx: nginx's cost per request with lb in balancer_by_lua,
+# against nginx's native upstreams and a fixed-peer balancer_by_lua.
+#
+# One front nginx with ONE worker serves five variants on five loopback
+# ports, all in front of the same three backends (one backend nginx):
+#
+#   native_rr     upstream round robin
+#   native_chash  upstream hash $request_uri consistent
+#   lua_fixed     balancer_by_lua that sets one fixed peer (the floor of
+#                 any Lua balancer)
+#   lb_rr         lb round_robin through lb.nginx
+#   lb_chash      lb consistent by request_uri through lb.nginx
+#
+# wrk (1 thread, 16 connections, a different URI per request) loads one
+# variant at a time for BENCH_DURATION seconds; the variants run
+# interleaved (the order rotates), BENCH_ROUNDS times.  Upstream keepalive
+# (64 > 16 connections, keepalive_requests 1e6) means no run churns
+# connections.  Reported per variant: the median requests/s and the median
+# front-worker CPU time per request (utime+stime from /proc/<pid>/stat,
+# divided by the requests of the run).  Figures are reported, not checked:
+# this machine is shared and drifts between runs.
+set -eu
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+DURATION=${BENCH_DURATION:-3}
+ROUNDS=${BENCH_ROUNDS:-3}
+CONNS=${BENCH_CONNECTIONS:-16}
+VARIANTS="native_rr native_chash lua_fixed lb_rr lb_chash"
+
+command -v wrk >/dev/null || { echo "bench-nginx: wrk is not installed (apt-get install wrk)" >&2; exit 1; }
+[ -f build/lb/core.so ] || make
+
+DIR=$(mktemp -d /tmp/lb-bench-nginx.XXXXXXXX)
+chmod 755 "$DIR"
+PREFIXES=""
+
+alive() {
+    [ -n "$1" ] && [ -r "/proc/$1/status" ] &&
+        ! grep -q '^State:[[:space:]]*[ZX]' "/proc/$1/status" 2>/dev/null
+}
+wait_until() {
+    n=$1; shift
+    while ! "$@" >/dev/null 2>&1; do
+        n=$((n - 1))
+        [ "$n" -gt 0 ] || return 1
+        sleep 0.1
+    done
+}
+dead() { ! alive "$1"; }
+children() {
+    awk -v p="$1" '$2 == "(nginx)" && $4 == p { print $1 }' /proc/[0-9]*/stat 2>/dev/null || true
+}
+stop_nginx() {
+    [ -f "$1/nginx.pid" ] || return 0
+    pid=$(cat "$1/nginx.pid")
+    kids=$(children "$pid")
+    if alive "$pid"; then
+        kill -TERM "$pid"
+        wait_until 100 dead "$pid" || kill -KILL "$pid" 2>/dev/null || true
+    fi
+    for k in $kids; do
+        wait_until 50 dead "$k" || kill -KILL "$k" 2>/dev/null || true
+    done
+}
+WRK_PID=""
+cleanup() {
+    if [ -n "$WRK_PID" ] && alive "$WRK_PID"; then kill -TERM "$WRK_PID" 2>/dev/null || true; fi
+    for p in $PREFIXES; do stop_nginx "$p"; done
+    rm -rf "$DIR"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+PORTS=$(luajit -e '
+local socket = require("socket")
+local s, out = {}, {}
+for i = 1, 8 do s[i] = assert(socket.bind("127.0.0.1", 0)) end
+for i = 1, 8 do local _, p = s[i]:getsockname(); out[i] = p; s[i]:close() end
+print(table.concat(out, " "))')
+set -- $PORTS
+B1=$1 B2=$2 B3=$3
+P_native_rr=$4 P_native_chash=$5 P_lua_fixed=$6 P_lb_rr=$7 P_lb_chash=$8
+
+head_conf() {
+    cat <<EOF
+pid $1/nginx.pid;
+error_log $1/error.log warn;
+worker_processes 1;
+events { worker_connections 4096; }
+EOF
+}
+
+mkdir -p "$DIR/backend" "$DIR/front"
+{
+    head_conf "$DIR/backend"
+    cat <<EOF
+http {
+    access_log off;
+    keepalive_requests 1000000;
+    client_body_temp_path $DIR/backend/body;
+    server {
+        listen 127.0.0.1:$B1;
+        listen 127.0.0.1:$B2;
+        listen 127.0.0.1:$B3;
+        location / { return 200 "ok"; }
+    }
+}
+EOF
+} > "$DIR/backend/nginx.conf"
+
+LOCATION='
+        location / {
+            proxy_pass http://UP;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }'
+server_block() { # port upstream
+    printf '    server {\n        listen 127.0.0.1:%s;%s\n    }\n' "$1" \
+        "$(printf '%s' "$LOCATION" | sed "s/UP/$2/")"
+}
+SERVERS="        server 127.0.0.1:$B1;
+        server 127.0.0.1:$B2;
+        server 127.0.0.1:$B3;"
+{
+    echo "load_module /usr/share/nginx/modules/ndk_http_module.so;"
+    echo "load_module /usr/share/nginx/modules/ngx_http_lua_module.so;"
+    head_conf "$DIR/front"
+    cat <<EOF
+http {
+    access_log off;
+    keepalive_requests 1000000;
+    client_body_temp_path $DIR/front/body;
+    proxy_temp_path $DIR/front/proxy;
+    lua_package_path "$ROOT/lua/?.lua;;";
+    lua_package_cpath "$ROOT/build/?.so;;";
+
+    init_by_lua_block {
+        local lb = require("lb")
+        local lbn = require("lb.nginx")
+        local list = { "127.0.0.1:$B1", "127.0.0.1:$B2", "127.0.0.1:$B3" }
+        local rr = assert(lb.new({ backends = list }))
+        local ch = assert(lb.new({ backends = list, selection = "consistent" }))
+        bench_rr = assert(lbn.new(rr))
+        bench_chash = assert(lbn.new(ch, { key = "request_uri" }))
+    }
+
+    upstream native_rr {
+$SERVERS
+        keepalive 64;
+        keepalive_requests 1000000;
+    }
+    upstream native_chash {
+        hash \$request_uri consistent;
+$SERVERS
+        keepalive 64;
+        keepalive_requests 1000000;
+    }
+    upstream lua_fixed {
+        server 127.0.0.1:1;
+        balancer_by_lua_block {
+            require("ngx.balancer").set_current_peer("127.0.0.1", $B1)
+        }
+        keepalive 64;
+        keepalive_requests 1000000;
+    }
+    upstream lb_rr {
+        server 127.0.0.1:1;
+        balancer_by_lua_block { bench_rr:balance() }
+        keepalive 64;
+        keepalive_requests 1000000;
+    }
+    upstream lb_chash {
+        server 127.0.0.1:1;
+        balancer_by_lua_block { bench_chash:balance() }
+        keepalive 64;
+        keepalive_requests 1000000;
+    }
+EOF
+    for v in $VARIANTS; do
+        eval "port=\$P_$v"
+        server_block "$port" "$v"
+    done
+    echo "}"
+} > "$DIR/front/nginx.conf"
+
+for p in backend front; do
+    nginx -p "$DIR/$p" -c "$DIR/$p/nginx.conf"
+    PREFIXES="$PREFIXES $DIR/$p"
+    wait_until 50 test -s "$DIR/$p/nginx.pid"
+done
+WORKER=$(children "$(cat "$DIR/front/nginx.pid")")
+[ "$(echo "$WORKER" | wc -w)" = 1 ] || { echo "expected one front worker, got: $WORKER" >&2; exit 1; }
+TCK=$(getconf CLK_TCK)
+
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$WORKER/stat"; }
+
+# run VARIANT SECONDS -> "requests rps ticks errors"
+run() {
+    eval "port=\$P_$1"
+    t0=$(cpu_ticks)
+    wrk -t 1 -c "$CONNS" -d "${2}s" -s bench/nginx/keys.lua \
+        "http://127.0.0.1:$port/" > "$DIR/wrk.out" 2>&1 &
+    WRK_PID=$!
+    wait "$WRK_PID" || true
+    WRK_PID=""
+    t1=$(cpu_ticks)
+    awk -v t="$((t1 - t0))" '
+        / requests in / { req = $1 }
+        /^Requests\/sec:/ { rps = $2 }
+        /Non-2xx/ { err += $NF }
+        /Socket errors/ { gsub(",", ""); err += $4 + $6 + $8 + $10 }
+        END { printf "%d %.0f %d %d\n", req, rps, t, err + 0 }' "$DIR/wrk.out"
+}
+
+echo "bench-nginx: 1 front worker, wrk -t1 -c$CONNS, ${DURATION}s per run, $ROUNDS rounds, interleaved"
+echo "warming up (1 s per variant)"
+for v in $VARIANTS; do run "$v" 1 > /dev/null; done
+
+: > "$DIR/results"
+r=1
+order=$VARIANTS
+while [ "$r" -le "$ROUNDS" ]; do
+    for v in $order; do
+        set -- $(run "$v" "$DURATION")
+        us=$(awk -v t="$3" -v n="$1" -v h="$TCK" 'BEGIN { printf "%.2f", n ? t * 1e6 / h / n : 0 }')
+        printf '  round %d  %-13s %8s req/s  %6s us CPU/request  errors %s\n' "$r" "$v" "$2" "$us" "$4"
+        echo "$v $2 $us $4" >> "$DIR/results"
+    done
+    # rotate the order: first variant goes last
+    first=${order%% *}
+    order="${order#* } $first"
+    r=$((r + 1))
+done
+
+echo
+echo "medians over $ROUNDS rounds (CPU: the front worker's utime+stime / requests)"
+printf '  %-13s %10s %14s %16s %12s\n' variant "req/s" "us CPU/req" "vs lua_fixed" "% native_rr"
+median() { sort -n | awk '{ a[NR] = $1 } END { if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
+for v in $VARIANTS; do
+    rps=$(awk -v v="$v" '$1 == v { print $2 }' "$DIR/results" | median)
+    us=$(awk -v v="$v" '$1 == v { print $3 }' "$DIR/results" | median)
+    echo "$v $rps $us"
+done > "$DIR/medians"
+awk '
+    { rps[$1] = $2; us[$1] = $3; order[NR] = $1 }
+    END {
+        for (i = 1; i <= NR; i++) {
+            v = order[i]
+            printf "  %-13s %10.0f %14.2f %+15.2fus %11.1f%%\n", v, rps[v], us[v],
+                   us[v] - us["lua_fixed"], 100 * rps[v] / rps["native_rr"]
+        }
+    }' "$DIR/medians"
+errors=$(awk '{ e += $4 } END { print e + 0 }' "$DIR/results")
+echo "  failed requests over all runs: $errors"
