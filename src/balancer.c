@@ -121,6 +121,12 @@ int lb_balancer_update(lb_balancer *b, const lb_backend *in, size_t n,
             *err = "unknown address family";
             return LB_ERROR;
         }
+        /* Order, hashing and the checker read host[0..host_len): a struct
+         * not filled by lb_backend_parse must not send them past it. */
+        if (in[i].addr_len >= LB_ADDR_MAX || in[i].host_len >= LB_ADDR_MAX) {
+            *err = "malformed backend (address longer than its buffer)";
+            return LB_ERROR;
+        }
     }
     items = malloc((n ? n : 1) * sizeof(*items));
     if (!items) {
