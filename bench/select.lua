@@ -1,0 +1,151 @@
+-- bench/select.lua - ns per balancer:select(key) from LuaJIT, JIT on.
+--
+-- For each algorithm at 10, 100 and 1000 backends, beside two floors
+-- measured in the same process:
+--   ffi_call       an empty C function called through the FFI
+--                  (build/bench/libfloor_ffi.so), the least any FFI-bound
+--                  select can cost;
+--   lua_CFunction  a trivial classic Lua/C API function
+--                  (build/bench/floor_cfunc.so), which the JIT cannot
+--                  compile: the trace ends and a new one is stitched.
+-- Every case runs the same loop shape: a precomputed key from a table of
+-- 4096 ("/user/<i>"), one call, a nil check.  BENCH_CALLS calls per run
+-- (default 5,000,000), BENCH_RUNS runs (default 5), interleaved (run 1 of
+-- every case, then run 2, ...), median reported.  Trace aborts are counted
+-- per case: a select case must have none.
+--
+-- Prints "ROW <bench> <case> <value> <unit> [note]" lines (bench/run.sh
+-- makes the table).  Run from the repository root after `make bench-build`.
+
+package.path = "lua/?.lua;lua/?/init.lua;" .. package.path
+package.cpath = "build/?.so;build/bench/?.so;" .. package.cpath
+
+local ffi = require("ffi")
+local jit = require("jit")
+local lb = require("lb")
+
+local CALLS = tonumber(os.getenv("BENCH_CALLS")) or 5000000
+local RUNS = math.max(3, tonumber(os.getenv("BENCH_RUNS")) or 5)
+local NKEYS = 4096
+
+ffi.cdef [[
+struct lb_bench_timespec { long tv_sec; long tv_nsec; };
+int lb_bench_clock_gettime(int clk, struct lb_bench_timespec *ts)
+  __asm__("clock_gettime");
+void lb_bench_nop(const char *key, size_t len);
+]]
+local CLOCK_MONOTONIC = 1
+local ts = ffi.new("struct lb_bench_timespec")
+local function now_ns()
+  ffi.C.lb_bench_clock_gettime(CLOCK_MONOTONIC, ts)
+  return tonumber(ts.tv_sec) * 1e9 + tonumber(ts.tv_nsec)
+end
+
+local floor_ffi = ffi.load("build/bench/libfloor_ffi.so")
+local floor_cfunc = require("floor_cfunc")
+
+local keys = {}
+for i = 1, NKEYS do
+  keys[i] = "/user/" .. ((i - 1) * 7919)
+end
+
+-- Each case gets its own copy of the loop (its own prototype, so its own
+-- traces); `call(obj, key)` is what is measured.
+local LOOP = [[
+local bit = require("bit")
+local band = bit.band
+local call, obj, keys, n = ...
+local misses = 0
+for i = 1, n do
+  local r = call(obj, keys[band(i, 4095) + 1])
+  if r == nil then misses = misses + 1 end
+end
+return misses
+]]
+
+local function make_loop()
+  return assert(loadstring(LOOP, "=bench_loop"))
+end
+
+local cases = {}
+
+local function add_case(name, call, obj)
+  cases[#cases + 1] = { name = name, call = call, obj = obj,
+                        loop = make_loop(), times = {}, aborts = 0 }
+end
+
+add_case("ffi_call", function(lib, key)
+  lib.lb_bench_nop(key, #key)
+  return true
+end, floor_ffi)
+add_case("lua_CFunction", function(f, key) return f(key) end, floor_cfunc.nop)
+
+local algorithms = { "round_robin", "random", "fnv", "consistent" }
+local sizes = { 10, 100, 1000 }
+for _, n in ipairs(sizes) do
+  local list = {}
+  for i = 0, n - 1 do
+    list[#list + 1] = string.format("10.0.%d.%d:80", math.floor(i / 250),
+                                    i % 250 + 1)
+  end
+  for _, alg in ipairs(algorithms) do
+    local b = assert(lb.new({ backends = list, selection = alg }))
+    add_case(alg .. "@" .. n, function(bal, key) return bal:select(key) end, b)
+  end
+end
+
+local current
+jit.attach(function(what)
+  if what == "abort" and current then
+    current.aborts = current.aborts + 1
+  end
+end, "trace")
+
+for _, c in ipairs(cases) do -- warm-up: compile every loop
+  current = c
+  c.loop(c.call, c.obj, keys, math.floor(CALLS / 20))
+end
+for r = 1, RUNS do
+  for _, c in ipairs(cases) do
+    current = c
+    local t0 = now_ns()
+    local misses = c.loop(c.call, c.obj, keys, CALLS)
+    c.times[r] = (now_ns() - t0) / CALLS
+    if misses ~= 0 and c.name ~= "lua_CFunction" then
+      error(c.name .. ": " .. misses .. " selects returned nil")
+    end
+  end
+end
+current = nil
+jit.attach(function() end)
+
+local function median(t)
+  local s = {}
+  for i = 1, #t do s[i] = t[i] end
+  table.sort(s)
+  local n = #s
+  if n % 2 == 1 then return s[(n + 1) / 2], s[1] end
+  return (s[n / 2] + s[n / 2 + 1]) / 2, s[1]
+end
+
+local med = {}
+for _, c in ipairs(cases) do
+  local m, lo = median(c.times)
+  med[c.name] = m
+  print(string.format("ROW select_lua %s %.3f ns min %.2f, %d trace aborts",
+                      c.name, m, lo, c.aborts))
+end
+for _, alg in ipairs(algorithms) do
+  for _, n in ipairs(sizes) do
+    local name = alg .. "@" .. n
+    print(string.format("ROW ratio %s/lua_CFunction %.3f x", name,
+                        med[name] / med.lua_CFunction))
+  end
+end
+for _, alg in ipairs(algorithms) do
+  local name = alg .. "@1000"
+  print(string.format("ROW ratio %s/ffi_call %.3f x", name,
+                      med[name] / med.ffi_call))
+end
+print(string.format("ROW info select_lua %d calls x %d runs, %s", CALLS,
+                    RUNS, jit.version))
