@@ -235,6 +235,33 @@ describe("lb.nginx in balancer_by_lua (2 workers)", function()
     assert.matches("no backend available", srv:error_log(), 1, true)
   end)
 
+  it("runs a cosocket check (connect_check) from every worker's timers", function()
+    local dead = "127.0.0.1:" .. assert(nginx.free_port())
+    start({
+      init = ([[
+        app = assert(require("lb").new({ backends = %s,
+          health_check = require("lb.nginx").connect_check(0.5),
+          health_check_frequency = 0.2 }))
+      ]]):format(lua_list({ dead, addrs[1] })),
+      init_worker = "assert(app:start())",
+    })
+    -- both workers have marked the dead backend down: no request retried
+    assert(nginx.wait_for(function()
+      local res = front.get(srv, 100)
+      local workers = {}
+      for _, r in ipairs(res) do
+        if r.headers["x-upstream"] ~= addrs[1] then return false end
+        workers[r.headers["x-worker"]] = true
+      end
+      return front.size(workers) == 2
+    end, 2))
+    local rows = require("cjson").decode(nginx.get(srv.addr, "/lb-status").body)
+    for _, row in ipairs(rows) do
+      assert.are.equal(row.addr ~= dead, row.healthy)
+      if row.addr == dead then assert.matches("^connect: ", row.last_error) end
+    end
+  end)
+
   it("serves status() as JSON", function()
     start({ init = ("app = assert(require('lb').new({ backends = %s }))")
                      :format(lua_list(addrs)) })

@@ -50,8 +50,11 @@ describe("nginx -s reload under load (2 workers)", function()
   end)
 
   it("fails no request, and the old workers exit", function()
-    local old = srv:workers()
-    assert.are.equal(2, #old)
+    local old
+    assert(nginx.wait_for(function()
+      old = srv:workers()
+      return #old == 2
+    end, 5), "nginx did not start 2 workers")
     -- wait until the checker threads are up in both workers
     local before
     assert(nginx.wait_for(function()
@@ -79,8 +82,11 @@ describe("nginx -s reload under load (2 workers)", function()
           :format(r.requests, r.failed, before))
 
     for _, pid in ipairs(old) do assert.is_false(nginx.alive(pid)) end
-    local new = srv:workers()
-    assert.are.equal(2, #new)
+    local new
+    assert(nginx.wait_for(function()
+      new = srv:workers()
+      return #new == 2
+    end, 5), "nginx did not start 2 new workers")
     for _, pid in ipairs(new) do
       for _, o in ipairs(old) do assert.are_not.equal(o, pid) end
       -- the same threads as before (main, checker, ...), no more
