@@ -118,3 +118,37 @@ soak-tsan: $(BUILD)/tsan/soak
 	SOAK_SECONDS=$(SOAK_SECONDS) setarch -R $<
 
 .PHONY: fuzz fuzz-build fuzz-check soak soak-tsan
+
+# ---- benchmarks (bench/run.sh, via `make bench`) --------------------------
+#
+# C benches link the sources directly, optimised, without LB_POISON;
+# rcu_flavour.c is built once per liburcu flavour; the two floors of
+# bench/select.lua are small shared libraries.
+BENCH_CFLAGS := -O2 -g
+LUAJIT_INC ?= /usr/include/luajit-2.1
+BENCH_BINS := $(addprefix $(BUILD)/bench/,build select_c rcu_memb rcu_bp \
+	libfloor_ffi.so floor_cfunc.so)
+
+$(BUILD)/bench/build $(BUILD)/bench/select_c: $(BUILD)/bench/%: bench/%.c bench/bench.h $(SRC) $(HDR)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(BENCH_CFLAGS) $(WARN) -o $@ $< $(SRC) $(LDLIBS) $(EXTRA_LIBS)
+
+$(BUILD)/bench/rcu_memb: bench/rcu_flavour.c bench/bench.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) -DFLAVOUR_MEMB $(BENCH_CFLAGS) $(WARN) -o $@ $< -lurcu-memb -lurcu-common -lpthread
+
+$(BUILD)/bench/rcu_bp: bench/rcu_flavour.c bench/bench.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) -DFLAVOUR_BP $(BENCH_CFLAGS) $(WARN) -o $@ $< -lurcu-bp -lurcu-common -lpthread
+
+$(BUILD)/bench/libfloor_ffi.so: bench/floor_ffi.c
+	@mkdir -p $(dir $@)
+	$(CC) $(BENCH_CFLAGS) $(WARN) -fPIC -shared -o $@ $<
+
+$(BUILD)/bench/floor_cfunc.so: bench/floor_cfunc.c
+	@mkdir -p $(dir $@)
+	$(CC) -I$(LUAJIT_INC) $(BENCH_CFLAGS) $(WARN) -fPIC -shared -o $@ $<
+
+bench-build: all $(BENCH_BINS)
+
+.PHONY: bench-build
