@@ -446,7 +446,7 @@ int lb_iter_next(lb_balancer *b, lb_iter *it)
 }
 
 /* The common case, a ready first candidate, touches neither the bitmap nor
- * the iterator's walk state: one selector lookup and one health load. */
+ * the walk's position: one selector lookup and one health load. */
 int lb_balancer_select(lb_balancer *b, const char *key, size_t len,
                        uint32_t max_iterations, lb_iter *it)
 {
@@ -461,6 +461,10 @@ int lb_balancer_select(lb_balancer *b, const char *key, size_t len,
         goto out;
     first = s->ops->first(s->selector, key, len, &it->state);
     if (lb_health_ready(s->health[first])) {
+        /* End the iterator's previous walk: it->gen now names this
+         * snapshot, and an lb_iter_next continuing that walk here would
+         * mark indices in a bitmap sized for another set. */
+        it->max_steps = 0;
         it->ready = 1;
         rc = (int)first;
         goto out;
