@@ -12,7 +12,7 @@
 -- 4096 ("/user/<i>"), one call, a nil check.  BENCH_CALLS calls per run
 -- (default 5,000,000), BENCH_RUNS runs (default 5), interleaved (run 1 of
 -- every case, then run 2, ...), median reported.  Trace aborts are counted
--- per case: a select case must have none.
+-- per case, the last one's reason given: a select case should have none.
 --
 -- Prints "ROW <bench> <case> <value> <unit> [note]" lines (bench/run.sh
 -- makes the table).  Run from the repository root after `make bench-build`.
@@ -95,9 +95,18 @@ for _, n in ipairs(sizes) do
 end
 
 local current
-jit.attach(function(what)
+local vmdef = require("jit.vmdef")
+jit.attach(function(what, _, func, pc, code, info)
   if what == "abort" and current then
     current.aborts = current.aborts + 1
+    local fi = require("jit.util").funcinfo(func, pc)
+    local msg = vmdef.traceerr[code] or tostring(code)
+    if type(info) == "number" and msg:find("%%d") then
+      msg = msg:format(info)
+    elseif info ~= nil and msg:find("%%s") then
+      msg = msg:format(tostring(info))
+    end
+    current.last_abort = string.format("%s (%s)", msg, tostring(fi.loc))
   end
 end, "trace")
 
@@ -132,8 +141,9 @@ local med = {}
 for _, c in ipairs(cases) do
   local m, lo = median(c.times)
   med[c.name] = m
-  print(string.format("ROW select_lua %s %.3f ns min %.2f, %d trace aborts",
-                      c.name, m, lo, c.aborts))
+  print(string.format("ROW select_lua %s %.3f ns min %.2f, %d trace aborts%s",
+                      c.name, m, lo, c.aborts,
+                      c.last_abort and ", last: " .. c.last_abort or ""))
 end
 for _, alg in ipairs(algorithms) do
   for _, n in ipairs(sizes) do
