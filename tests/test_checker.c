@@ -1020,10 +1020,17 @@ static void test_periodic(void)
     lb_balancer_checks_stop(b);
     /* stopped: the thread is joined and no round runs any more */
     CHECK(WAIT_FOR(checker_threads() == 0, 2));
-    req = atomic_load(&s->requests);
-    usleep(100000);
-    CHECK_EQ(atomic_load(&s->requests), req);
+    /* (a flip made now stays: nothing observes the record any more; the
+     * wait is longer than ten periods) */
+    drain(b, ev, 8);
+    lb_balancer_observe(b, lb_balancer_generation(b), 0, 0, 1,
+                        LB_CHECK_ERR_CUSTOM, 0);
+    usleep(200000);
+    CHECK_EQ(health(b, 0).healthy, 0);
+    CHECK_EQ(health(b, 0).err_kind, LB_CHECK_ERR_CUSTOM);
+    CHECK_EQ(drain(b, ev, 8), 0);
     lb_balancer_checks_stop(b);
+    req = atomic_load(&s->requests);
 
     /* freed while running */
     CHECK_EQ(lb_balancer_checks_start(b, 0.01, 1, &err), LB_OK);

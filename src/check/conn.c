@@ -60,9 +60,16 @@ static bool conn_alive(const struct lb_conn *c)
     char ch;
     ssize_t n = recv(c->fd, &ch, 1, MSG_PEEK | MSG_DONTWAIT);
 
-    if (c->ssl && SSL_pending(c->ssl) > 0)
+    if (n < 0)
+        return errno == EAGAIN || errno == EWOULDBLOCK;
+    if (n == 0 || !c->ssl)
         return false;
-    return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+    /* TLS 1.3 servers send session tickets after the handshake, possibly
+     * after the first response: records that carry no application data
+     * leave the connection reusable.  The socket is non-blocking. */
+    ERR_clear_error();
+    n = SSL_read(c->ssl, &ch, 1);
+    return n <= 0 && SSL_get_error(c->ssl, (int)n) == SSL_ERROR_WANT_READ;
 }
 
 static socklen_t backend_sockaddr(const struct lb_probe *p,
@@ -128,8 +135,11 @@ static int connect_start(struct lb_probe *p)
 
 static int connected(struct lb_probe *p)
 {
-    if (p->cfg->tls && !p->conn.ssl)
-        return lb_tls_begin(p);
+    if (p->cfg->tls && !p->conn.ssl) {
+        /* The handshake may complete in its first step on loopback. */
+        int rc = lb_tls_begin(p);
+        return rc == LB_PROBE_OK ? kind_begin(p) : rc;
+    }
     return kind_begin(p);
 }
 
