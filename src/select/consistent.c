@@ -18,6 +18,10 @@
  * sorted position (nginx: config order; Pingora: its sorted order).  With
  * 32-bit hashes this decides about one point in 10^5 at 1000 servers.
  *
+ * Build: point generation walks four backends' crc chains side by side,
+ * then a counting sort by the top bits places the points directly in their
+ * buckets; no comparison sort over the whole ring.
+ *
  * Lookup: a binary search over 160,000 points costs ~17 dependent cache
  * misses.  Instead the ring carries a table indexed by the top `bits` bits of
  * the hash, giving the first point of each bucket; with about two points per
@@ -113,33 +117,6 @@ static uint32_t server_base(const lb_backend *b)
     return c;
 }
 
-/* Stable LSD radix sort of (hash, owner) by hash, two 16-bit passes, so
- * equal hashes keep generation order (backend order, then point order). */
-static void radix_sort(uint32_t *h, uint16_t *o, uint32_t *th, uint16_t *to,
-                       uint32_t n, uint32_t *count)
-{
-    for (int pass = 0; pass < 2; pass++) {
-        int sh = pass * 16;
-        uint32_t sum = 0;
-
-        memset(count, 0, 65536 * sizeof(uint32_t));
-        for (uint32_t i = 0; i < n; i++)
-            count[(h[i] >> sh) & 0xffff]++;
-        for (uint32_t i = 0; i < 65536; i++) {
-            uint32_t c = count[i];
-            count[i] = sum;
-            sum += c;
-        }
-        for (uint32_t i = 0; i < n; i++) {
-            uint32_t d = count[(h[i] >> sh) & 0xffff]++;
-            th[d] = h[i];
-            to[d] = o[i];
-        }
-        memcpy(h, th, n * sizeof(*h));
-        memcpy(o, to, n * sizeof(*o));
-    }
-}
-
 static void ketama_destroy(void *sel)
 {
     struct ketama *k = sel;
@@ -152,15 +129,68 @@ static void ketama_destroy(void *sel)
     free(k);
 }
 
+/*
+ * Every point of every backend, in generation order (backend order, then
+ * point order), into out[].  A point depends on the previous one of its
+ * backend, so one chain is a string of dependent table loads; four
+ * backends are walked side by side to keep four chains in flight.
+ */
+static void generate_points(const lb_backend *bs, size_t n, uint32_t mult,
+                            uint32_t *out)
+{
+    size_t i = 0, p = 0;
+
+    for (; i + 4 <= n; i += 4) {
+        uint32_t base[4], cnt[4], h[4] = {0, 0, 0, 0}, *dst[4], common;
+
+        for (int c = 0; c < 4; c++) {
+            base[c] = server_base(&bs[i + c]);
+            cnt[c] = bs[i + c].weight * mult;
+            dst[c] = out + p;
+            p += cnt[c];
+        }
+        common = cnt[0];
+        for (int c = 1; c < 4; c++)
+            if (cnt[c] < common)
+                common = cnt[c];
+        for (uint32_t j = 0; j < common; j++) {
+            h[0] = crc_point(base[0], h[0]);
+            h[1] = crc_point(base[1], h[1]);
+            h[2] = crc_point(base[2], h[2]);
+            h[3] = crc_point(base[3], h[3]);
+            dst[0][j] = h[0];
+            dst[1][j] = h[1];
+            dst[2][j] = h[2];
+            dst[3][j] = h[3];
+        }
+        for (int c = 0; c < 4; c++)
+            for (uint32_t j = common; j < cnt[c]; j++)
+                dst[c][j] = h[c] = crc_point(base[c], h[c]);
+    }
+    for (; i < n; i++) {
+        uint32_t base = server_base(&bs[i]), h = 0;
+        uint32_t cnt = bs[i].weight * mult;
+
+        for (uint32_t j = 0; j < cnt; j++)
+            out[p++] = h = crc_point(base, h);
+    }
+}
+
+/*
+ * Build: generate the points, counting sort them by the top `bits` bits
+ * straight into the final arrays (lut[] doubles as the counters), then
+ * insertion sort inside each bucket (two points on average).  Both sorts
+ * are stable, so equal hashes keep generation order: backend order, then
+ * point order.
+ */
 static void *ketama_build(const lb_backend *backends, size_t n,
                           const lb_config *cfg, const char **err)
 {
     uint32_t mult = cfg->point_multiple ? cfg->point_multiple : 160;
     uint64_t total = 0;
-    uint32_t *th = NULL, *count = NULL;
-    uint16_t *to = NULL;
     struct ketama *k;
-    uint32_t bits, m, p = 0;
+    uint32_t *gen = NULL;
+    uint32_t bits, nb, shift, m;
 
     pthread_once(&crc_once, crc_init);
     for (size_t i = 0; i < n; i++)
@@ -173,61 +203,80 @@ static void *ketama_build(const lb_backend *backends, size_t n,
     k = calloc(1, sizeof(*k));
     if (!k)
         goto oom;
-    /* About two points per bucket: bits = ceil(log2(total)) - 1, at
-     * least 1. */
+    /* About two points per bucket: bits = ceil(log2(total)) - 1, >= 1. */
     for (bits = 1; bits < 31 && (1ull << (bits + 1)) < total; bits++)
         ;
-    k->shift = 32 - bits;
+    nb = 1u << bits;
+    shift = k->shift = 32 - bits;
     k->hashes = malloc((total ? total : 1) * sizeof(uint32_t));
     k->owner = malloc((total ? total : 1) * sizeof(uint16_t));
-    k->lut = malloc(((1u << bits) + 1) * sizeof(uint32_t));
-    th = malloc((total ? total : 1) * sizeof(uint32_t));
-    to = malloc((total ? total : 1) * sizeof(uint16_t));
-    count = malloc(65536 * sizeof(uint32_t));
-    if (!k->hashes || !k->owner || !k->lut || !th || !to || !count)
+    k->lut = calloc((size_t)nb + 1, sizeof(uint32_t));
+    gen = malloc((total ? total : 1) * sizeof(uint32_t));
+    if (!k->hashes || !k->owner || !k->lut || !gen)
         goto oom;
 
-    for (size_t i = 0; i < n; i++) {
-        uint32_t base = server_base(&backends[i]);
-        uint32_t prev = 0, npts = backends[i].weight * mult;
-
-        for (uint32_t j = 0; j < npts; j++) {
-            prev = crc_point(base, prev);
-            k->hashes[p] = prev;
-            k->owner[p] = (uint16_t)i;
-            p++;
-        }
-    }
-    radix_sort(k->hashes, k->owner, th, to, p, count);
-
-    /* Drop equal hashes after the first (nginx and pingora-ketama). */
-    m = 0;
-    for (uint32_t i = 0; i < p; i++) {
-        if (m > 0 && k->hashes[m - 1] == k->hashes[i])
-            continue;
-        k->hashes[m] = k->hashes[i];
-        k->owner[m] = k->owner[i];
-        m++;
-    }
-    k->npoints = m;
-
-    /* lut[b] = first point whose top bits are >= b; lut[1 << bits] = m. */
+    generate_points(backends, n, mult, gen);
+    /* Count, then turn counts into bucket starts. */
+    for (uint64_t p = 0; p < total; p++)
+        k->lut[gen[p] >> shift]++;
     {
-        uint32_t i = 0, nb = 1u << bits;
+        uint32_t sum = 0;
         for (uint32_t b = 0; b <= nb; b++) {
-            while (i < m && (k->hashes[i] >> k->shift) < b)
-                i++;
-            k->lut[b] = i;
+            uint32_t c = k->lut[b];
+            k->lut[b] = sum;
+            sum += c;
         }
     }
-    free(th);
-    free(to);
-    free(count);
+    /* Place; lut[b] advances to the end of bucket b, i.e. the start of
+     * b + 1, so shifting it by one afterwards restores the starts. */
+    {
+        uint64_t p = 0;
+        for (size_t i = 0; i < n; i++) {
+            uint32_t cnt = backends[i].weight * mult;
+            for (uint32_t j = 0; j < cnt; j++, p++) {
+                uint32_t pos = k->lut[gen[p] >> shift]++;
+                k->hashes[pos] = gen[p];
+                k->owner[pos] = (uint16_t)i;
+            }
+        }
+    }
+    free(gen);
+    gen = NULL;
+    memmove(k->lut + 1, k->lut, (size_t)nb * sizeof(uint32_t));
+    k->lut[0] = 0;
+
+    /* Sort inside each bucket, stable, then drop equal hashes after the
+     * first (nginx and pingora-ketama) while compacting. */
+    m = 0;
+    for (uint32_t b = 0; b < nb; b++) {
+        uint32_t lo = k->lut[b], hi = k->lut[b + 1];
+
+        for (uint32_t i = lo + 1; i < hi; i++) {
+            uint32_t h = k->hashes[i];
+            uint16_t o = k->owner[i];
+            uint32_t j = i;
+            while (j > lo && k->hashes[j - 1] > h) {
+                k->hashes[j] = k->hashes[j - 1];
+                k->owner[j] = k->owner[j - 1];
+                j--;
+            }
+            k->hashes[j] = h;
+            k->owner[j] = o;
+        }
+        k->lut[b] = m;
+        for (uint32_t i = lo; i < hi; i++) {
+            if (m > 0 && k->hashes[m - 1] == k->hashes[i])
+                continue;
+            k->hashes[m] = k->hashes[i];
+            k->owner[m] = k->owner[i];
+            m++;
+        }
+    }
+    k->lut[nb] = m;
+    k->npoints = m;
     return k;
 oom:
-    free(th);
-    free(to);
-    free(count);
+    free(gen);
     ketama_destroy(k);
     *err = "out of memory";
     return NULL;
