@@ -457,14 +457,14 @@ int lb_balancer_select(lb_balancer *b, const char *key, size_t len,
     lb_rcu_read_lock();
     s = lb_rcu_deref(&b->snap);
     it->gen = s->gen;
+    /* End the iterator's previous walk: it->gen now names this snapshot,
+     * and an lb_iter_next continuing that walk here would mark indices in
+     * a bitmap sized for another set (walk_begin starts select's own). */
+    it->max_steps = 0;
     if (s->n == 0 || max_iterations == 0)
         goto out;
     first = s->ops->first(s->selector, key, len, &it->state);
     if (lb_health_ready(s->health[first])) {
-        /* End the iterator's previous walk: it->gen now names this
-         * snapshot, and an lb_iter_next continuing that walk here would
-         * mark indices in a bitmap sized for another set. */
-        it->max_steps = 0;
         it->ready = 1;
         rc = (int)first;
         goto out;

@@ -205,7 +205,7 @@ int lb_iter_next(lb_balancer *b, lb_iter *it);
  * allocation.  it->gen tells which snapshot the index belongs to.  It ends
  * any walk the iterator had in progress: lb_iter_next afterwards continues
  * select's own walk when select had to walk (its first candidate was not
- * ready), and returns LB_DECLINED when it did not.
+ * ready), and returns LB_DECLINED when it did not (or declined at once).
  */
 int lb_balancer_select(lb_balancer *b, const char *key, size_t len,
                        uint32_t max_iterations, lb_iter *it);
