@@ -263,11 +263,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             const char *key = read_key(&in, &klen);
             uint32_t max = read_max(&in);
             int idx = lb_balancer_select(b, key, klen, max, it);
+            int picked = idx;
+            bool walked = it->max_steps != 0;
 
-            for (int k = 0; k < 4 && idx != LB_DECLINED; k++) {
+            /* Select's own walk goes on past its pick (or is over when
+             * its first candidate was ready); never the iterator's older
+             * walk, never a repeat. */
+            for (int k = 0; k < 4; k++) {
                 FUZZ_ASSERT(idx == LB_DECLINED ||
                             (idx >= 0 && (size_t)idx < n));
                 idx = lb_iter_next(b, it);
+                FUZZ_ASSERT(idx != picked || idx < 0);
+                if (!walked)
+                    FUZZ_ASSERT(idx == LB_DECLINED);
             }
             break;
         }
