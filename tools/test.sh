@@ -1,6 +1,7 @@
 #!/bin/sh
-# The whole test suite: dependencies, build, C tests (plain, ASan+UBSan,
-# TSan), then the busted specs under LuaJIT.  Ends with one line
+# The whole test suite: dependencies, build, lint (clang-format, luacheck,
+# a clang build), C tests (plain, ASan+UBSan, TSan), the fuzz targets over
+# their corpora plus a short run, then the busted specs under LuaJIT.  Ends with one line
 # "N passed, M failed" summing every runner's counts, so a run that
 # executed no test shows it.
 cd "$(dirname "$0")/.." || exit 1
@@ -20,9 +21,11 @@ run() {
 }
 
 run make -j2 all
+[ $status = 0 ] && run make lint
 [ $status = 0 ] && run make -j2 check-c
 [ $status = 0 ] && run make -j2 check-asan
 [ $status = 0 ] && run make -j2 check-tsan
+[ $status = 0 ] && run make fuzz-check
 run luajit /usr/bin/busted -o utfTerminal
 
 # Sum "N passed, M failed" lines (C tests) and busted's summary.
