@@ -14,8 +14,10 @@ local EVENTS = 64
 local events = ffi_new("lb_health_event[?]", EVENTS)
 local textbuf = ffi_new("char[256]")
 
--- Once: a frequency so long that the first round is the only one.
-local ONCE = 1e9
+-- Once: a frequency so long that the first round is the only one in
+-- practice.  It is the longest lb_balancer_checks_start accepts (1e6 s,
+-- about 11.5 days); anything longer is refused as out of range.
+local ONCE = 1e6
 
 local function set_str(cfg, field, s, anchors)
   if s ~= nil then
