@@ -166,6 +166,32 @@ describe("lb.nginx in balancer_by_lua (2 workers)", function()
     assert(retried >= 90, "only " .. retried .. " requests tried " .. dead)
   end)
 
+  it("never retries a backend this request already tried", function()
+    -- Two dead backends and one live one, three tries: a request may fail
+    -- on both dead ones, but never on the same one twice.
+    local dead1 = "127.0.0.1:" .. assert(nginx.free_port())
+    local dead2 = "127.0.0.1:" .. assert(nginx.free_port())
+    start({ init = ("app = assert(require('lb').new({ backends = %s, "
+                    .. "selection = 'random' }))")
+                     :format(lua_list({ dead1, dead2, addrs[1] })) })
+    local res = front.get(srv, 300)
+    local twice = 0
+    for _, r in ipairs(res) do
+      assert.are.equal(200, r.status)
+      local up = r.headers["x-upstream"]
+      local seen = {}
+      for a in up:gmatch("[^,%s]+") do
+        assert.is_nil(seen[a], up)
+        seen[a] = true
+      end
+      if seen[dead1] and seen[dead2] then
+        twice = twice + 1
+        assert.are.equal(r.body, up:match("([^,%s]+)$"))
+      end
+    end
+    assert(twice >= 20, "only " .. twice .. " requests tried both dead ones")
+  end)
+
   it("sends nothing to a disabled backend, also after disabling at runtime", function()
     -- Discovery reads the enablement from a shared dict, so every worker
     -- applies it on its next update.

@@ -19,8 +19,11 @@
 -- order that is ready (or that the user's accept rule takes) and that this
 -- request has not tried yet.  On the first attempt it asks nginx for
 -- tries - 1 more attempts (ngx.balancer.set_more_tries); nginx comes back
--- to balance() after a failure that proxy_next_upstream covers, and the
--- tried backends, kept in ngx.ctx, are skipped.
+-- to balance() after a failure that proxy_next_upstream covers
+-- (get_last_failure() is set then), and the backends listed in
+-- $upstream_addr, the ones tried so far, are skipped.  The first attempt
+-- is one select() (the walk in C) unless the user gave an accept rule, and
+-- keeps no per-request state (no ngx.ctx).
 --
 -- Nothing here yields: the balancer phase cannot.  The accept state lives
 -- in upvalues for the duration of one select_with call, which no other
@@ -32,6 +35,7 @@ local ngx_balancer = require("ngx.balancer")
 
 local set_current_peer = ngx_balancer.set_current_peer
 local set_more_tries = ngx_balancer.set_more_tries
+local get_last_failure = ngx_balancer.get_last_failure
 local ngx = ngx
 local ngx_var = ngx.var
 local ngx_log, ngx_exit = ngx.log, ngx.exit
@@ -176,10 +180,10 @@ function M.new(balancer, opts)
 end
 
 -- State of the select_with call in progress (see the top of the file).
-local cur_last, cur_tried, cur_accept
+local cur_tried, cur_accept
 
 local function accept(b, healthy)
-  if b == cur_last or (cur_tried ~= nil and cur_tried[b]) then
+  if cur_tried ~= nil and cur_tried[b.addr] then
     return false
   end
   if cur_accept ~= nil then
@@ -188,13 +192,32 @@ local function accept(b, healthy)
   return healthy
 end
 
-local function pick(self, key, last, tried)
-  cur_last, cur_tried, cur_accept = last, tried, self.accept
+local function pick(self, key, tried)
+  if tried == nil and self.accept == nil then
+    -- The common case: the whole walk in C.
+    return self.balancer:select(key, self.max_iterations)
+  end
+  cur_tried, cur_accept = tried, self.accept
   -- An error in the user's accept propagates, as select_with's does; the
   -- state is reset on the next call.
   local b = self.balancer:select_with(key, self.max_iterations, accept)
-  cur_last, cur_tried, cur_accept = nil, nil, nil
+  cur_tried, cur_accept = nil, nil
   return b
+end
+
+-- The peers this request has tried: nginx's $upstream_addr lists them
+-- ("a, b" within an upstream, " : " between upstreams), in the same text
+-- as a backend's addr ("1.2.3.4:80", "[::1]:80", "unix:/p").  Read only on
+-- a retry, so the first attempt allocates nothing per request.
+local function tried_peers()
+  local s = ngx_var.upstream_addr
+  local set = {}
+  if s then
+    for a in s:gmatch("[^,%s]+") do
+      set[a] = true
+    end
+  end
+  return set
 end
 
 -- In balancer_by_lua*: choose the peer of this attempt and hand it to
@@ -207,38 +230,16 @@ function Peer:balance()
   local key = getkey and getkey() or nil
   local tries = self.tries
   local b
-  if tries == 1 then
-    b = pick(self, key, nil, nil)
-  else
-    local ctx = ngx.ctx
-    local state = ctx[self]
-    if state == nil then
-      -- First attempt.
-      b = pick(self, key, nil, nil)
-      if b then
-        ctx[self] = b
-        local ok, err = set_more_tries(tries - 1)
-        if not ok then
-          ngx_log(ngx_ERR, "lb: set_more_tries: ", err)
-        end
-      end
-    else
-      -- A retry: state is the backend of the first attempt, or the set of
-      -- every backend tried so far (with .last, the latest).
-      local last, tried = state, nil
-      if state.addr == nil then
-        last, tried = state.last, state
-      end
-      b = pick(self, key, last, tried)
-      if b then
-        if tried == nil then
-          tried = { [last] = true }
-          ctx[self] = tried
-        end
-        tried[last] = true
-        tried.last = b
+  if tries == 1 or get_last_failure() == nil then
+    b = pick(self, key, nil)
+    if b and tries > 1 then
+      local ok, err = set_more_tries(tries - 1)
+      if not ok then
+        ngx_log(ngx_ERR, "lb: set_more_tries: ", err)
       end
     end
+  else
+    b = pick(self, key, tried_peers())
   end
   if not b then
     ngx_log(ngx_WARN, "lb: no backend available for this attempt")
