@@ -375,6 +375,26 @@ function Balancer:select(key, max_iterations)
   return self._list[idx + 1]
 end
 
+-- select() with the key already in C memory (ptr, len): lb.nginx passes
+-- nginx's own variable buffer without making (and interning) a Lua string.
+-- `ptr` must stay valid for the call.
+function Balancer:_select_cstr(ptr, len, max_iterations)
+  max_iterations = max_iterations or self._maxit
+  local it = self._it
+  local idx = C.lb_balancer_select(self._c, ptr, len, max_iterations, it)
+  if idx < 0 then
+    return nil
+  end
+  if tonumber(it.gen) ~= self._gen then
+    self:_sync()
+    idx = C.lb_balancer_select(self._c, ptr, len, max_iterations, it)
+    if idx < 0 or tonumber(it.gen) ~= self._gen then
+      return nil
+    end
+  end
+  return self._list[idx + 1]
+end
+
 -- Walk the unique candidates for `key`, calling accept(backend, healthy)
 -- until it returns true; that backend, or nil.  An error in accept
 -- propagates; the balancer stays usable.

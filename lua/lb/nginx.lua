@@ -83,6 +83,30 @@ local function var_getter(name)
   end
 end
 
+-- The same variable read without a Lua string: lua-resty-core's FFI
+-- accessor (declared by resty.core.var) hands back nginx's buffer, which
+-- the select goes through as pointer + length.  Per-request unique keys
+-- (URIs) would otherwise each be interned and later collected.
+local ffi = require("ffi")
+require("resty.core.var")
+local get_request = require("resty.core.base").get_request
+local var_get = ffi.C.ngx_http_lua_ffi_var_get
+local value_ptr = ffi.new("unsigned char *[1]")
+local value_len = ffi.new("size_t[1]")
+local errmsg = ffi.new("char *[1]")
+local cchar_ptr = ffi.typeof("const char *")
+local EMPTY = ""
+
+local function raw_var(self)
+  local name = self.rawvar
+  local r = get_request()
+  if r ~= nil and var_get(r, name, #name, self.lowbuf, 0, value_ptr,
+                          value_len, errmsg) == 0 then
+    return ffi.cast(cchar_ptr, value_ptr[0]), tonumber(value_len[0])
+  end
+  return EMPTY, 0
+end
+
 local function key_getter(spec)
   if spec == nil then
     return nil
@@ -101,17 +125,21 @@ local function key_getter(spec)
   end
   if spec == "uri" or spec == "request_uri" or spec == "remote_addr"
      or spec == "host" then
-    return var_getter(spec)
+    return var_getter(spec), spec
   end
   local kind, name = spec:match("^(%a+):(.+)$")
+  local var
   if kind == "header" and name:find("^[%w%-_]+$") then
-    return var_getter("http_" .. name:lower():gsub("%-", "_"))
+    var = "http_" .. name:lower():gsub("%-", "_")
   elseif kind == "cookie" and name:find("^[%w%-_%.]+$") then
-    return var_getter("cookie_" .. name)
+    var = "cookie_" .. name
   elseif kind == "arg" and name:find("^[%w%-_%.]+$") then
-    return var_getter("arg_" .. name)
+    var = "arg_" .. name
   elseif kind == "var" and name:find("^[%w_]+$") then
-    return var_getter(name)
+    var = name
+  end
+  if var then
+    return var_getter(var), var
   end
   return nil, "key must be 'uri', 'request_uri', 'remote_addr', 'host', "
               .. "'header:<name>', 'cookie:<name>', 'arg:<name>', "
@@ -147,9 +175,12 @@ function M.new(balancer, opts)
       return nil, "lb.nginx.new: unknown option '" .. tostring(k) .. "'"
     end
   end
-  local getkey, err = key_getter(opts.key)
-  if err then
-    return nil, "lb.nginx.new: " .. err
+  local getkey, rawvar = key_getter(opts.key)
+  if getkey == nil and rawvar ~= nil then
+    return nil, "lb.nginx.new: " .. rawvar
+  end
+  if type(opts.key) == "function" then
+    rawvar = nil
   end
   if not getkey and not balancer._keyless then
     return nil, "lb.nginx.new: selection '" .. balancer.selection
@@ -173,6 +204,8 @@ function M.new(balancer, opts)
   return setmetatable({
     balancer = balancer,
     getkey = getkey,
+    rawvar = rawvar,
+    lowbuf = rawvar and ffi.new("char[?]", #rawvar + 1) or nil,
     accept = opts.accept,
     tries = tries,
     max_iterations = mi,
@@ -227,11 +260,15 @@ end
 -- to the upstream's placeholder server.
 function Peer:balance()
   local getkey = self.getkey
-  local key = getkey and getkey() or nil
   local tries = self.tries
   local b
   if tries == 1 or get_last_failure() == nil then
-    b = pick(self, key, nil)
+    if self.rawvar and self.accept == nil then
+      local ptr, len = raw_var(self)
+      b = self.balancer:_select_cstr(ptr, len, self.max_iterations)
+    else
+      b = pick(self, getkey and getkey() or nil, nil)
+    end
     if b and tries > 1 then
       local ok, err = set_more_tries(tries - 1)
       if not ok then
@@ -239,7 +276,7 @@ function Peer:balance()
       end
     end
   else
-    b = pick(self, key, tried_peers())
+    b = pick(self, getkey and getkey() or nil, tried_peers())
   end
   if not b then
     ngx_log(ngx_WARN, "lb: no backend available for this attempt")
