@@ -189,6 +189,8 @@ for p in backend front; do
     PREFIXES="$PREFIXES $DIR/$p"
     wait_until 50 test -s "$DIR/$p/nginx.pid"
 done
+one_worker() { [ "$(children "$(cat "$DIR/front/nginx.pid")" | wc -w)" = 1 ]; }
+wait_until 50 one_worker || true
 WORKER=$(children "$(cat "$DIR/front/nginx.pid")")
 [ "$(echo "$WORKER" | wc -w)" = 1 ] || { echo "expected one front worker, got: $WORKER" >&2; exit 1; }
 TCK=$(getconf CLK_TCK)
