@@ -14,10 +14,13 @@
  *   lifecycle  replaces the short-lived balancers (create, fill, publish
  *            under the readers' feet, free), and runs a blocking TCP check
  *            round on a private balancer now and then;
- *   listener  two TCP listeners on 127.0.0.1 that accept and close; the
- *            second one closes and reopens every 150 ms, so the periodic
- *            TCP checks of the "checked" balancer (every 20 ms, on the C
- *            checker thread) flip it; a third address is a closed port.
+ *   listener  two listeners on 127.0.0.1 that answer an HTTP request
+ *            with 200 (and a bare TCP check by closing); the second one
+ *            closes and reopens every 150 ms, so the periodic HTTP checks
+ *            (kept-alive connections) of the "checked" balancer, every
+ *            20 ms on the C checker thread, flip it; a third address is a
+ *            closed port.  The lifecycle thread's blocking rounds are TCP
+ *            checks of the same three.
  * The main thread drains health events, samples RSS from /proc/self/statm
  * every second and prints it at the start, after warm-up, in the middle
  * and at the end.
@@ -42,6 +45,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -82,6 +86,8 @@ static struct short_slot shorts[NSHORT];
 static lb_balancer *checked; /* periodic TCP checks on the checker thread */
 static uint16_t port_up, port_flap, port_closed;
 static atomic_int flap_listening;
+static atomic_int settle;        /* the listener stops flapping, stays up */
+static atomic_int stop_listener;
 
 static atomic_int stop;
 static _Atomic uint64_t passed, failed;
@@ -482,12 +488,31 @@ static int listen_on(uint16_t *port)
     return fd;
 }
 
+/* One connection: a TCP check closes at once (recv sees the end); an
+ * HTTP check gets its answer once its request is in (answering before
+ * reading could reset the connection under the response).  The answer
+ * keeps the connection alive in HTTP/1.1 terms, but the server closes it,
+ * so the checker's kept connection is found dead at the next round. */
+static void serve(int c)
+{
+    static const char ok[] = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+    struct timeval tv = {0, 200000};
+    char buf[4096];
+    ssize_t n;
+
+    setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    n = recv(c, buf, sizeof(buf), 0);
+    if (n > 0 && memmem(buf, (size_t)n, "\r\n\r\n", 4))
+        (void)!send(c, ok, sizeof(ok) - 1, MSG_NOSIGNAL);
+    close(c);
+}
+
 static void *listener(void *arg)
 {
     int *fds = arg; /* [0] up, [1] flapping (-1 while down) */
     double next_flip = now_sec() + 0.15;
 
-    while (!atomic_load_explicit(&stop, memory_order_relaxed)) {
+    while (!atomic_load_explicit(&stop_listener, memory_order_relaxed)) {
         struct pollfd p[2] = {{.fd = fds[0], .events = POLLIN},
                               {.fd = fds[1], .events = POLLIN}};
 
@@ -496,9 +521,9 @@ static void *listener(void *arg)
                 if (p[i].revents & POLLIN) {
                     int c = accept4(fds[i], NULL, NULL, SOCK_CLOEXEC);
                     if (c >= 0)
-                        close(c);
+                        serve(c);
                 }
-        if (now_sec() >= next_flip) {
+        if (atomic_load(&settle) ? fds[1] < 0 : now_sec() >= next_flip) {
             next_flip += 0.15;
             if (fds[1] >= 0) {
                 close(fds[1]);
@@ -528,7 +553,9 @@ int main(void)
     double t0, warm, last_sample = 0;
     uint64_t events = 0;
     const char *err;
-    lb_check_config cc = {.kind = LB_CHECK_TCP, .timeout = 0.5,
+    lb_check_config cc = {.kind = LB_CHECK_HTTP, .timeout = 0.5,
+                          .path = "/health", .path_len = 7,
+                          .reuse_connection = 1,
                           .consecutive_success = 1,
                           .consecutive_failure = 1};
 
@@ -622,13 +649,12 @@ int main(void)
         pthread_join(rt[i], NULL);
     for (size_t i = 0; i < NWORKERS; i++)
         pthread_join(wt[i], NULL);
-    pthread_join(lt, NULL);
 
-    /* The checker's verdicts, with the flapping listener up again. */
-    if (lfds[1] < 0) {
-        uint16_t port = port_flap;
-        lfds[1] = listen_on(&port);
-    }
+    /* The checker's verdicts, with the flapping listener up again (and
+     * still answering). */
+    atomic_store(&settle, 1);
+    while (!atomic_load(&flap_listening))
+        sleep_us(1000);
     {
         lb_backend cs[3];
         char text[32];
@@ -655,6 +681,8 @@ int main(void)
         }
     }
     CHECK(events > 0); /* the flapping listener was seen going down and up */
+    atomic_store(&stop_listener, 1);
+    pthread_join(lt, NULL);
 
     for (int a = 0; a < NALG; a++)
         lb_balancer_free(bal[a]);
