@@ -189,7 +189,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     lb_config cfg = {.selection = c0 & 3,
                      .point_multiple = multiples[(c0 >> 2) & 3],
                      .start_unhealthy = (c0 >> 4) & 1};
-    lb_config cfg2 = {.selection = (c0 >> 5) & 3};
+    lb_config cfg2 = {.selection = (c0 >> 5) & 3, .point_multiple = 2};
     const char *err;
     lb_balancer *b = lb_balancer_new(&cfg, &err);
     lb_balancer *b2 = lb_balancer_new(&cfg2, &err);
