@@ -39,12 +39,18 @@
  * many entries of padding after its last point. */
 #define SCAN 4
 
+/* A point and its owner side by side: the lookup's compares and the owner
+ * it returns then share a cache line. */
+struct point {
+    uint32_t hash;
+    uint32_t owner; /* backend index */
+};
+
 struct ketama {
     uint32_t npoints;
     uint32_t shift;     /* 32 - bits */
     uint32_t *lut;      /* (1 << bits) + 1 entries: first point index */
-    uint32_t *hashes;   /* npoints, ascending */
-    uint16_t *owner;    /* npoints, backend index of each point */
+    struct point *pts;  /* npoints (+ SCAN padding), ascending by hash */
 };
 
 /* CRC-32 (IEEE 802.3, reflected polynomial 0xEDB88320), the one nginx's
@@ -144,8 +150,7 @@ static void ketama_destroy(void *sel)
     if (!k)
         return;
     free(k->lut);
-    free(k->hashes);
-    free(k->owner);
+    free(k->pts);
     free(k);
 }
 
@@ -228,11 +233,10 @@ static void *ketama_build(const lb_backend *backends, size_t n,
         ;
     nb = 1u << bits;
     shift = k->shift = 32 - bits;
-    k->hashes = malloc((total + SCAN) * sizeof(uint32_t));
-    k->owner = malloc((total ? total : 1) * sizeof(uint16_t));
+    k->pts = malloc((total + SCAN) * sizeof(struct point));
     k->lut = calloc((size_t)nb + 1, sizeof(uint32_t));
     gen = malloc((total ? total : 1) * sizeof(uint32_t));
-    if (!k->hashes || !k->owner || !k->lut || !gen)
+    if (!k->pts || !k->lut || !gen)
         goto oom;
 
     generate_points(backends, n, mult, gen);
@@ -255,8 +259,8 @@ static void *ketama_build(const lb_backend *backends, size_t n,
             uint32_t cnt = backends[i].weight * mult;
             for (uint32_t j = 0; j < cnt; j++, p++) {
                 uint32_t pos = k->lut[gen[p] >> shift]++;
-                k->hashes[pos] = gen[p];
-                k->owner[pos] = (uint16_t)i;
+                k->pts[pos].hash = gen[p];
+                k->pts[pos].owner = (uint32_t)i;
             }
         }
     }
@@ -272,30 +276,26 @@ static void *ketama_build(const lb_backend *backends, size_t n,
         uint32_t lo = k->lut[b], hi = k->lut[b + 1];
 
         for (uint32_t i = lo + 1; i < hi; i++) {
-            uint32_t h = k->hashes[i];
-            uint16_t o = k->owner[i];
+            struct point pt = k->pts[i];
             uint32_t j = i;
-            while (j > lo && k->hashes[j - 1] > h) {
-                k->hashes[j] = k->hashes[j - 1];
-                k->owner[j] = k->owner[j - 1];
+            while (j > lo && k->pts[j - 1].hash > pt.hash) {
+                k->pts[j] = k->pts[j - 1];
                 j--;
             }
-            k->hashes[j] = h;
-            k->owner[j] = o;
+            k->pts[j] = pt;
         }
         k->lut[b] = m;
         for (uint32_t i = lo; i < hi; i++) {
-            if (m > 0 && k->hashes[m - 1] == k->hashes[i])
+            if (m > 0 && k->pts[m - 1].hash == k->pts[i].hash)
                 continue;
-            k->hashes[m] = k->hashes[i];
-            k->owner[m] = k->owner[i];
+            k->pts[m] = k->pts[i];
             m++;
         }
     }
     k->lut[nb] = m;
     k->npoints = m;
     for (uint32_t i = 0; i < SCAN; i++)
-        k->hashes[m + i] = UINT32_MAX; /* never below a key's hash */
+        k->pts[m + i] = (struct point){UINT32_MAX, 0}; /* never below */
     return k;
 oom:
     free(gen);
@@ -319,20 +319,20 @@ static uint32_t ketama_first(void *sel, const char *key, size_t len,
     uint32_t h = ~crc_update(0xffffffffu, (const unsigned char *)key, len);
     uint32_t b = h >> k->shift;
     uint32_t i = k->lut[b];
-    const uint32_t *hp = k->hashes + i;
-    uint32_t below = (uint32_t)(hp[0] < h) + (uint32_t)(hp[1] < h) +
-                     (uint32_t)(hp[2] < h) + (uint32_t)(hp[3] < h);
+    const struct point *pp = k->pts + i;
+    uint32_t below = (uint32_t)(pp[0].hash < h) + (uint32_t)(pp[1].hash < h) +
+                     (uint32_t)(pp[2].hash < h) + (uint32_t)(pp[3].hash < h);
 
     i += below;
     if (below == SCAN) {
         uint32_t end = k->lut[b + 1];
-        while (i < end && k->hashes[i] < h)
+        while (i < end && k->pts[i].hash < h)
             i++;
     }
     if (i >= k->npoints)
         i = 0;
     *state = i;
-    return k->owner[i];
+    return k->pts[i].owner;
 }
 
 static uint32_t ketama_next(void *sel, uint64_t *state)
@@ -343,7 +343,7 @@ static uint32_t ketama_next(void *sel, uint64_t *state)
     if (i >= k->npoints)
         i = 0;
     *state = i;
-    return k->owner[i];
+    return k->pts[i].owner;
 }
 
 const struct lb_selector_ops lb_select_consistent = {
