@@ -35,6 +35,8 @@ bench build/bench/rcu_bp
 bench build/bench/build
 bench build/bench/select_c
 bench "$LUAJIT" bench/select.lua
+# 10,000 loopback backends checked at once: one descriptor each in flight
+bench sh -c "ulimit -n \$(ulimit -Hn) 2>/dev/null; exec $LUAJIT bench/checks_scale.lua"
 
 echo
 echo "lb benchmarks: $(grep -m1 'model name' /proc/cpuinfo | sed 's/.*: //')," \
