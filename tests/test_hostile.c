@@ -479,9 +479,8 @@ static const struct expect expects[] = {
     {H_DRIP, 0, LB_CHECK_ERR_TIMEOUT, LB_CHECK_PHASE_RESPONSE, true},
     {H_DRIP_FAST, 1, LB_CHECK_ERR_NONE, -1, false},
     {H_BIGHEAD, 0, LB_CHECK_ERR_HTTP_MALFORMED, LB_HTTP_HEADER_TOO_LARGE, false},
-    /* the parser judges the status line once the head is complete, so a
-     * banner that is not followed by a blank line runs into the timeout */
-    {H_BANNER, 0, LB_CHECK_ERR_TIMEOUT, LB_CHECK_PHASE_RESPONSE, true},
+    /* not "HTTP/": rejected with its first bytes, not at the timeout */
+    {H_BANNER, 0, LB_CHECK_ERR_HTTP_MALFORMED, LB_HTTP_BAD_STATUS_LINE, false},
     {H_RESET, 0, -1, -1, false},
     {H_EARLYCLOSE, 0, LB_CHECK_ERR_CLOSED, LB_CHECK_PHASE_RESPONSE, false},
     {H_CHUNKS, 0, LB_CHECK_ERR_TIMEOUT, LB_CHECK_PHASE_RESPONSE, true},

@@ -175,6 +175,10 @@ int lb_http_parse_head(struct lb_http_resp *r, const char *buf, size_t len,
     size_t end, pos = 0;
     int rc;
 
+    /* A response starts with "HTTP/": anything else (a banner of another
+     * protocol) fails with its first bytes instead of at the timeout. */
+    if (memcmp(buf, "HTTP/", len < 5 ? len : 5) != 0)
+        return -LB_HTTP_BAD_STATUS_LINE;
     if (!find_head_end(buf, len, &end))
         return len >= LB_HTTP_MAX_HEADER ? -LB_HTTP_HEADER_TOO_LARGE : 0;
     if (end > LB_HTTP_MAX_HEADER)
