@@ -90,8 +90,8 @@ int main(void)
     lb_iter *it = lb_iter_new();
 
     for (int k = 0; k < NKEYS; k++)
-        lens[k] = (size_t)snprintf(keys[k], sizeof(keys[k]), "/user/%d",
-                                   k * 7919);
+        lens[k] =
+            (size_t)snprintf(keys[k], sizeof(keys[k]), "/user/%d", k * 7919);
     for (int s = 0; s < NSIZES; s++)
         for (int a = 0; a < NALG; a++) {
             b[s][a] = setup(a, sizes[s]);

@@ -17,8 +17,8 @@
 
 static int parse_port(const char *p, size_t len, uint16_t *out,
                       const char **err);
-static int fill_inet(lb_backend *out, int family, const void *ip,
-                     uint16_t port, const char **err);
+static int fill_inet(lb_backend *out, int family, const void *ip, uint16_t port,
+                     const char **err);
 
 #define UNIX_PATH_MAX (sizeof(((struct sockaddr_un *)0)->sun_path) - 1)
 
@@ -46,8 +46,8 @@ static int parse_port(const char *p, size_t len, uint16_t *out,
     return LB_OK;
 }
 
-static int fill_inet(lb_backend *out, int family, const void *ip,
-                     uint16_t port, const char **err)
+static int fill_inet(lb_backend *out, int family, const void *ip, uint16_t port,
+                     const char **err)
 {
     char host[INET6_ADDRSTRLEN];
     int n;
@@ -121,8 +121,7 @@ int lb_backend_parse(const char *text, size_t len, uint32_t weight,
         size_t hlen;
         uint16_t port;
 
-        if (!close || (size_t)(close - text) + 1 >= len ||
-            close[1] != ':') {
+        if (!close || (size_t)(close - text) + 1 >= len || close[1] != ':') {
             *err = "expected [ipv6]:port";
             return LB_ERROR;
         }

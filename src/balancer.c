@@ -199,8 +199,8 @@ int lb_balancer_update(lb_balancer *b, const lb_backend *in, size_t n,
             }
         }
     }
-    neu = lb_snapshot_new(b->ops, &b->cfg, sorted, m, health, old->gen + 1,
-                          err);
+    neu =
+        lb_snapshot_new(b->ops, &b->cfg, sorted, m, health, old->gen + 1, err);
     if (!neu) {
         for (size_t j = 0; j < m; j++)
             lb_health_unref(health[j]);
@@ -396,8 +396,8 @@ static inline int walk_next(struct lb_snapshot *s, lb_iter *it)
 /* Set up a walk whose first candidate is already known (the selector's
  * first() may have a side effect, round robin's counter, so it is called
  * exactly once per walk by the callers). */
-static inline int walk_begin(struct lb_snapshot *s, lb_iter *it,
-                             uint32_t first, uint32_t max)
+static inline int walk_begin(struct lb_snapshot *s, lb_iter *it, uint32_t first,
+                             uint32_t max)
 {
     it->steps = 1;
     it->max_steps = max;

@@ -83,12 +83,12 @@ struct lb_checker_job {
     uint64_t cfg_gen;            /* bumped by every set_check */
     bool periodic, periodic_parallel, cancel;
     uint64_t period_ns, next_due;
-    struct round *round;     /* in flight, or NULL */
-    struct waiter *pending;  /* want a round that has not started */
-    struct waiter *serving;  /* wait for the round in flight */
-    struct kept *pool;       /* sorted by health id */
+    struct round *round;    /* in flight, or NULL */
+    struct waiter *pending; /* want a round that has not started */
+    struct waiter *serving; /* wait for the round in flight */
+    struct kept *pool;      /* sorted by health id */
     size_t npool;
-    uint64_t pool_gen;       /* the cfg_gen the pool's connections belong to */
+    uint64_t pool_gen; /* the cfg_gen the pool's connections belong to */
     struct lb_events events;
 };
 
@@ -489,8 +489,8 @@ static void record(struct round *r, struct target *t, bool ok, int kind,
 
     if (ok)
         kind = detail = 0;
-    if (lb_health_observe(t->health, ok, ok ? cfg->success : cfg->failure,
-                          kind, detail)) {
+    if (lb_health_observe(t->health, ok, ok ? cfg->success : cfg->failure, kind,
+                          detail)) {
         lb_health_event ev = {
             .id = t->health->id,
             .healthy = ok,
@@ -539,8 +539,7 @@ static void slot_watch(struct slot *s)
     if (s->p.conn.fd != s->reg_fd) {
         if (epoll_ctl(g.epfd, EPOLL_CTL_ADD, s->p.conn.fd, &ev) < 0) {
             heap_remove(s);
-            slot_result(s, lb_probe_fail(&s->p, LB_CHECK_ERR_RESOURCE,
-                                         errno));
+            slot_result(s, lb_probe_fail(&s->p, LB_CHECK_ERR_RESOURCE, errno));
             return;
         }
         s->p.conn.epfd = g.epfd;
@@ -688,8 +687,8 @@ static void *thread_main(void *arg)
         now = now_ns();
         while (g.nheap && g.heap[0]->deadline <= now) {
             struct slot *s = g.heap[0];
-            slot_result(s, lb_probe_fail(&s->p, LB_CHECK_ERR_TIMEOUT,
-                                         s->p.phase));
+            slot_result(s,
+                        lb_probe_fail(&s->p, LB_CHECK_ERR_TIMEOUT, s->p.phase));
         }
         schedule(now);
         bury_dead();

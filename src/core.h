@@ -67,7 +67,7 @@ struct lb_snapshot {
 };
 
 struct lb_balancer {
-    struct lb_snapshot *snap; /* RCU-published; never NULL after new */
+    struct lb_snapshot *snap;   /* RCU-published; never NULL after new */
     pthread_mutex_t write_lock; /* serialises writers (update, free) */
     lb_config cfg;
     const struct lb_selector_ops *ops;

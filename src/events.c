@@ -46,8 +46,7 @@ int lb_events_drain(struct lb_events *q, lb_health_event *out, int max)
              * order the flips happened in. */
             struct lb_event_node *fifo = NULL;
 
-            n = atomic_exchange_explicit(&q->head, NULL,
-                                         memory_order_acquire);
+            n = atomic_exchange_explicit(&q->head, NULL, memory_order_acquire);
             while (n) {
                 struct lb_event_node *next = n->next;
                 n->next = fifo;

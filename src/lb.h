@@ -101,7 +101,7 @@ enum lb_selection {
 typedef struct lb_config {
     int selection;           /* enum lb_selection */
     uint32_t point_multiple; /* consistent only; 0 means 160 */
-    int start_unhealthy;     /* new backends are not ready until a check passes */
+    int start_unhealthy; /* new backends are not ready until a check passes */
 } lb_config;
 
 /*
@@ -171,8 +171,8 @@ typedef struct lb_iter {
     uint32_t steps;
     uint32_t max_steps;
     uint32_t first_done;
-    uint64_t state; /* the selector's position (hash seed, ring index) */
-    uint32_t nwords;  /* bitmap capacity in 64-bit words */
+    uint64_t state;    /* the selector's position (hash seed, ring index) */
+    uint32_t nwords;   /* bitmap capacity in 64-bit words */
     uint32_t ntouched; /* words dirtied in this walk; > LB_ITER_TOUCH: all */
     uint64_t *seen;
     uint32_t touched[LB_ITER_TOUCH];
@@ -294,8 +294,8 @@ typedef struct lb_check_config {
     uint32_t consecutive_failure; /* 0: 1 */
 
     /* TLS, for both kinds */
-    int32_t tls;        /* 1: TLS handshake after connect */
-    int32_t tls_verify; /* 1: verify the chain (and the SNI name or IP) */
+    int32_t tls;         /* 1: TLS handshake after connect */
+    int32_t tls_verify;  /* 1: verify the chain (and the SNI name or IP) */
     const char *tls_sni; /* NULL: the Host header's name, else none */
     size_t tls_sni_len;
     const char *tls_ca; /* CA file (PEM); NULL: the system's default paths */

@@ -68,19 +68,19 @@ static inline void lb_rcu_read_unlock(void)
  * than rcu_assign_pointer: liburcu 0.13 stores through a volatile pointer,
  * which ThreadSanitizer takes for a plain write racing with the readers'
  * atomic (consume) load of the slot; on x86 both compile to one mov. */
-#define lb_rcu_publish(slot, p)                                               \
-    do {                                                                      \
-        lb_tsan_release(p);                                                   \
-        __atomic_store_n((slot), (p), __ATOMIC_RELEASE);                      \
+#define lb_rcu_publish(slot, p)                                                \
+    do {                                                                       \
+        lb_tsan_release(p);                                                    \
+        __atomic_store_n((slot), (p), __ATOMIC_RELEASE);                       \
     } while (0)
 
 /* Dereference an RCU slot inside a read-side section (or as its writer). */
-#define lb_rcu_deref(slot)                                                    \
-    __extension__({                                                           \
-        __typeof__(*(slot)) lb_p_ = rcu_dereference(*(slot));                 \
-        if (lb_p_)                                                            \
-            lb_tsan_acquire(lb_p_);                                           \
-        lb_p_;                                                                \
+#define lb_rcu_deref(slot)                                                     \
+    __extension__({                                                            \
+        __typeof__(*(slot)) lb_p_ = rcu_dereference(*(slot));                  \
+        if (lb_p_)                                                             \
+            lb_tsan_acquire(lb_p_);                                            \
+        lb_p_;                                                                 \
     })
 
 /* Reclaim after a grace period; `fn` runs on liburcu's call_rcu thread.

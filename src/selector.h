@@ -38,15 +38,14 @@ const struct lb_selector_ops *lb_selector_by_id(int selection);
  * Pingora's Weighted, the first pick from the weight-expanded list, the
  * fallbacks uniform over the unique list. */
 struct lb_weighted {
-    uint32_t n;        /* unique backends */
-    uint32_t total;    /* length of the weight-expanded list */
-    uint64_t counter;  /* round robin only: atomic, the one write on the
-                          read path */
+    uint32_t n;          /* unique backends */
+    uint32_t total;      /* length of the weight-expanded list */
+    uint64_t counter;    /* round robin only: atomic, the one write on the
+                            read path */
     uint16_t expanded[]; /* index of the backend owning each slot */
 };
 
-void *lb_weighted_build(const lb_backend *backends, size_t n,
-                        const char **err);
+void *lb_weighted_build(const lb_backend *backends, size_t n, const char **err);
 void lb_weighted_destroy(void *sel);
 
 static inline uint32_t lb_weighted_first(const struct lb_weighted *w,

@@ -198,8 +198,7 @@ static void *drainer(void *arg)
         for (int k = 0; k < NBAL; k++) {
             int n = lb_balancer_events(bal[k], ev, 64);
             for (int i = 0; i < n; i++)
-                atomic_fetch_add(ev[i].healthy ? &up_events : &down_events,
-                                 1);
+                atomic_fetch_add(ev[i].healthy ? &up_events : &down_events, 1);
         }
         usleep(1000);
     }

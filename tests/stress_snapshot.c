@@ -36,9 +36,9 @@
 #include "tap.h"
 
 #define NALG 4
-#define RING 4096         /* generations remembered for readers */
-#define PORT0 20000       /* port of the first backend of the pool */
-#define BASE_SPAN 48      /* sets start within PORT0 .. PORT0+BASE_SPAN */
+#define RING 4096    /* generations remembered for readers */
+#define PORT0 20000  /* port of the first backend of the pool */
+#define BASE_SPAN 48 /* sets start within PORT0 .. PORT0+BASE_SPAN */
 #define MAX_SET 300
 #define MAX_IN (MAX_SET + MAX_SET / 4 + 1)
 #define WALK_ITERS 4096 /* covers a ring of 8 backends of weight 3 */
@@ -50,8 +50,8 @@ static const char *const alg_names[NALG] = {"round_robin", "random", "fnv",
 
 /* Sizes the writer cycles through; 0 and 1 are the edge cases of every
  * selector, the larger ones make the consistent ring span many buckets. */
-static const uint32_t sizes[] = {0, 1, 2, 3, 5, 8, 13, 1, 21, 34, 0,
-                                 64, 2, 100, 7, 1, 150, 300, 4, 0};
+static const uint32_t sizes[] = {0, 1,  2, 3,   5, 8, 13,  1,   21, 34,
+                                 0, 64, 2, 100, 7, 1, 150, 300, 4,  0};
 #define NSIZES (sizeof(sizes) / sizeof(sizes[0]))
 
 struct ring_slot {
@@ -69,11 +69,11 @@ static struct {
     _Atomic uint64_t selects, declined, walks, stale, verified, unverified;
 } st;
 
-#define FAIL(...)                                                             \
-    do {                                                                      \
-        fprintf(stderr, "FAIL: " __VA_ARGS__);                                \
-        fputc('\n', stderr);                                                  \
-        atomic_fetch_add(&fail_count, 1);                                     \
+#define FAIL(...)                                                              \
+    do {                                                                       \
+        fprintf(stderr, "FAIL: " __VA_ARGS__);                                 \
+        fputc('\n', stderr);                                                   \
+        atomic_fetch_add(&fail_count, 1);                                      \
     } while (0)
 
 static inline uint64_t xorshift(uint64_t *s)
@@ -113,8 +113,8 @@ static void make_backend(uint32_t port, lb_backend *out)
  * moved on (not checkable), and a failure when the ring is behind. */
 static int ring_lookup(int a, uint64_t gen, uint32_t *base, uint32_t *n)
 {
-    uint64_t w = atomic_load_explicit(&ring[a][gen % RING].word,
-                                      memory_order_acquire);
+    uint64_t w =
+        atomic_load_explicit(&ring[a][gen % RING].word, memory_order_acquire);
     uint64_t g = w >> 32;
 
     if (g != (gen & 0xffffffffu)) {
@@ -228,8 +228,8 @@ static void *reader(void *arg)
 
             atomic_fetch_add_explicit(&st.selects, 1, memory_order_relaxed);
             if (it->gen < last_gen[a])
-                FAIL("%s: generation went back from %llu to %llu",
-                     alg_names[a], (unsigned long long)last_gen[a],
+                FAIL("%s: generation went back from %llu to %llu", alg_names[a],
+                     (unsigned long long)last_gen[a],
                      (unsigned long long)it->gen);
             last_gen[a] = it->gen;
             if (idx == LB_DECLINED) {
@@ -318,8 +318,8 @@ static void *writer(void *arg)
                 FAIL("%s: update kept %zu of %u", alg_names[a], count, n);
             for (size_t i = 0; i < count; i++)
                 if (in[order[i]].port != base + i)
-                    FAIL("%s: order[%zu] is port %u, want %u", alg_names[a],
-                         i, in[order[i]].port, base + (uint32_t)i);
+                    FAIL("%s: order[%zu] is port %u, want %u", alg_names[a], i,
+                         in[order[i]].port, base + (uint32_t)i);
             if (rc == 1)
                 swaps[a]++;
             if (lb_balancer_generation(bal[a]) != gen - (rc == 0))
@@ -339,14 +339,13 @@ static void *writer(void *arg)
                 }
                 if (port >= id_base[a] && port < id_base[a] + id_n[a]) {
                     if (hi.id != ids[a][port - id_base[a]])
-                        FAIL("%s: port %u lost its health record",
-                             alg_names[a], port);
+                        FAIL("%s: port %u lost its health record", alg_names[a],
+                             port);
                 } else {
                     for (uint32_t j = 0; j < id_n[a]; j++)
                         if (ids[a][j] == hi.id)
                             FAIL("%s: new port %u reuses record %llu",
-                                 alg_names[a], port,
-                                 (unsigned long long)hi.id);
+                                 alg_names[a], port, (unsigned long long)hi.id);
                 }
             }
             for (uint32_t i = 0; i < n; i++) {
@@ -395,8 +394,8 @@ static void *health(void *arg)
                 if (i >= n && rc != LB_STALE)
                     FAIL("observe accepted index %zu of %zu", i, n);
             } else {
-                rc = lb_balancer_set_enable(bal[a], gen, i,
-                                            (r >> 21) % 10 != 0);
+                rc =
+                    lb_balancer_set_enable(bal[a], gen, i, (r >> 21) % 10 != 0);
                 if (rc != LB_OK && rc != LB_STALE)
                     FAIL("set_enable returned %d", rc);
                 if (i >= n && rc != LB_STALE)
@@ -413,9 +412,8 @@ static void *health(void *arg)
 int main(void)
 {
     const char *env = getenv("LB_STRESS_SECONDS");
-    int nreaders = getenv("LB_STRESS_READERS")
-                       ? atoi(getenv("LB_STRESS_READERS"))
-                       : 2;
+    int nreaders =
+        getenv("LB_STRESS_READERS") ? atoi(getenv("LB_STRESS_READERS")) : 2;
     double seconds = env ? atof(env) : 3.0, t0 = now_sec(), deadline;
     pthread_t rt[64], wt, ht;
     void *flips;
@@ -463,7 +461,7 @@ int main(void)
            swaps[0], swaps[1], swaps[2], swaps[3], (long)flips,
            (unsigned long long)st.selects, (unsigned long long)st.declined,
            (unsigned long long)st.walks, (unsigned long long)st.stale,
-           (unsigned long long)st.verified,
-           (unsigned long long)st.unverified, atomic_load(&fail_count));
+           (unsigned long long)st.verified, (unsigned long long)st.unverified,
+           atomic_load(&fail_count));
     return tap_done("stress_snapshot");
 }

@@ -52,7 +52,7 @@ static void test_framing(void)
     static const struct {
         const char *resp;
         bool head_req;
-        int want;   /* 1 complete, 0 wants more, 2 ends at close, <0 error */
+        int want; /* 1 complete, 0 wants more, 2 ends at close, <0 error */
         int status;
         int keepalive;
     } cases[] = {
@@ -67,11 +67,12 @@ static void test_framing(void)
         {"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok",
          false, 1, 200, 0},
         {"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok", false, 1, 200, 0},
-        {"HTTP/1.0 200 OK\r\nConnection: Keep-Alive\r\nContent-Length: 2\r\n\r\nok",
+        {"HTTP/1.0 200 OK\r\nConnection: Keep-Alive\r\nContent-Length: "
+         "2\r\n\r\nok",
          false, 1, 200, 1},
         {"HTTP/1.1 200 OK\r\n\r\nuntil close", false, 2, 200, 0},
-        {"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nxx", false, 2,
-         200, 0},
+        {"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nxx", false, 2, 200,
+         0},
         {"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n"
          "Content-Length: 99\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
          false, 1, 200, 1},
@@ -90,13 +91,16 @@ static void test_framing(void)
         {"HTTP/1.1 200 OK\r\nContent-Length: 2000000\r\n\r\n", false,
          -LB_HTTP_BODY_TOO_LARGE, 0, 0},
         {"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
-         "fffffffffffffffff\r\n", false, -LB_HTTP_BAD_CHUNK, 0, 0},
+         "fffffffffffffffff\r\n",
+         false, -LB_HTTP_BAD_CHUNK, 0, 0},
         {"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
-         "200000\r\n", false, -LB_HTTP_BODY_TOO_LARGE, 0, 0},
+         "200000\r\n",
+         false, -LB_HTTP_BODY_TOO_LARGE, 0, 0},
         {"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
-         "3\r\nabcX\r\n", false, -LB_HTTP_BAD_CHUNK, 0, 0},
-        {"HTTP/1.1 200 OK\r\n folded: x\r\n\r\n", false, -LB_HTTP_BAD_HEADER,
-         0, 0},
+         "3\r\nabcX\r\n",
+         false, -LB_HTTP_BAD_CHUNK, 0, 0},
+        {"HTTP/1.1 200 OK\r\n folded: x\r\n\r\n", false, -LB_HTTP_BAD_HEADER, 0,
+         0},
         {"HTTP/1.1 200 OK\r\nNo colon\r\n\r\n", false, -LB_HTTP_BAD_HEADER, 0,
          0},
         {"HTTP/1.1 200 OK\r\nA\rB: x\r\n\r\n", false, -LB_HTTP_BAD_HEADER, 0,
@@ -176,7 +180,9 @@ static void test_bounds(void)
 static void test_random(void)
 {
     static const char *prefixes[] = {
-        "", "HTTP/1.1 ", "HTTP/1.1 200 OK\r\n",
+        "",
+        "HTTP/1.1 ",
+        "HTTP/1.1 200 OK\r\n",
         "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
     };
     char buf[512];
@@ -192,9 +198,11 @@ static void test_random(void)
         memcpy(buf, pre, pl);
         for (size_t i = pl; i < len; i++) {
             int k = rand_r(&seed) % 8;
-            buf[i] = k == 0 ? '\r' : k == 1 ? '\n' : k == 2 ? ':' :
-                     k == 3 ? (char)('0' + rand_r(&seed) % 10) :
-                     (char)(rand_r(&seed) & 0xff);
+            buf[i] = k == 0   ? '\r'
+                     : k == 1 ? '\n'
+                     : k == 2 ? ':'
+                     : k == 3 ? (char)('0' + rand_r(&seed) % 10)
+                              : (char)(rand_r(&seed) & 0xff);
         }
         memset(&r, 0, sizeof(r));
         rc = lb_http_parse_head(&r, buf, len, false);

@@ -70,7 +70,8 @@ static int checker_threads(void)
         snprintf(path, sizeof(path), "/proc/self/task/%s/comm", e->d_name);
         f = fopen(path, "r");
         if (f) {
-            if (fgets(comm, sizeof(comm), f) && strncmp(comm, "lb-checker", 10) == 0)
+            if (fgets(comm, sizeof(comm), f) &&
+                strncmp(comm, "lb-checker", 10) == 0)
                 n++;
             fclose(f);
         }
@@ -81,23 +82,23 @@ static int checker_threads(void)
 }
 
 /* Wait for cond with a deadline, polling every millisecond. */
-#define WAIT_FOR(cond, secs)                                                  \
-    __extension__({                                                           \
-        double wf_end = now_s() + (secs);                                     \
-        while (!(cond) && now_s() < wf_end)                                   \
-            usleep(1000);                                                     \
-        (cond);                                                               \
+#define WAIT_FOR(cond, secs)                                                   \
+    __extension__({                                                            \
+        double wf_end = now_s() + (secs);                                      \
+        while (!(cond) && now_s() < wf_end)                                    \
+            usleep(1000);                                                      \
+        (cond);                                                                \
     })
 
 /* ---- test servers ---- */
 
 enum mode {
-    M_HTTP,     /* answer `status`, keep-alive when `keepalive` */
-    M_SILENT,   /* accept, read, never answer */
-    M_SLOW,     /* answer 200 after delay_ms */
-    M_RAW,      /* send `raw` and close */
-    M_CHUNKS,   /* a chunked body that never ends */
-    M_GREET,    /* send `raw` at once, before any request, and close */
+    M_HTTP,   /* answer `status`, keep-alive when `keepalive` */
+    M_SILENT, /* accept, read, never answer */
+    M_SLOW,   /* answer 200 after delay_ms */
+    M_RAW,    /* send `raw` and close */
+    M_CHUNKS, /* a chunked body that never ends */
+    M_GREET,  /* send `raw` at once, before any request, and close */
 };
 
 #define MAX_CONNS 64
@@ -133,16 +134,15 @@ struct conn_arg {
 /* Wait until fd is ready for `ev` or the server stops; 1 ready, 0 not. */
 static int srv_wait(struct srv *s, int fd, short ev, int ms)
 {
-    struct pollfd p[2] = {{.fd = fd, .events = ev}, {.fd = s->stopfd,
-                                                     .events = POLLIN}};
+    struct pollfd p[2] = {{.fd = fd, .events = ev},
+                          {.fd = s->stopfd, .events = POLLIN}};
 
     if (poll(p, 2, ms) <= 0)
         return 0;
     return !(p[1].revents & POLLIN) && p[0].revents;
 }
 
-static ssize_t srv_read(struct srv *s, int fd, SSL *ssl, char *buf,
-                        size_t len)
+static ssize_t srv_read(struct srv *s, int fd, SSL *ssl, char *buf, size_t len)
 {
     if (ssl)
         return SSL_read(ssl, buf, (int)len);
@@ -211,7 +211,8 @@ static void *srv_conn(void *arg)
         }
         atomic_fetch_add(&s->requests, 1);
         pthread_mutex_lock(&s->mu);
-        n = len < sizeof(s->last_req) - 1 ? (int)len : (int)sizeof(s->last_req) - 1;
+        n = len < sizeof(s->last_req) - 1 ? (int)len
+                                          : (int)sizeof(s->last_req) - 1;
         memcpy(s->last_req, buf, (size_t)n);
         s->last_req[n] = '\0';
         pthread_mutex_unlock(&s->mu);
@@ -227,7 +228,8 @@ static void *srv_conn(void *arg)
             srv_write(s, fd, ssl, s->raw, s->raw_len);
             goto out;
         case M_CHUNKS: {
-            const char *h = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
+            const char *h =
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
             if (srv_write(s, fd, ssl, h, strlen(h)) < 0)
                 goto out;
             while (srv_write(s, fd, ssl, "1\r\nx\r\n", 6) == 0)
@@ -319,7 +321,8 @@ static struct srv *srv_new(int family, enum mode mode)
         strcpy(un->sun_path, s->path);
         sl = sizeof(*un);
     }
-    if (bind(s->lfd, (struct sockaddr *)&ss, sl) < 0 || listen(s->lfd, 128) < 0) {
+    if (bind(s->lfd, (struct sockaddr *)&ss, sl) < 0 ||
+        listen(s->lfd, 128) < 0) {
         perror("srv_new");
         exit(2);
     }
@@ -332,7 +335,10 @@ static struct srv *srv_new(int family, enum mode mode)
     return s;
 }
 
-static void srv_run(struct srv *s) { pthread_create(&s->thr, NULL, srv_accept, s); }
+static void srv_run(struct srv *s)
+{
+    pthread_create(&s->thr, NULL, srv_accept, s);
+}
 
 static struct srv *srv_start(enum mode mode)
 {
@@ -615,7 +621,8 @@ static void test_tcp_timeout(void)
     while (nfill < 16 && !full) {
         struct pollfd p;
 
-        fill[nfill] = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        fill[nfill] =
+            socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
         connect(fill[nfill], (struct sockaddr *)&in, sizeof(in));
         p.fd = fill[nfill];
         p.events = POLLOUT;
@@ -705,8 +712,10 @@ static void test_http_request(void)
     round_(b, 0);
     CHECK_EQ(health(b, 0).healthy, 1);
     srv_last(s, req, sizeof(req));
-    CHECK(strncmp(req, "HEAD /healthz?full=1 HTTP/1.1\r\n"
-                       "Host: api.example.test\r\n", 55) == 0);
+    CHECK(strncmp(req,
+                  "HEAD /healthz?full=1 HTTP/1.1\r\n"
+                  "Host: api.example.test\r\n",
+                  55) == 0);
     CHECK(strstr(req, "\r\nX-Check: yes\r\n") != NULL);
     CHECK(strstr(req, "\r\nUser-Agent: probe/1\r\n") != NULL);
     CHECK(strstr(req, "lb/") == NULL);
@@ -1044,12 +1053,13 @@ static void make_cert(const char *dir)
 {
     char cmd[1024];
 
-    snprintf(cmd, sizeof(cmd),
-             "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 "
-             "-nodes -keyout %s/key.pem -out %s/cert.pem -days 2 "
-             "-subj /CN=localhost "
-             "-addext subjectAltName=DNS:localhost,IP:127.0.0.1 2>/dev/null",
-             dir, dir);
+    snprintf(
+        cmd, sizeof(cmd),
+        "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 "
+        "-nodes -keyout %s/key.pem -out %s/cert.pem -days 2 "
+        "-subj /CN=localhost "
+        "-addext subjectAltName=DNS:localhost,IP:127.0.0.1 2>/dev/null",
+        dir, dir);
     if (system(cmd) != 0) {
         fprintf(stderr, "openssl req failed\n");
         exit(2);

@@ -140,7 +140,7 @@ static void test_round_robin(void)
     uint32_t w[] = {1, 8, 1};
     lb_balancer *b = make(LB_SELECT_ROUND_ROBIN, a, w, 3);
     lb_iter *it = lb_iter_new();
-    const char *seq[] = {"1.0.0.1:80", "1.0.0.1:80", "1.0.0.1:80",
+    const char *seq[] = {"1.0.0.1:80",   "1.0.0.1:80", "1.0.0.1:80",
                          "1.0.0.255:80", "1.1.1.1:80", "1.0.0.1:80",
                          "1.0.0.1:80"};
 

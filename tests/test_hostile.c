@@ -73,7 +73,8 @@ static int checker_threads(void)
         snprintf(path, sizeof(path), "/proc/self/task/%s/comm", e->d_name);
         f = fopen(path, "r");
         if (f) {
-            if (fgets(comm, sizeof(comm), f) && strncmp(comm, "lb-checker", 10) == 0)
+            if (fgets(comm, sizeof(comm), f) &&
+                strncmp(comm, "lb-checker", 10) == 0)
                 n++;
             fclose(f);
         }
@@ -83,12 +84,12 @@ static int checker_threads(void)
     return n;
 }
 
-#define WAIT_FOR(cond, secs)                                                  \
-    __extension__({                                                           \
-        double wf_end = now_s() + (secs);                                     \
-        while (!(cond) && now_s() < wf_end)                                   \
-            usleep(1000);                                                     \
-        (cond);                                                               \
+#define WAIT_FOR(cond, secs)                                                   \
+    __extension__({                                                            \
+        double wf_end = now_s() + (secs);                                      \
+        while (!(cond) && now_s() < wf_end)                                    \
+            usleep(1000);                                                      \
+        (cond);                                                                \
     })
 
 /* ---- the hostile servers (child process) ---- */
@@ -108,8 +109,8 @@ enum mode {
 };
 
 static const char *const mode_name[NMODES] = {
-    "ok",     "never-read", "silent", "drip",        "drip-fast",
-    "1MiB-header", "banner", "reset", "early-close", "endless-chunks",
+    "ok",          "never-read", "silent", "drip",        "drip-fast",
+    "1MiB-header", "banner",     "reset",  "early-close", "endless-chunks",
 };
 
 static const char ok_resp[] =
@@ -152,8 +153,8 @@ struct conn {
     bool head; /* request head read */
     const char *out;
     size_t out_len, out_off;
-    double next;       /* next timed write (drip, chunks); 0: none */
-    bool chunking;     /* writing endless chunks */
+    double next;        /* next timed write (drip, chunks); 0: none */
+    bool chunking;      /* writing endless chunks */
     struct conn *tnext; /* timed list */
 };
 
@@ -354,8 +355,8 @@ static void serve(void)
 
                 while ((fd = accept4(l->fd, NULL, NULL, SOCK_NONBLOCK)) >= 0) {
                     struct conn *c = calloc(1, sizeof(*c));
-                    struct epoll_event e = {
-                        .events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET};
+                    struct epoll_event e = {.events = EPOLLIN | EPOLLOUT |
+                                                      EPOLLRDHUP | EPOLLET};
 
                     c->fd = fd;
                     c->li = (int)d;
@@ -478,7 +479,8 @@ static const struct expect expects[] = {
     {H_SILENT, 0, LB_CHECK_ERR_TIMEOUT, LB_CHECK_PHASE_RESPONSE, true},
     {H_DRIP, 0, LB_CHECK_ERR_TIMEOUT, LB_CHECK_PHASE_RESPONSE, true},
     {H_DRIP_FAST, 1, LB_CHECK_ERR_NONE, -1, false},
-    {H_BIGHEAD, 0, LB_CHECK_ERR_HTTP_MALFORMED, LB_HTTP_HEADER_TOO_LARGE, false},
+    {H_BIGHEAD, 0, LB_CHECK_ERR_HTTP_MALFORMED, LB_HTTP_HEADER_TOO_LARGE,
+     false},
     /* not "HTTP/": rejected with its first bytes, not at the timeout */
     {H_BANNER, 0, LB_CHECK_ERR_HTTP_MALFORMED, LB_HTTP_BAD_STATUS_LINE, false},
     {H_RESET, 0, -1, -1, false},
@@ -490,8 +492,10 @@ static const struct expect expects[] = {
 static bool kind_ok(const struct expect *x, lb_health_info h)
 {
     if (x->kind == -1)
-        return h.err_kind == LB_CHECK_ERR_IO || h.err_kind == LB_CHECK_ERR_CLOSED;
-    return h.err_kind == x->kind && (x->detail == -1 || h.err_detail == x->detail);
+        return h.err_kind == LB_CHECK_ERR_IO ||
+               h.err_kind == LB_CHECK_ERR_CLOSED;
+    return h.err_kind == x->kind &&
+           (x->detail == -1 || h.err_detail == x->detail);
 }
 
 /* Per kind: the listener on 127.0.0.1 (checked first in a sequential
@@ -550,7 +554,8 @@ static void test_mass(int fds0, const int *mass_li, int nmass,
 {
     const double T = 0.4;
     const int target = 10000;
-    int all[MAX_LISTENERS], mode_at[MAX_LISTENERS], n = 0, hostile_per_round = 0, rounds = 0;
+    int all[MAX_LISTENERS], mode_at[MAX_LISTENERS],
+        n = 0, hostile_per_round = 0, rounds = 0;
     int checks = 0, bad_rounds = 0, unhealthy_ok = 0, wrong = 0;
     double worst = 0, t0 = now_s();
     long pr0, pr1;
@@ -579,8 +584,10 @@ static void test_mass(int fds0, const int *mass_li, int nmass,
         for (int j = 0; j < n; j++) {
             char addr[64];
 
-            snprintf(addr, sizeof(addr), "%s:%d", lis[all[j]].ip, lis[all[j]].port);
-            if (strlen(addr) == be.addr_len && memcmp(addr, be.addr, be.addr_len) == 0)
+            snprintf(addr, sizeof(addr), "%s:%d", lis[all[j]].ip,
+                     lis[all[j]].port);
+            if (strlen(addr) == be.addr_len &&
+                memcmp(addr, be.addr, be.addr_len) == 0)
                 mode_at[i] = lis[all[j]].mode;
         }
         CHECK(mode_at[i] >= 0);
@@ -601,8 +608,9 @@ static void test_mass(int fds0, const int *mass_li, int nmass,
 
             if (mode_at[i] == H_OK) {
                 if (!h.healthy && unhealthy_ok++ < 5)
-                    printf("# round %d (%.3f s): a healthy backend failed: %s\n",
-                           rounds, el, errtext(h));
+                    printf(
+                        "# round %d (%.3f s): a healthy backend failed: %s\n",
+                        rounds, el, errtext(h));
             } else
                 wrong += h.healthy;
         }
@@ -630,7 +638,8 @@ static void test_mass(int fds0, const int *mass_li, int nmass,
     CHECK(WAIT_FOR(checker_threads() == 0, 5));
     lb_quiesce();
     CHECK_EQ(count_fds(), fds0);
-    printf("# descriptors: %d at the start, %d at the end\n", fds0, count_fds());
+    printf("# descriptors: %d at the start, %d at the end\n", fds0,
+           count_fds());
 }
 
 int main(void)

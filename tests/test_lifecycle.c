@@ -153,8 +153,7 @@ int main(void)
 
             make_backend(7, &in[0]);
             in[0].weight = LB_MAX_WEIGHT + 1;
-            CHECK_EQ(lb_balancer_update(b, in, 1, NULL, NULL, &err),
-                     LB_ERROR);
+            CHECK_EQ(lb_balancer_update(b, in, 1, NULL, NULL, &err), LB_ERROR);
             CHECK_EQ(lb_balancer_count(b), before);
             CHECK_EQ(lb_balancer_generation(b), gen);
         }
@@ -169,8 +168,7 @@ int main(void)
                 make_backend((uint32_t)i * 3, &in[i]);
                 in[i].weight = LB_MAX_WEIGHT;
             }
-            CHECK_EQ(lb_balancer_update(r, in, 17, NULL, NULL, &err),
-                     LB_ERROR);
+            CHECK_EQ(lb_balancer_update(r, in, 17, NULL, NULL, &err), LB_ERROR);
             CHECK_EQ(lb_balancer_count(r), 0);
             lb_balancer_free(r);
         }

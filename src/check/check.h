@@ -63,8 +63,12 @@ struct lb_conn {
 
 /* Response parser state (http_parse.c).  Fields after `status` are what a
  * caller reads once the head is complete. */
-enum lb_http_body { LB_BODY_NONE, LB_BODY_LENGTH, LB_BODY_CHUNKED,
-                    LB_BODY_CLOSE };
+enum lb_http_body {
+    LB_BODY_NONE,
+    LB_BODY_LENGTH,
+    LB_BODY_CHUNKED,
+    LB_BODY_CLOSE
+};
 
 struct lb_http_resp {
     /* head */
@@ -72,7 +76,7 @@ struct lb_http_resp {
     int minor; /* HTTP/1.minor */
     bool keepalive;
     bool head_done;
-    int body; /* enum lb_http_body */
+    int body;        /* enum lb_http_body */
     uint64_t length; /* LB_BODY_LENGTH: bytes left */
     uint64_t body_seen;
     /* chunked decoder */
@@ -99,10 +103,12 @@ int lb_http_parse_body(struct lb_http_resp *r, const char *buf, size_t len,
 #define LB_PROBE_OK 1
 #define LB_PROBE_FAIL 2
 
-enum lb_probe_phase { LB_PHASE_CONNECT = LB_CHECK_PHASE_CONNECT,
-                      LB_PHASE_TLS = LB_CHECK_PHASE_TLS,
-                      LB_PHASE_REQUEST = LB_CHECK_PHASE_REQUEST,
-                      LB_PHASE_RESPONSE = LB_CHECK_PHASE_RESPONSE };
+enum lb_probe_phase {
+    LB_PHASE_CONNECT = LB_CHECK_PHASE_CONNECT,
+    LB_PHASE_TLS = LB_CHECK_PHASE_TLS,
+    LB_PHASE_REQUEST = LB_CHECK_PHASE_REQUEST,
+    LB_PHASE_RESPONSE = LB_CHECK_PHASE_RESPONSE
+};
 
 struct lb_probe {
     const struct lb_check_cfg *cfg;
@@ -112,7 +118,7 @@ struct lb_probe {
     uint32_t want; /* EPOLLIN / EPOLLOUT wanted next */
     bool reused;   /* the connection was kept from an earlier round */
     bool got_bytes;
-    bool keep;     /* on success: the connection may be kept */
+    bool keep; /* on success: the connection may be kept */
     int err_kind;
     int err_detail;
     /* HTTP */

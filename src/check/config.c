@@ -136,9 +136,9 @@ static int build_request(struct lb_check_cfg *c, const lb_check_config *in,
         *err = "out of memory";
         return LB_ERROR;
     }
-    c->prefix_len = (size_t)sprintf(c->prefix, "%.*s %.*s HTTP/1.1\r\nHost: ",
-                                    (int)method_len, method, (int)path_len,
-                                    path);
+    c->prefix_len = (size_t)sprintf(
+        c->prefix, "%.*s %.*s HTTP/1.1\r\nHost: ", (int)method_len, method,
+        (int)path_len, path);
     suffix[len++] = '\r';
     suffix[len++] = '\n';
     for (size_t i = 0; i < in->nheaders; i++) {
@@ -229,7 +229,8 @@ struct lb_check_cfg *lb_check_cfg_new(const lb_check_config *in,
     }
     c->refs = 1;
     c->kind = in->kind;
-    c->timeout_ns = in->timeout > 0 ? (uint64_t)(in->timeout * 1e9) : 1000000000u;
+    c->timeout_ns =
+        in->timeout > 0 ? (uint64_t)(in->timeout * 1e9) : 1000000000u;
     if (c->timeout_ns == 0)
         c->timeout_ns = 1;
     c->success = in->consecutive_success ? in->consecutive_success : 1;

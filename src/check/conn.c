@@ -292,8 +292,8 @@ ssize_t lb_conn_write(struct lb_probe *p, const char *buf, size_t len)
             p->want = EPOLLOUT;
             return -1;
         }
-        lb_probe_fail(p, LB_CHECK_ERR_IO, e == SSL_ERROR_SYSCALL && errno
-                                              ? errno : EIO);
+        lb_probe_fail(p, LB_CHECK_ERR_IO,
+                      e == SSL_ERROR_SYSCALL && errno ? errno : EIO);
         return -2;
     }
     for (;;) {

@@ -104,8 +104,8 @@ static int on_body_done(struct lb_probe *p, size_t extra)
 int lb_http_step(struct lb_probe *p)
 {
     while (p->phase == LB_PHASE_REQUEST) {
-        ssize_t n = lb_conn_write(p, p->out + p->out_off,
-                                  p->out_len - p->out_off);
+        ssize_t n =
+            lb_conn_write(p, p->out + p->out_off, p->out_len - p->out_off);
         if (n == -1)
             return LB_PROBE_AGAIN;
         if (n < 0)

@@ -17,8 +17,17 @@
 
 #include "check/check.h"
 
-enum chunk_state { C_SIZE, C_EXT, C_SIZE_LF, C_DATA, C_DATA_CR, C_DATA_LF,
-                   C_TRAILER, C_TRAILER_LINE, C_END_LF };
+enum chunk_state {
+    C_SIZE,
+    C_EXT,
+    C_SIZE_LF,
+    C_DATA,
+    C_DATA_CR,
+    C_DATA_LF,
+    C_TRAILER,
+    C_TRAILER_LINE,
+    C_END_LF
+};
 
 /* Longest chunk-size line (extensions included) or trailer line. */
 #define MAX_LINE 4096

@@ -48,9 +48,9 @@ struct point {
 
 struct ketama {
     uint32_t npoints;
-    uint32_t shift;     /* 32 - bits */
-    uint32_t *lut;      /* (1 << bits) + 1 entries: first point index */
-    struct point *pts;  /* npoints (+ SCAN padding), ascending by hash */
+    uint32_t shift;    /* 32 - bits */
+    uint32_t *lut;     /* (1 << bits) + 1 entries: first point index */
+    struct point *pts; /* npoints (+ SCAN padding), ascending by hash */
 };
 
 /* CRC-32 (IEEE 802.3, reflected polynomial 0xEDB88320), the one nginx's
@@ -96,8 +96,7 @@ static inline uint32_t crc_update(uint32_t c, const unsigned char *p,
     }
     if (len & 2) {
         uint32_t x = c ^ ((uint32_t)p[0] | (uint32_t)p[1] << 8);
-        c = (c >> 16) ^ crc_table[1][x & 0xff] ^
-            crc_table[0][(x >> 8) & 0xff];
+        c = (c >> 16) ^ crc_table[1][x & 0xff] ^ crc_table[0][(x >> 8) & 0xff];
         p += 2;
     }
     if (len & 1)

@@ -16,7 +16,7 @@
 
 static __thread uint64_t rng[4];
 static __thread unsigned seeded; /* fork generation + 1 when seeded */
-static unsigned fork_gen;         /* bumped in the child after fork() */
+static unsigned fork_gen;        /* bumped in the child after fork() */
 static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
 
 static void on_fork_child(void) { fork_gen++; }

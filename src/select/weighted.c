@@ -12,8 +12,7 @@
 
 #include "../selector.h"
 
-void *lb_weighted_build(const lb_backend *backends, size_t n,
-                        const char **err)
+void *lb_weighted_build(const lb_backend *backends, size_t n, const char **err)
 {
     struct lb_weighted *w;
     size_t total = 0, k = 0;
