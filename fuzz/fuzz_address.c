@@ -20,8 +20,8 @@
 #include "fuzz.h"
 #include "lb.h"
 
-static const uint32_t weights[] = {1, 2, LB_MAX_WEIGHT, 0, LB_MAX_WEIGHT + 1,
-                                   7, UINT32_MAX};
+static const uint32_t weights[] = {
+    1, 2, LB_MAX_WEIGHT, 0, LB_MAX_WEIGHT + 1, 7, UINT32_MAX};
 #define NWEIGHTS (sizeof(weights) / sizeof(weights[0]))
 
 static void check_well_formed(const lb_backend *b, uint32_t weight)

@@ -48,8 +48,8 @@ static void make_backend(uint8_t kind, uint8_t a, uint16_t port, uint8_t w,
     port = port ? port : 1;
     switch (kind % 3) {
     case 0:
-        len = snprintf(text, sizeof(text), "10.0.%u.%u:%u", a >> 4, a & 15,
-                       port);
+        len =
+            snprintf(text, sizeof(text), "10.0.%u.%u:%u", a >> 4, a & 15, port);
         break;
     case 1:
         len = snprintf(text, sizeof(text), "[fd00::%x]:%u", a, port);
@@ -99,8 +99,7 @@ static uint32_t read_max(struct fuzz_in *in)
 static void publish(lb_balancer *b, const struct set *s)
 {
     const char *err;
-    int rc = lb_balancer_update(b, s->n ? s->be : NULL, s->n, NULL, NULL,
-                                &err);
+    int rc = lb_balancer_update(b, s->n ? s->be : NULL, s->n, NULL, NULL, &err);
     FUZZ_ASSERT(rc == 0 || rc == 1 || (rc == LB_ERROR && s->n > 16));
 }
 
@@ -220,8 +219,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             if (cfg.selection == LB_SELECT_FNV ||
                 cfg.selection == LB_SELECT_CONSISTENT) {
                 lb_iter *w = lb_iter_new();
-                int first = walk(b, cfg.selection, key, klen, max, w,
-                                 &yields);
+                int first = walk(b, cfg.selection, key, klen, max, w, &yields);
                 FUZZ_ASSERT(idx == (first >= 0 ? first : LB_DECLINED));
                 lb_iter_free(w);
             }
@@ -235,9 +233,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         case 2: /* observe */
             if (n > 0) {
                 uint8_t i = fuzz_u8(&in), t = fuzz_u8(&in);
-                int rc = lb_balancer_observe(b, gen, i % n, t & 1,
-                                             1 + (t >> 1) % 3,
-                                             LB_CHECK_ERR_TIMEOUT, 4);
+                int rc =
+                    lb_balancer_observe(b, gen, i % n, t & 1, 1 + (t >> 1) % 3,
+                                        LB_CHECK_ERR_TIMEOUT, 4);
                 FUZZ_ASSERT(rc == 0 || rc == 1);
             }
             break;

@@ -40,14 +40,13 @@
 #define MAX_N 40
 
 static const char *const templates[] = {
-    "127.0.0.1:80",  "127.0.0.1:81", "10.0.0.1:80",       "[::1]:80",
-    "[::1]:81",      "[fe80::1]:443", "unix:/tmp/lb.sock", "unix:/tmp/b",
-    "255.255.255.255:65535",
+    "127.0.0.1:80",      "127.0.0.1:81", "10.0.0.1:80",
+    "[::1]:80",          "[::1]:81",     "[fe80::1]:443",
+    "unix:/tmp/lb.sock", "unix:/tmp/b",  "255.255.255.255:65535",
 };
 #define NTEMPLATES (sizeof(templates) / sizeof(templates[0]))
 
-static const uint32_t weight_codes[] = {1, 1, 2, 3, 1000, 0, 1001,
-                                        UINT32_MAX};
+static const uint32_t weight_codes[] = {1, 1, 2, 3, 1000, 0, 1001, UINT32_MAX};
 
 struct shadow {
     uint64_t gen;
@@ -87,8 +86,8 @@ static void read_text(struct fuzz_in *in, lb_backend *e, bool *keep)
     size_t len;
     const uint8_t *line = fuzz_line(in, &len);
     const char *err;
-    int rc = lb_backend_parse((const char *)line, len, weight_codes[wc & 7],
-                              e, &err);
+    int rc = lb_backend_parse((const char *)line, len, weight_codes[wc & 7], e,
+                              &err);
 
     *keep = rc == LB_OK || (wc & 0x80);
     e->enable = (int8_t)(ec % 3) - 1;
@@ -167,8 +166,8 @@ static void check_update(lb_balancer *b, const lb_config *cfg,
         FUZZ_ASSERT(after.gen == before->gen);
         FUZZ_ASSERT(after.n == before->n);
         for (size_t i = 0; i < after.n; i++) {
-            FUZZ_ASSERT(!memcmp(&after.be[i], &before->be[i],
-                                sizeof(lb_backend)));
+            FUZZ_ASSERT(
+                !memcmp(&after.be[i], &before->be[i], sizeof(lb_backend)));
             FUZZ_ASSERT(after.h[i].id == before->h[i].id);
             FUZZ_ASSERT(after.h[i].healthy == before->h[i].healthy);
             FUZZ_ASSERT(after.h[i].enabled == before->h[i].enabled);
@@ -222,8 +221,7 @@ static void check_update(lb_balancer *b, const lb_config *cfg,
         /* Health: kept records survive, new ones start fresh. */
         {
             size_t k = 0;
-            while (k < before->n &&
-                   lb_backend_compare(&before->be[k], p) != 0)
+            while (k < before->n && lb_backend_compare(&before->be[k], p) != 0)
                 k++;
             if (k < before->n) {
                 FUZZ_ASSERT(after.h[i].id == before->h[k].id);

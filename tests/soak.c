@@ -55,9 +55,9 @@
 #define NALG 4
 #define POOL 96
 #define MAX_SET POOL
-#define RING 1024    /* generations remembered per balancer */
-#define NSHORT 2     /* short-lived balancers the readers also use */
-#define WALK_MAX 64  /* max_iterations of the readers' walks */
+#define RING 1024   /* generations remembered per balancer */
+#define NSHORT 2    /* short-lived balancers the readers also use */
+#define WALK_MAX 64 /* max_iterations of the readers' walks */
 /* Growth of RSS allowed between the end of warm-up and the end.  The run
  * keeps a bounded working set (at most 96 backends per balancer, a few
  * snapshots in flight); a leak of one snapshot per publish would grow by
@@ -90,28 +90,27 @@ static struct short_slot shorts[NSHORT];
 static lb_balancer *checked; /* periodic TCP checks on the checker thread */
 static uint16_t port_up, port_flap, port_closed;
 static atomic_int flap_listening;
-static atomic_int settle;        /* the listener stops flapping, stays up */
+static atomic_int settle; /* the listener stops flapping, stays up */
 static atomic_int stop_listener;
 
 static atomic_int stop;
 static _Atomic uint64_t passed, failed;
 static struct {
-    _Atomic uint64_t selects, walks, candidates, publishes, rejected,
-        observes, flips, created, freed, rounds, events, unverified;
+    _Atomic uint64_t selects, walks, candidates, publishes, rejected, observes,
+        flips, created, freed, rounds, events, unverified;
 } st;
 
-#define CHECK(cond)                                                           \
-    do {                                                                      \
-        if (cond) {                                                           \
-            atomic_fetch_add_explicit(&passed, 1, memory_order_relaxed);      \
-        } else {                                                              \
-            atomic_fetch_add_explicit(&failed, 1, memory_order_relaxed);      \
-            fprintf(stderr, "soak.c:%d: check failed: %s\n", __LINE__,       \
-                    #cond);                                                   \
-        }                                                                     \
+#define CHECK(cond)                                                            \
+    do {                                                                       \
+        if (cond) {                                                            \
+            atomic_fetch_add_explicit(&passed, 1, memory_order_relaxed);       \
+        } else {                                                               \
+            atomic_fetch_add_explicit(&failed, 1, memory_order_relaxed);       \
+            fprintf(stderr, "soak.c:%d: check failed: %s\n", __LINE__, #cond); \
+        }                                                                      \
     } while (0)
 
-#define COUNT(field, n)                                                       \
+#define COUNT(field, n)                                                        \
     atomic_fetch_add_explicit(&st.field, (n), memory_order_relaxed)
 
 static inline uint64_t xorshift(uint64_t *s)
@@ -219,8 +218,8 @@ static size_t random_set(uint64_t *rng, lb_backend *out)
 
 static void check_pick(int a, uint64_t gen, int idx)
 {
-    uint64_t w = atomic_load_explicit(&ring[a][gen % RING],
-                                      memory_order_acquire);
+    uint64_t w =
+        atomic_load_explicit(&ring[a][gen % RING], memory_order_acquire);
 
     if ((w >> 32) != (gen & 0xffffffffu)) {
         COUNT(unverified, 1);
@@ -262,9 +261,9 @@ static void *reader(void *arg)
 
     while (!atomic_load_explicit(&stop, memory_order_relaxed)) {
         int a = (int)(xorshift(&rng) % NALG);
-        size_t len = (size_t)snprintf(key, sizeof(key), "/k/%llu",
-                                      (unsigned long long)(xorshift(&rng) %
-                                                           100000));
+        size_t len =
+            (size_t)snprintf(key, sizeof(key), "/k/%llu",
+                             (unsigned long long)(xorshift(&rng) % 100000));
         int idx = lb_balancer_select(bal[a], key, len,
                                      1 + (uint32_t)(xorshift(&rng) % 8), it);
 
@@ -557,8 +556,10 @@ int main(void)
     double t0, warm, last_sample = 0;
     uint64_t events = 0;
     const char *err;
-    lb_check_config cc = {.kind = LB_CHECK_HTTP, .timeout = 0.5,
-                          .path = "/health", .path_len = 7,
+    lb_check_config cc = {.kind = LB_CHECK_HTTP,
+                          .timeout = 0.5,
+                          .path = "/health",
+                          .path_len = 7,
                           .reuse_connection = 1,
                           .consecutive_success = 1,
                           .consecutive_failure = 1};
@@ -701,8 +702,8 @@ int main(void)
         close(lfds[1]);
     CHECK(count_fds() == fds0);
 
-    bound_kib = (long)((RSS_BOUND_MIB + RSS_TSAN_MIB_PER_S * (seconds - warm)) *
-                       1024);
+    bound_kib =
+        (long)((RSS_BOUND_MIB + RSS_TSAN_MIB_PER_S * (seconds - warm)) * 1024);
     printf("soak: rss start %ld KiB, warm %ld KiB, middle %ld KiB, end %ld "
            "KiB, peak %ld KiB; growth after warm-up %ld KiB (bound %ld KiB)\n",
            rss0, rss_warm, rss_mid, rss_end, rss_peak, rss_end - rss_warm,
@@ -713,9 +714,9 @@ int main(void)
            "%llu balancers created, %llu freed, %llu blocking check rounds, "
            "%llu checker events, %llu picks not verifiable\n",
            (unsigned long long)st.selects, (unsigned long long)st.walks,
-           (unsigned long long)st.candidates,
-           (unsigned long long)st.publishes, (unsigned long long)st.rejected,
-           (unsigned long long)st.observes, (unsigned long long)st.flips,
+           (unsigned long long)st.candidates, (unsigned long long)st.publishes,
+           (unsigned long long)st.rejected, (unsigned long long)st.observes,
+           (unsigned long long)st.flips,
            (unsigned long long)st.created + NALG + 1,
            (unsigned long long)st.freed + NALG + NSHORT + 1,
            (unsigned long long)st.rounds, (unsigned long long)events,
