@@ -380,12 +380,20 @@ static int iter_mark(lb_iter *it, uint32_t idx)
  * index, or LB_DECLINED once max_steps underlying steps are used. */
 static inline int walk_next(struct lb_snapshot *s, lb_iter *it)
 {
-    while (it->steps < it->max_steps) {
+    /* Once every backend has been returned, no step can yield a new one:
+     * stop there instead of stepping on to max_iterations (Pingora's
+     * iterator would, returning nothing more).  A select over a set that
+     * is all down then ends when the walk has seen every backend, however
+     * large max_iterations is.  Round robin's steps advance the shared
+     * counter, so there every step is taken, as in Pingora. */
+    while (it->steps < it->max_steps &&
+           (it->nseen < s->n || s->ops->observable_steps)) {
         uint32_t idx = s->ops->next(s->selector, &it->state);
         it->steps++;
         if (idx >= s->n)
             continue;
         if (iter_mark(it, idx)) {
+            it->nseen++;
             it->ready = lb_health_ready(s->health[idx]);
             return (int)idx;
         }
@@ -400,6 +408,7 @@ static inline int walk_begin(struct lb_snapshot *s, lb_iter *it, uint32_t first,
                              uint32_t max)
 {
     it->steps = 1;
+    it->nseen = 1;
     it->max_steps = max;
     if (iter_reserve(it, s->n) != LB_OK)
         return LB_ERROR;

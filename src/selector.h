@@ -15,6 +15,10 @@
 
 struct lb_selector_ops {
     const char *name;
+    /* Steps have an effect others can see (round robin's shared counter):
+     * a walk then takes every step up to max_iterations, as Pingora's does,
+     * even once every backend has been returned. */
+    int observable_steps;
     /* Build for backends[0..n) (sorted, n >= 0).  NULL with *err on
      * failure (a static string).  Called by writers only. */
     void *(*build)(const lb_backend *backends, size_t n, const lb_config *cfg,

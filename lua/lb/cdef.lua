@@ -34,7 +34,7 @@ typedef struct lb_iter {
     int32_t ready;
     uint32_t steps;
     uint32_t max_steps;
-    uint32_t first_done;
+    uint32_t nseen;
     uint64_t state;
     uint32_t nwords;
     uint32_t ntouched;

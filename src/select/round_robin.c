@@ -41,6 +41,7 @@ static uint32_t rr_next(void *sel, uint64_t *state)
 
 const struct lb_selector_ops lb_select_round_robin = {
     .name = "round_robin",
+    .observable_steps = 1,
     .build = rr_build,
     .first = rr_first,
     .next = rr_next,
