@@ -5,10 +5,11 @@
 #          inputs go to a temporary directory that is removed afterwards
 #   run    fuzz for SECONDS, keeping new inputs in build/fuzz/corpus/TARGET
 #
-# Prints "fuzz_TARGET: N passed, M failed" per target: N inputs executed,
-# M crashes (a crash, a sanitizer report, a failed check, a timeout or an
-# out-of-memory stops a run; its input is saved under
-# build/fuzz/artifacts/TARGET/).  Exits 1 if any target crashed.
+# Prints "fuzz_TARGET: N passed, M failed (K inputs)" per target, counting
+# the corpus replay and the fuzzing run as one check each; a check fails on
+# a crash, a sanitizer report, a failed assertion, a timeout or an
+# out-of-memory (its input is saved under build/fuzz/artifacts/TARGET/).
+# Exits 1 if any target failed.
 mode=$1
 secs=$2
 shift 2
@@ -41,13 +42,16 @@ for t in "$@"; do
     opts="-print_final_stats=1 -timeout=10 -rss_limit_mb=2048 $extra -artifact_prefix=$art/"
     passed=0
     failed=0
+    inputs=0
 
     if [ "$mode" = check ]; then
         if ! "$bin" $opts -runs=0 "$seeds" >"$tmp/$t.replay" 2>&1; then
             failed=$((failed + 1))
             tail -n 40 "$tmp/$t.replay" >&2
+        else
+            passed=$((passed + 1))
         fi
-        passed=$((passed + $(units "$tmp/$t.replay")))
+        inputs=$((inputs + $(units "$tmp/$t.replay")))
         out=$tmp/$t.new
     else
         out=build/fuzz/corpus/$t
@@ -57,12 +61,11 @@ for t in "$@"; do
         >"$tmp/$t.run" 2>&1; then
         failed=$((failed + 1))
         tail -n 40 "$tmp/$t.run" >&2
+    else
+        passed=$((passed + 1))
     fi
-    passed=$((passed + $(units "$tmp/$t.run")))
-    if [ "$failed" -gt 0 ]; then
-        passed=$((passed > failed ? passed - failed : 0))
-        status=1
-    fi
-    echo "fuzz_$t: $passed passed, $failed failed"
+    inputs=$((inputs + $(units "$tmp/$t.run")))
+    [ "$failed" -gt 0 ] && status=1
+    echo "fuzz_$t: $passed passed, $failed failed ($inputs inputs)"
 done
 exit $status
