@@ -48,9 +48,10 @@ struct point {
 
 struct ketama {
     uint32_t npoints;
-    uint32_t shift;    /* 32 - bits */
-    uint32_t *lut;     /* (1 << bits) + 1 entries: first point index */
-    struct point *pts; /* npoints (+ SCAN padding), ascending by hash */
+    uint32_t shift;            /* 32 - bits */
+    uint32_t *lut;             /* (1 << bits) + 1 entries: first point index */
+    struct point *pts;         /* npoints (+ SCAN padding), ascending by hash */
+    size_t pts_size, lut_size; /* bytes held, for array_give */
 };
 
 /* CRC-32 (IEEE 802.3, reflected polynomial 0xEDB88320), the one nginx's
@@ -142,14 +143,88 @@ static uint32_t server_base(const lb_backend *b)
     return c;
 }
 
+/*
+ * Spare arrays.  Every build allocates a new ring (the old one is in use
+ * until its grace period ends), and a 1000-backend ring is about 2 MB of
+ * arrays: glibc maps such blocks fresh and unmaps them on free, and
+ * faulting 500 pages in again costs more than computing the ring.  So the
+ * arrays of a destroyed ring are kept for the next build (at most
+ * NSPARE blocks, each reused only for a request of at least half its size),
+ * and a process that updates periodically reuses warm memory.
+ */
+#define NSPARE 3
+
+static struct {
+    pthread_mutex_t lock;
+    void *ptr[NSPARE];
+    size_t size[NSPARE];
+} spare = {.lock = PTHREAD_MUTEX_INITIALIZER};
+static pthread_once_t spare_once = PTHREAD_ONCE_INIT;
+
+static void spare_lock(void) { pthread_mutex_lock(&spare.lock); }
+static void spare_unlock(void) { pthread_mutex_unlock(&spare.lock); }
+static void spare_atfork(void)
+{
+    pthread_atfork(spare_lock, spare_unlock, spare_unlock);
+}
+
+static void *array_take(size_t size, size_t *got)
+{
+    void *p = NULL;
+
+    pthread_once(&spare_once, spare_atfork);
+    spare_lock();
+    for (int i = 0; i < NSPARE; i++)
+        if (spare.ptr[i] && spare.size[i] >= size &&
+            spare.size[i] / 2 <= size) {
+            p = spare.ptr[i];
+            *got = spare.size[i];
+            spare.ptr[i] = NULL;
+            break;
+        }
+    spare_unlock();
+    if (!p) {
+        p = malloc(size ? size : 1);
+        *got = size;
+    }
+    return p;
+}
+
+/* Keep the block in a free slot, else in place of the smallest kept block
+ * if it is larger; free whatever is left over. */
+static void array_give(void *p, size_t size)
+{
+    int slot = 0;
+
+    if (!p)
+        return;
+    spare_lock();
+    for (int i = 0; i < NSPARE; i++) {
+        if (!spare.ptr[i]) {
+            slot = i;
+            break;
+        }
+        if (spare.size[i] < spare.size[slot])
+            slot = i;
+    }
+    if (!spare.ptr[slot] || spare.size[slot] < size) {
+        void *old = spare.ptr[slot];
+        spare.ptr[slot] = p;
+        spare.size[slot] = size;
+        p = old;
+    }
+    spare_unlock();
+    free(p);
+}
+
 static void ketama_destroy(void *sel)
 {
     struct ketama *k = sel;
 
     if (!k)
         return;
-    free(k->lut);
-    free(k->pts);
+    array_give(k->lut, k->lut_size);
+    array_give(k->pts, k->pts_size);
     free(k);
 }
 
@@ -214,6 +289,7 @@ static void *ketama_build(const lb_backend *backends, size_t n,
     uint64_t total = 0;
     struct ketama *k;
     uint32_t *gen = NULL;
+    size_t gen_size = 0;
     uint32_t bits, nb, shift, m;
 
     pthread_once(&crc_once, crc_init);
@@ -232,9 +308,11 @@ static void *ketama_build(const lb_backend *backends, size_t n,
         ;
     nb = 1u << bits;
     shift = k->shift = 32 - bits;
-    k->pts = malloc((total + SCAN) * sizeof(struct point));
-    k->lut = calloc((size_t)nb + 1, sizeof(uint32_t));
-    gen = malloc((total ? total : 1) * sizeof(uint32_t));
+    k->pts = array_take((total + SCAN) * sizeof(struct point), &k->pts_size);
+    k->lut = array_take(((size_t)nb + 1) * sizeof(uint32_t), &k->lut_size);
+    gen = array_take(total * sizeof(uint32_t), &gen_size);
+    if (k->lut)
+        memset(k->lut, 0, ((size_t)nb + 1) * sizeof(uint32_t));
     if (!k->pts || !k->lut || !gen)
         goto oom;
 
@@ -263,7 +341,7 @@ static void *ketama_build(const lb_backend *backends, size_t n,
             }
         }
     }
-    free(gen);
+    array_give(gen, gen_size);
     gen = NULL;
     memmove(k->lut + 1, k->lut, (size_t)nb * sizeof(uint32_t));
     k->lut[0] = 0;
@@ -297,7 +375,7 @@ static void *ketama_build(const lb_backend *backends, size_t n,
         k->pts[m + i] = (struct point){UINT32_MAX, 0}; /* never below */
     return k;
 oom:
-    free(gen);
+    array_give(gen, gen_size);
     ketama_destroy(k);
     *err = "out of memory";
     return NULL;
