@@ -51,6 +51,7 @@
 #include <unistd.h>
 
 #include "lb.h"
+#include "util.h"
 
 #define NALG 4
 #define POOL 96
@@ -113,24 +114,6 @@ static struct {
 #define COUNT(field, n)                                                        \
     atomic_fetch_add_explicit(&st.field, (n), memory_order_relaxed)
 
-static inline uint64_t xorshift(uint64_t *s)
-{
-    uint64_t x = *s;
-
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    return *s = x;
-}
-
-static double now_sec(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
 static void sleep_us(long us)
 {
     struct timespec ts = {us / 1000000, (us % 1000000) * 1000};
@@ -148,21 +131,6 @@ static long rss_kib(void)
         fclose(f);
     }
     return resident * (sysconf(_SC_PAGESIZE) / 1024);
-}
-
-static int count_fds(void)
-{
-    DIR *d = opendir("/proc/self/fd");
-    struct dirent *e;
-    int n = 0;
-
-    if (!d)
-        return -1;
-    while ((e = readdir(d)))
-        if (e->d_name[0] != '.')
-            n++;
-    closedir(d);
-    return n - 1; /* the directory stream itself */
 }
 
 static void parse_or_die(const char *text, uint32_t weight, lb_backend *out)
@@ -513,7 +481,7 @@ static void serve(int c)
 static void *listener(void *arg)
 {
     int *fds = arg; /* [0] up, [1] flapping (-1 while down) */
-    double next_flip = now_sec() + 0.15;
+    double next_flip = now_s() + 0.15;
 
     while (!atomic_load_explicit(&stop_listener, memory_order_relaxed)) {
         struct pollfd p[2] = {{.fd = fds[0], .events = POLLIN},
@@ -526,7 +494,7 @@ static void *listener(void *arg)
                     if (c >= 0)
                         serve(c);
                 }
-        if (atomic_load(&settle) ? fds[1] < 0 : now_sec() >= next_flip) {
+        if (atomic_load(&settle) ? fds[1] < 0 : now_s() >= next_flip) {
             next_flip += 0.15;
             if (fds[1] >= 0) {
                 close(fds[1]);
@@ -609,7 +577,7 @@ int main(void)
     }
 
     rss0 = rss_kib();
-    t0 = now_sec();
+    t0 = now_s();
     warm = seconds / 4 < 15 ? seconds / 4 : 15;
     printf("soak: %.0f s, %d readers; rss start %ld KiB\n", seconds, nreaders,
            rss0);
@@ -622,7 +590,7 @@ int main(void)
         pthread_create(&wt[i], NULL, workers[i], NULL);
 
     for (;;) {
-        double t = now_sec() - t0;
+        double t = now_s() - t0;
         lb_health_event ev[64];
         int got;
 

@@ -34,6 +34,7 @@
 
 #include "lb.h"
 #include "tap.h"
+#include "util.h"
 
 #define NALG 4
 #define RING 4096    /* generations remembered for readers */
@@ -75,24 +76,6 @@ static struct {
         fputc('\n', stderr);                                                   \
         atomic_fetch_add(&fail_count, 1);                                      \
     } while (0)
-
-static inline uint64_t xorshift(uint64_t *s)
-{
-    uint64_t x = *s;
-
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    return *s = x;
-}
-
-static double now_sec(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
-}
 
 static uint32_t weight_of(uint32_t port) { return 1 + port % 3; }
 
@@ -281,7 +264,7 @@ static void *writer(void *arg)
         uint32_t base = PORT0 + (uint32_t)(xorshift(&rng) % BASE_SPAN);
         size_t nin = 0;
 
-        if (swaps[0] >= min_swaps && now_sec() >= deadline)
+        if (swaps[0] >= min_swaps && now_s() >= deadline)
             break;
         for (uint32_t i = 0; i < n; i++)
             make_backend(base + i, &in[nin++]);
@@ -414,7 +397,7 @@ int main(void)
     const char *env = getenv("LB_STRESS_SECONDS");
     int nreaders =
         getenv("LB_STRESS_READERS") ? atoi(getenv("LB_STRESS_READERS")) : 2;
-    double seconds = env ? atof(env) : 3.0, t0 = now_sec(), deadline;
+    double seconds = env ? atof(env) : 3.0, t0 = now_s(), deadline;
     pthread_t rt[64], wt, ht;
     void *flips;
     long *swaps;
@@ -457,7 +440,7 @@ int main(void)
            "%ld health flips, %llu selects (%llu declined), %llu walks "
            "(%llu stale), %llu picks verified (%llu not checkable), "
            "%d failures\n",
-           nreaders, now_sec() - t0, swaps[0] + swaps[1] + swaps[2] + swaps[3],
+           nreaders, now_s() - t0, swaps[0] + swaps[1] + swaps[2] + swaps[3],
            swaps[0], swaps[1], swaps[2], swaps[3], (long)flips,
            (unsigned long long)st.selects, (unsigned long long)st.declined,
            (unsigned long long)st.walks, (unsigned long long)st.stale,

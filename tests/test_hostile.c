@@ -32,65 +32,7 @@
 
 #include "lb.h"
 #include "tap.h"
-
-static double now_s(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-static int count_dir(const char *path)
-{
-    DIR *d = opendir(path);
-    struct dirent *e;
-    int n = 0;
-
-    if (!d)
-        return -1;
-    while ((e = readdir(d)))
-        if (e->d_name[0] != '.')
-            n++;
-    closedir(d);
-    return n - 1; /* the directory's own descriptor */
-}
-
-static int count_fds(void) { return count_dir("/proc/self/fd"); }
-
-static int checker_threads(void)
-{
-    DIR *d = opendir("/proc/self/task");
-    struct dirent *e;
-    int n = 0;
-
-    while (d && (e = readdir(d))) {
-        char path[300], comm[32] = "";
-        FILE *f;
-
-        if (e->d_name[0] == '.')
-            continue;
-        snprintf(path, sizeof(path), "/proc/self/task/%s/comm", e->d_name);
-        f = fopen(path, "r");
-        if (f) {
-            if (fgets(comm, sizeof(comm), f) &&
-                strncmp(comm, "lb-checker", 10) == 0)
-                n++;
-            fclose(f);
-        }
-    }
-    if (d)
-        closedir(d);
-    return n;
-}
-
-#define WAIT_FOR(cond, secs)                                                   \
-    __extension__({                                                            \
-        double wf_end = now_s() + (secs);                                      \
-        while (!(cond) && now_s() < wf_end)                                    \
-            usleep(1000);                                                      \
-        (cond);                                                                \
-    })
+#include "util.h"
 
 /* ---- the hostile servers (child process) ---- */
 

@@ -1,0 +1,90 @@
+/*
+ * util.h - small helpers shared by the C tests: a monotonic clock, a
+ * deadline wait, a PRNG, and counts of this process's descriptors and
+ * checker threads (for "nothing leaks" checks).
+ */
+#ifndef LB_TEST_UTIL_H
+#define LB_TEST_UTIL_H
+
+#include <dirent.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+static inline double now_s(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* Wait for cond with a deadline, polling every millisecond; the value of
+ * cond at the end. */
+#define WAIT_FOR(cond, secs)                                                   \
+    __extension__({                                                            \
+        double wf_end = now_s() + (secs);                                      \
+        while (!(cond) && now_s() < wf_end)                                    \
+            usleep(1000);                                                      \
+        (cond);                                                                \
+    })
+
+static inline uint64_t xorshift(uint64_t *s)
+{
+    uint64_t x = *s;
+
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    return *s = x;
+}
+
+/* Entries of a /proc directory, less the descriptor opendir itself holds
+ * (which /proc/self/fd lists). */
+static inline int count_dir(const char *path)
+{
+    DIR *d = opendir(path);
+    struct dirent *e;
+    int n = 0;
+
+    if (!d)
+        return -1;
+    while ((e = readdir(d)))
+        if (e->d_name[0] != '.')
+            n++;
+    closedir(d);
+    return n - 1;
+}
+
+static inline int count_fds(void) { return count_dir("/proc/self/fd"); }
+
+/* Checker threads alive, by name (liburcu has threads of its own). */
+static inline int checker_threads(void)
+{
+    DIR *d = opendir("/proc/self/task");
+    struct dirent *e;
+    int n = 0;
+
+    while (d && (e = readdir(d))) {
+        char path[300], comm[32] = "";
+        FILE *f;
+
+        if (e->d_name[0] == '.')
+            continue;
+        snprintf(path, sizeof(path), "/proc/self/task/%s/comm", e->d_name);
+        f = fopen(path, "r");
+        if (f) {
+            if (fgets(comm, sizeof(comm), f) &&
+                strncmp(comm, "lb-checker", 10) == 0)
+                n++;
+            fclose(f);
+        }
+    }
+    if (d)
+        closedir(d);
+    return n;
+}
+
+#endif
