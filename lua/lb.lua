@@ -355,19 +355,18 @@ local function max_arg(n, maxit, fname, default)
   return maxit
 end
 
--- The first ready backend for `key` in the algorithm's order, or nil.
-function Balancer:select(key, max_iterations)
-  key = key_arg(self, key, "select")
-  max_iterations = max_arg(2, max_iterations, "select", self._maxit)
+-- The select path proper: key as pointer (a Lua string, or C memory) and
+-- length.  Compiles to one FFI call, a generation check and a table load.
+local function select_raw(self, key, len, max_iterations)
   local it = self._it
-  local idx = C.lb_balancer_select(self._c, key, #key, max_iterations, it)
+  local idx = C.lb_balancer_select(self._c, key, len, max_iterations, it)
   if idx < 0 then
     return nil
   end
   if tonumber(it.gen) ~= self._gen then
     -- Published by someone else since we last looked: realign, retry.
     self:_sync()
-    idx = C.lb_balancer_select(self._c, key, #key, max_iterations, it)
+    idx = C.lb_balancer_select(self._c, key, len, max_iterations, it)
     if idx < 0 or tonumber(it.gen) ~= self._gen then
       return nil
     end
@@ -375,24 +374,18 @@ function Balancer:select(key, max_iterations)
   return self._list[idx + 1]
 end
 
+-- The first ready backend for `key` in the algorithm's order, or nil.
+function Balancer:select(key, max_iterations)
+  key = key_arg(self, key, "select")
+  max_iterations = max_arg(2, max_iterations, "select", self._maxit)
+  return select_raw(self, key, #key, max_iterations)
+end
+
 -- select() with the key already in C memory (ptr, len): lb.nginx passes
 -- nginx's own variable buffer without making (and interning) a Lua string.
 -- `ptr` must stay valid for the call.
 function Balancer:_select_cstr(ptr, len, max_iterations)
-  max_iterations = max_iterations or self._maxit
-  local it = self._it
-  local idx = C.lb_balancer_select(self._c, ptr, len, max_iterations, it)
-  if idx < 0 then
-    return nil
-  end
-  if tonumber(it.gen) ~= self._gen then
-    self:_sync()
-    idx = C.lb_balancer_select(self._c, ptr, len, max_iterations, it)
-    if idx < 0 or tonumber(it.gen) ~= self._gen then
-      return nil
-    end
-  end
-  return self._list[idx + 1]
+  return select_raw(self, ptr, len, max_iterations or self._maxit)
 end
 
 -- Walk the unique candidates for `key`, calling accept(backend, healthy)
