@@ -233,28 +233,39 @@ void lb_probe_finish(struct lb_probe *p, bool ok, struct lb_conn *kept)
     lb_conn_close(&p->conn);
 }
 
+/*
+ * What a failed SSL_read/SSL_write (result n <= 0) means for the probe:
+ * -1 with p->want set when TLS needs the socket readable or writable
+ * first, 0 for an orderly end of a read, -2 after recording an I/O failure.
+ */
+static ssize_t ssl_outcome(struct lb_probe *p, int n, int reading)
+{
+    int e = SSL_get_error(p->conn.ssl, n);
+
+    if (e == SSL_ERROR_WANT_READ) {
+        p->want = EPOLLIN;
+        return -1;
+    }
+    if (e == SSL_ERROR_WANT_WRITE) {
+        p->want = EPOLLOUT;
+        return -1;
+    }
+    if (reading &&
+        (e == SSL_ERROR_ZERO_RETURN || (e == SSL_ERROR_SYSCALL && !errno)))
+        return 0;
+    lb_probe_fail(p, LB_CHECK_ERR_IO,
+                  e == SSL_ERROR_SYSCALL && errno ? errno : EIO);
+    return -2;
+}
+
 ssize_t lb_conn_read(struct lb_probe *p, char *buf, size_t len)
 {
     if (p->conn.ssl) {
-        int n, e;
+        int n;
 
         ERR_clear_error();
         n = SSL_read(p->conn.ssl, buf, len > INT32_MAX ? INT32_MAX : (int)len);
-        if (n > 0)
-            return n;
-        e = SSL_get_error(p->conn.ssl, n);
-        if (e == SSL_ERROR_WANT_READ) {
-            p->want = EPOLLIN;
-            return -1;
-        }
-        if (e == SSL_ERROR_WANT_WRITE) {
-            p->want = EPOLLOUT;
-            return -1;
-        }
-        if (e == SSL_ERROR_ZERO_RETURN || (e == SSL_ERROR_SYSCALL && !errno))
-            return 0;
-        lb_probe_fail(p, LB_CHECK_ERR_IO, e == SSL_ERROR_SYSCALL ? errno : EIO);
-        return -2;
+        return n > 0 ? n : ssl_outcome(p, n, 1);
     }
     for (;;) {
         ssize_t n = recv(p->conn.fd, buf, len, 0);
@@ -277,24 +288,11 @@ ssize_t lb_conn_read(struct lb_probe *p, char *buf, size_t len)
 ssize_t lb_conn_write(struct lb_probe *p, const char *buf, size_t len)
 {
     if (p->conn.ssl) {
-        int n, e;
+        int n;
 
         ERR_clear_error();
         n = SSL_write(p->conn.ssl, buf, len > INT32_MAX ? INT32_MAX : (int)len);
-        if (n > 0)
-            return n;
-        e = SSL_get_error(p->conn.ssl, n);
-        if (e == SSL_ERROR_WANT_READ) {
-            p->want = EPOLLIN;
-            return -1;
-        }
-        if (e == SSL_ERROR_WANT_WRITE) {
-            p->want = EPOLLOUT;
-            return -1;
-        }
-        lb_probe_fail(p, LB_CHECK_ERR_IO,
-                      e == SSL_ERROR_SYSCALL && errno ? errno : EIO);
-        return -2;
+        return n > 0 ? n : ssl_outcome(p, n, 0);
     }
     for (;;) {
         ssize_t n = send(p->conn.fd, buf, len, MSG_NOSIGNAL);
