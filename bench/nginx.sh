@@ -236,21 +236,24 @@ while [ "$r" -le "$ROUNDS" ]; do
 done
 
 echo
-echo "medians over $ROUNDS rounds (CPU: the front worker's utime+stime / requests)"
-printf '  %-13s %10s %14s %16s %12s\n' variant "req/s" "us CPU/req" "vs lua_fixed" "% native_rr"
+echo "medians over $ROUNDS rounds (CPU: the front worker's utime+stime / requests);"
+echo "the best round too: interference from other tenants only ever adds CPU time"
+printf '  %-13s %10s %12s %14s %12s %14s\n' variant "req/s" "us CPU/req" "vs lua_fixed" "best us/req" "best vs fixed"
 median() { sort -n | awk '{ a[NR] = $1 } END { if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 for v in $VARIANTS; do
     rps=$(awk -v v="$v" '$1 == v { print $2 }' "$DIR/results" | median)
     us=$(awk -v v="$v" '$1 == v { print $3 }' "$DIR/results" | median)
-    echo "$v $rps $us"
+    best=$(awk -v v="$v" '$1 == v { print $3 }' "$DIR/results" | sort -n | head -n 1)
+    echo "$v $rps $us $best"
 done > "$DIR/medians"
 awk '
-    { rps[$1] = $2; us[$1] = $3; order[NR] = $1 }
+    { rps[$1] = $2; us[$1] = $3; best[$1] = $4; order[NR] = $1 }
     END {
         for (i = 1; i <= NR; i++) {
             v = order[i]
-            printf "  %-13s %10.0f %14.2f %+15.2fus %11.1f%%\n", v, rps[v], us[v],
-                   us[v] - us["lua_fixed"], 100 * rps[v] / rps["native_rr"]
+            printf "  %-13s %10.0f %12.2f %+12.2fus %12.2f %+12.2fus   %5.1f%% of native_rr req/s\n",
+                   v, rps[v], us[v], us[v] - us["lua_fixed"], best[v],
+                   best[v] - best["lua_fixed"], 100 * rps[v] / rps["native_rr"]
         }
     }' "$DIR/medians"
 errors=$(awk '{ e += $4 } END { print e + 0 }' "$DIR/results")
