@@ -49,7 +49,7 @@ check-c: $(addprefix $(BUILD)/plain/,$(C_TESTS))
 check-asan: $(addprefix $(BUILD)/asan/,$(C_TESTS) $(STRESS))
 	@set -e; for t in $^; do echo "== $$t"; ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 $$t; done
 
-check-tsan: $(addprefix $(BUILD)/tsan/,$(STRESS))
+check-tsan: $(addprefix $(BUILD)/tsan/,$(C_TESTS) $(STRESS))
 	@set -e; for t in $^; do echo "== $$t"; TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 setarch -R $$t; done
 
 check-full: check-c check-asan check-tsan
