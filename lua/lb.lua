@@ -319,7 +319,7 @@ function Balancer:update()
     end
     return nil, "discovery returned nil (expected a list of backends)"
   end
-  local decoded, err = backend.decode_list(list, "discovery result", false)
+  local decoded, err = backend.decode_list(list, "discovery result", true)
   if not decoded then
     return nil, err
   end

@@ -26,7 +26,8 @@ describe("update", function()
     { function() return { "10.0.0.1:1" }, "x" end, "enablement" },
     { function() return { "10.0.0.1:1" }, { ["10.0.0.1:1"] = 1 } end,
       "must be a boolean" },
-    { function() return { "localhost:80" } end, "discovery result%[1%]" },
+    { function() return { "bad host!:80" } end,
+      "discovery result%[1%] %('bad host!:80'%): invalid host name" },
   }
   for i, case in ipairs(bad_results) do
     it("keeps the previous set on bad discovery #" .. i, function()
@@ -84,6 +85,17 @@ describe("update", function()
       assert.is_false(b:ready(be))
     end
     assert.is_nil(b:select())
+  end)
+
+  it("resolves a host name in a discovery result", function()
+    set = { "localhost:8080" }
+    local b = h.new({ discovery = disc })
+    assert.is_true(b:update())
+    local addrs = h.addrs(b:backends())
+    assert.is_true(#addrs >= 1)
+    for _, a in ipairs(addrs) do
+      assert.is_truthy(a == "127.0.0.1:8080" or a == "[::1]:8080", a)
+    end
   end)
 
   it("refreshes ext from the latest discovery", function()

@@ -206,9 +206,16 @@ int lb_backend_resolve(const char *text, size_t len, uint32_t weight,
         return 1;
     }
     colon = memchr(text, ':', len);
-    if (!colon || text[0] == '[' || (len >= 5 && !memcmp(text, "unix:", 5)) ||
-        !looks_like_hostname(text, (size_t)(colon - text)))
+    if (!colon || text[0] == '[' || (len >= 5 && !memcmp(text, "unix:", 5)))
         return LB_ERROR; /* *err from lb_backend_parse */
+    if (!looks_like_hostname(text, (size_t)(colon - text))) {
+        /* Not all digits and dots either: say it is a bad name rather
+         * than a bad IPv4 address. */
+        if (strspn(text, "0123456789.") < (size_t)(colon - text) &&
+            !memchr(colon + 1, ':', len - (size_t)(colon - text) - 1))
+            *err = "invalid host name";
+        return LB_ERROR;
+    }
     if ((size_t)(colon - text) >= sizeof(name)) {
         *err = "host name too long";
         return LB_ERROR;
