@@ -568,7 +568,9 @@ static void test_mass(int fds0, const int *mass_li, int nmass,
     /* the periodic balancer was served all along: about one check per
      * 20 ms over the whole run, at least a quarter of that counted */
     CHECK(pr1 - pr0 >= (long)((now_s() - t0) / 0.02 / 4));
-    CHECK_EQ(count_fds(), fds_round1);
+    /* The periodic balancer may hold one connection in flight at either
+     * count; the exact balance is checked once it is freed, below. */
+    CHECK(abs(count_fds() - fds_round1) <= 1);
     printf("# %d hostile checks in %d rounds of %d backends (timeout %.2f s): "
            "%.1f s, slowest round %.3f s, periodic checks meanwhile %ld, "
            "fds after round 1 %d, at the end %d\n",
