@@ -268,16 +268,12 @@ describe("lb.health.http", function()
 end)
 
 describe("thresholds through run_health_check", function()
-  local srv, dir, status_file
+  local srv
   setup(function()
-    dir = assert(nginx.mkdtemp("lb-status"))
-    status_file = dir .. "/status"
-    nginx.write_file(status_file, "200")
-    srv = servers.start("http", { status_file = status_file })
+    srv = servers.start("http", { switchable = true })
   end)
   teardown(function()
     srv:stop()
-    nginx.rmtree(dir)
   end)
 
   -- Pingora's observe_health: an opposite result counts up and flips at
@@ -295,7 +291,7 @@ describe("thresholds through run_health_check", function()
       { 200, true, 2 }, { 503, true, 2 }, { 503, false, 3 },
     }
     for i, s in ipairs(steps) do
-      nginx.write_file(status_file, tostring(s[1]))
+      srv:set_status(tostring(s[1]))
       b:run_health_check()
       assert.equal(s[2], b:ready(addr), "step " .. i)
       assert.equal(s[3], #flips, "step " .. i)
@@ -307,7 +303,7 @@ describe("thresholds through run_health_check", function()
 
   it("keeps a disabled backend not ready whatever its health", function()
     local addr = srv:addr()
-    nginx.write_file(status_file, "200")
+    srv:set_status("200")
     local b = balancer({ addr }, lb.health.http())
     b:set_enable(addr, false)
     b:run_health_check()
@@ -319,7 +315,7 @@ describe("thresholds through run_health_check", function()
 
   it("starts unhealthy with start_unhealthy until the first pass", function()
     local addr = srv:addr()
-    nginx.write_file(status_file, "200")
+    srv:set_status("200")
     local b, flips = balancer({ addr }, lb.health.http(),
                               { start_unhealthy = true })
     assert.is_false(b:ready(addr))

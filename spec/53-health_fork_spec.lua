@@ -37,18 +37,14 @@ local function reap(pid, timeout)
 end
 
 describe("fork", function()
-  local srv, ok200, dir, status_file
+  local srv, ok200
   setup(function()
     ok200 = servers.start("http")
-    dir = assert(nginx.mkdtemp("lb-fork"))
-    status_file = dir .. "/status"
-    nginx.write_file(status_file, "200")
-    srv = servers.start("http", { status_file = status_file })
+    srv = servers.start("http", { switchable = true })
   end)
   teardown(function()
     srv:stop()
     ok200:stop()
-    nginx.rmtree(dir)
   end)
 
   it("a balancer made before fork works in both processes", function()
@@ -95,7 +91,7 @@ describe("fork", function()
       return out
     end
 
-    local result = dir .. "/child"
+    local result = srv.dir .. "/child"
     local pid = ffi.C.fork()
     assert.is_true(pid >= 0)
     if pid == 0 then
@@ -118,7 +114,7 @@ describe("fork", function()
         reap(pid, 0)
       end
     end)
-    nginx.write_file(status_file, "503")
+    srv:set_status("503")
     local mine = work()
     local code, why = reap(pid, 20)
     killed = false

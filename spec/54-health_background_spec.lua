@@ -23,16 +23,12 @@ local function eventually(cond, what, timeout)
 end
 
 describe("background checks in plain LuaJIT", function()
-  local srv, dir, status_file
+  local srv
   before_each(function()
-    dir = assert(nginx.mkdtemp("lb-bg"))
-    status_file = dir .. "/status"
-    nginx.write_file(status_file, "200")
-    srv = servers.start("http", { status_file = status_file })
+    srv = servers.start("http", { switchable = true })
   end)
   after_each(function()
     servers.stop_all()
-    nginx.rmtree(dir)
   end)
 
   it("run on their own; poll() delivers the flips", function()
@@ -44,14 +40,14 @@ describe("background checks in plain LuaJIT", function()
     assert.is_true(b:start())
     -- rounds happen without any call into the balancer
     eventually(function() return srv:count("req") >= 3 end, "3 requests")
-    nginx.write_file(status_file, "503")
+    srv:set_status("503")
     eventually(function() return not b:ready(addr) end, "the flip to down")
     -- recorded on the C thread, delivered only by poll()
     assert.same({}, flips)
     assert.is_true(b:poll())
     assert.same({ { addr, false, "unexpected status 503" } }, flips)
     assert.equal("unexpected status 503", b:status()[1].last_error)
-    nginx.write_file(status_file, "200")
+    srv:set_status("200")
     eventually(function() return b:ready(addr) end, "the flip to up")
     b:poll()
     b:poll()

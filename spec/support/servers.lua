@@ -7,6 +7,9 @@
 --   s:count("req"), s:requests() -- events seen by the server
 --   s:stop()                     -- also from finally(); safe twice
 --
+--   local h = servers.start("http", { switchable = true })
+--   h:set_status(503)            -- what it answers from now on (200 first)
+--
 --   local t = servers.tls()      -- openssl s_server -www, a self-signed
 --   t.addr, t.cert               -- certificate for localhost/127.0.0.1
 --
@@ -41,15 +44,23 @@ function M.start(mode, opts)
   local dir = assert(nginx.mkdtemp("lb-check-srv"))
   local args = { "luajit", q(nginx.root() .. "/spec/support/check_server.lua"),
                  mode }
+  local status_file
   for k, v in pairs(opts or {}) do
-    args[#args + 1] = q(k .. "=" .. tostring(v))
+    if k == "switchable" then
+      status_file = dir .. "/status"
+      nginx.write_file(status_file, tostring((opts or {}).status or 200))
+      args[#args + 1] = q("status_file=" .. status_file)
+    else
+      args[#args + 1] = q(k .. "=" .. tostring(v))
+    end
   end
   local log = dir .. "/events"
   local pid = assert(nginx.spawn("env LUA_PATH=" .. q(package.path)
                                  .. " LUA_CPATH=" .. q(package.cpath) .. " "
                                  .. table.concat(args, " "), log))
   local self = setmetatable({ pid = pid, dir = dir, log = log, ports = {},
-                              host = (opts or {}).host or "127.0.0.1" },
+                              host = (opts or {}).host or "127.0.0.1",
+                              status_file = status_file },
                             Server)
   running[pid] = self
   local ready = nginx.wait_for(function()
@@ -68,6 +79,12 @@ function M.start(mode, opts)
     self.ports[#self.ports + 1] = tonumber(p)
   end
   return self
+end
+
+-- A switchable server answers `status` to every request from now on.
+function Server:set_status(status)
+  assert(self.status_file, "server not started with switchable = true")
+  nginx.write_file(self.status_file, tostring(status))
 end
 
 -- Address of listener i (default 1).
