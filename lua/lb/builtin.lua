@@ -27,6 +27,14 @@ local function set_str(cfg, field, s, anchors)
   end
 end
 
+-- A C call's int result as Lua's true | nil, err.
+local function outcome(rc)
+  if rc == core.ERROR then
+    return nil, ffi_string(errbuf[0])
+  end
+  return true
+end
+
 return function(lb, Balancer)
   -- Give the C core the validated check (see lb.health.validate).
   function Balancer:_setup_builtin_check(check)
@@ -70,30 +78,18 @@ return function(lb, Balancer)
     -- Referenced after the call so the strings outlive it; the C core
     -- copied what it keeps.
     self._check_anchors = anchors
-    if rc ~= 0 then
-      return nil, ffi_string(errbuf[0])
-    end
-    return true
+    return outcome(rc)
   end
 
   function Balancer:_builtin_round(parallel)
-    local rc = C.lb_balancer_check_round(self._c, parallel and 1 or 0,
-                                         errbuf)
-    if rc == core.ERROR then
-      return nil, ffi_string(errbuf[0])
-    end
-    return true
+    return outcome(C.lb_balancer_check_round(self._c, parallel and 1 or 0,
+                                             errbuf))
   end
 
   function Balancer:_builtin_start()
-    local rc = C.lb_balancer_checks_start(self._c,
-                                          self.health_check_frequency or ONCE,
-                                          self.parallel_health_check and 1 or 0,
-                                          errbuf)
-    if rc == core.ERROR then
-      return nil, ffi_string(errbuf[0])
-    end
-    return true
+    return outcome(C.lb_balancer_checks_start(
+      self._c, self.health_check_frequency or ONCE,
+      self.parallel_health_check and 1 or 0, errbuf))
   end
 
   function Balancer:_builtin_stop()
