@@ -524,6 +524,6 @@ function Balancer:status()
   return rows
 end
 
-require("lb.checks")(lb, Balancer)
+require("lb.checks")(lb, Balancer, check_self)
 
 return lb

@@ -41,7 +41,7 @@ local function log_error(msg)
   end
 end
 
-return function(lb, Balancer)
+return function(lb, Balancer, check_self)
   lb.now = now
 
   -- Deliver one flip to on_health_change; its errors are logged, never
@@ -128,9 +128,7 @@ return function(lb, Balancer)
   -- Run one round of health checks now and return when it is done, after
   -- on_health_change has been called for every flip of the round.
   function Balancer:run_health_check(parallel)
-    if getmetatable(self) ~= Balancer then
-      error("bad argument #1 to 'run_health_check' (balancer expected)", 2)
-    end
+    check_self(self, "run_health_check")
     if parallel ~= nil and type(parallel) ~= "boolean" then
       error("bad argument #1 to 'run_health_check' (boolean expected, got "
             .. type(parallel) .. ")", 2)
@@ -200,9 +198,7 @@ return function(lb, Balancer)
   -- Start periodic discovery and health checks at the configured
   -- frequencies (nil: once).  Returns true, or nil, err.
   function Balancer:start()
-    if getmetatable(self) ~= Balancer then
-      error("bad argument #1 to 'start' (balancer expected)", 2)
-    end
+    check_self(self, "start")
     if self._token then
       return true
     end
@@ -252,9 +248,7 @@ return function(lb, Balancer)
 
   -- Stop what start() started.
   function Balancer:stop()
-    if getmetatable(self) ~= Balancer then
-      error("bad argument #1 to 'stop' (balancer expected)", 2)
-    end
+    check_self(self, "stop")
     self._token = nil
     self._next_update, self._next_check = nil, nil
     if self._check and self._check.kind ~= "custom" then
@@ -267,9 +261,7 @@ return function(lb, Balancer)
   -- and deliver queued health events.  Never blocks (a custom check or a
   -- discovery function may, if it is written to).
   function Balancer:poll()
-    if getmetatable(self) ~= Balancer then
-      error("bad argument #1 to 'poll' (balancer expected)", 2)
-    end
+    check_self(self, "poll")
     local t = now()
     if self._token then
       if self._next_update and t >= self._next_update then
