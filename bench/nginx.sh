@@ -35,34 +35,7 @@ DIR=$(mktemp -d /tmp/lb-bench-nginx.XXXXXXXX)
 chmod 755 "$DIR"
 PREFIXES=""
 
-alive() {
-    [ -n "$1" ] && [ -r "/proc/$1/status" ] &&
-        ! grep -q '^State:[[:space:]]*[ZX]' "/proc/$1/status" 2>/dev/null
-}
-wait_until() {
-    n=$1; shift
-    while ! "$@" >/dev/null 2>&1; do
-        n=$((n - 1))
-        [ "$n" -gt 0 ] || return 1
-        sleep 0.1
-    done
-}
-dead() { ! alive "$1"; }
-children() {
-    awk -v p="$1" '$2 == "(nginx)" && $4 == p { print $1 }' /proc/[0-9]*/stat 2>/dev/null || true
-}
-stop_nginx() {
-    [ -f "$1/nginx.pid" ] || return 0
-    pid=$(cat "$1/nginx.pid")
-    kids=$(children "$pid")
-    if alive "$pid"; then
-        kill -TERM "$pid"
-        wait_until 100 dead "$pid" || kill -KILL "$pid" 2>/dev/null || true
-    fi
-    for k in $kids; do
-        wait_until 50 dead "$k" || kill -KILL "$k" 2>/dev/null || true
-    done
-}
+. tools/procs.sh
 WRK_PID=""
 cleanup() {
     if [ -n "$WRK_PID" ] && alive "$WRK_PID"; then kill -TERM "$WRK_PID" 2>/dev/null || true; fi

@@ -26,37 +26,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# Wait until a condition command succeeds, up to $1 tenths of a second.
-wait_until() {
-    n=$1; shift
-    while ! "$@" >/dev/null 2>&1; do
-        n=$((n - 1))
-        if [ "$n" -le 0 ]; then return 1; fi
-        sleep 0.1
-    done
-}
-
-# Running (a zombie is not: nobody may reap a daemon's exited master here).
-alive() {
-    [ -n "$1" ] && [ -r "/proc/$1/status" ] &&
-        ! grep -q '^State:[[:space:]]*[ZX]' "/proc/$1/status" 2>/dev/null
-}
-dead() { ! alive "$1"; }
-
-stop_nginx() {
-    [ -f "$1/nginx.pid" ] || return 0
-    pid=$(cat "$1/nginx.pid")
-    kids=$(awk -v p="$pid" '$2 == "(nginx)" && $4 == p { print $1 }' \
-           /proc/[0-9]*/stat 2>/dev/null || true)
-    if alive "$pid"; then
-        kill -TERM "$pid"
-        wait_until 100 dead "$pid" || kill -KILL "$pid" 2>/dev/null || true
-    fi
-    for k in $kids; do
-        wait_until 50 dead "$k" || kill -KILL "$k" 2>/dev/null || true
-    done
-    rm -f "$1/nginx.pid"
-}
+. tools/procs.sh
 
 start_nginx() {
     mkdir -p "$1/logs"
