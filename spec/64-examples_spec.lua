@@ -44,19 +44,11 @@ local function start_example(name, env, ports)
     self:stop()
     error("example " .. name .. " did not start: " .. log)
   end
-  self.workers = self:children()
   return self
 end
 
 function Example:children()
-  local kids = {}
-  local p = io.popen("cat /proc/[0-9]*/stat 2>/dev/null")
-  for line in p:lines() do
-    local child, ppid = line:match("^(%d+) %b() %a (%d+)")
-    if ppid and tonumber(ppid) == self.pid then kids[#kids + 1] = tonumber(child) end
-  end
-  p:close()
-  return kids
+  return nginx.children(self.pid)
 end
 
 function Example:addr(port)

@@ -207,6 +207,7 @@ local function children(pid)
   p:close()
   return kids
 end
+M.children = children
 
 -- nginx processes that hold a file under prefix open (every process of
 -- the instance keeps its error log open), found even after a master died
@@ -359,6 +360,15 @@ function M.start(opts)
     return nil, "nginx wrote no pid file: " .. out .. log
   end
   self.pid = pid
+  -- The master forks its workers after writing the pid file: wait for all
+  -- of them, so callers that count or signal workers see every one.
+  local nworkers = opts.workers or 1
+  if not M.wait_for(function() return #children(pid) >= nworkers end,
+                    timeout) then
+    local log = self:error_log()
+    self:stop()
+    return nil, "nginx started fewer than " .. nworkers .. " workers: " .. log
+  end
   for _, addr in ipairs(opts.wait or {}) do
     if not M.wait_for(function() return M.accepting(addr) end, timeout) then
       local log = self:error_log()
