@@ -16,6 +16,10 @@ struct sort_item {
     uint32_t input;
 };
 
+/* Every live balancer, so the fork handler can take their write locks. */
+static pthread_mutex_t all_lock = PTHREAD_MUTEX_INITIALIZER;
+static lb_balancer *all;
+
 static int sort_item_cmp(const void *pa, const void *pb);
 static int same_set(const struct lb_snapshot *s, const struct sort_item *items,
                     size_t n);
@@ -55,6 +59,12 @@ lb_balancer *lb_balancer_new(const lb_config *cfg, const char **err)
         return NULL;
     }
     lb_tsan_release(b->snap);
+    pthread_mutex_lock(&all_lock);
+    b->next = all;
+    if (all)
+        all->prev = b;
+    all = b;
+    pthread_mutex_unlock(&all_lock);
     return b;
 }
 
@@ -62,6 +72,14 @@ void lb_balancer_free(lb_balancer *b)
 {
     if (!b)
         return;
+    pthread_mutex_lock(&all_lock);
+    if (b->prev)
+        b->prev->next = b->next;
+    else
+        all = b->next;
+    if (b->next)
+        b->next->prev = b->prev;
+    pthread_mutex_unlock(&all_lock);
     lb_balancer_checks_free(b);
     pthread_mutex_lock(&b->write_lock);
     lb_snapshot_retire(b->snap);
@@ -70,6 +88,23 @@ void lb_balancer_free(lb_balancer *b)
     pthread_mutex_destroy(&b->write_lock);
     free(b);
 }
+
+void lb_balancers_fork_prepare(void)
+{
+    pthread_mutex_lock(&all_lock);
+    for (lb_balancer *b = all; b; b = b->next)
+        pthread_mutex_lock(&b->write_lock);
+}
+
+static void balancers_unlock(void)
+{
+    for (lb_balancer *b = all; b; b = b->next)
+        pthread_mutex_unlock(&b->write_lock);
+    pthread_mutex_unlock(&all_lock);
+}
+
+void lb_balancers_fork_parent(void) { balancers_unlock(); }
+void lb_balancers_fork_child(void) { balancers_unlock(); }
 
 static int sort_item_cmp(const void *pa, const void *pb)
 {

@@ -114,8 +114,6 @@ static struct {
     .wakefd = -1,
 };
 
-static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
-
 /* A marker for the wake-up eventfd in the epoll set. */
 static char wake_marker;
 
@@ -142,10 +140,6 @@ static void record(struct round *r, struct target *t, bool ok, int kind,
 static void slot_watch(struct slot *s);
 static void schedule(uint64_t now);
 static void bury_dead(void);
-static void atfork_install(void);
-static void atfork_prepare(void);
-static void atfork_parent(void);
-static void atfork_child(void);
 
 static uint64_t now_ns(void)
 {
@@ -188,7 +182,6 @@ static struct lb_checker_job *job_get_locked(lb_balancer *b)
     job = calloc(1, sizeof(*job));
     if (!job)
         return NULL;
-    pthread_once(&atfork_once, atfork_install);
     job->b = b;
     lb_events_init(&job->events);
     job->next = g.jobs;
@@ -252,7 +245,6 @@ fail:
 
 static int use_locked(const char **err)
 {
-    pthread_once(&atfork_once, atfork_install);
     g.users++;
     if (thread_start_locked() != LB_OK) {
         g.users--;
@@ -731,22 +723,17 @@ static void *thread_main(void *arg)
 
 /* ---- fork ---- */
 
-static void atfork_install(void)
-{
-    pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
-}
-
 /* Take the checker's lock (the thread is then asleep in epoll_wait, holding
  * nothing) and every event queue's consumer lock, so no child inherits one
  * held by a thread that does not exist there. */
-static void atfork_prepare(void)
+void lb_checker_fork_prepare(void)
 {
     pthread_mutex_lock(&g.lock);
     for (struct lb_checker_job *job = g.jobs; job; job = job->next)
         pthread_mutex_lock(&job->events.lock);
 }
 
-static void atfork_parent(void)
+void lb_checker_fork_parent(void)
 {
     for (struct lb_checker_job *job = g.jobs; job; job = job->next)
         pthread_mutex_unlock(&job->events.lock);
@@ -760,7 +747,7 @@ static void atfork_parent(void)
  * shared with the parent), forget the waiters, and restart the thread when
  * a balancer had periodic checks running.
  */
-static void atfork_child(void)
+void lb_checker_fork_child(void)
 {
     struct lb_check_cfg *f;
 

@@ -72,7 +72,14 @@ struct lb_balancer {
     lb_config cfg;
     const struct lb_selector_ops *ops;
     struct lb_checker_job *job; /* health checks (src/checker.c), or NULL */
+    struct lb_balancer *prev, *next; /* every balancer, for fork */
 };
+
+/* Fork hooks of the balancers: every balancer's write lock is held across
+ * fork(), so a child never inherits one taken by a writer thread. */
+void lb_balancers_fork_prepare(void);
+void lb_balancers_fork_parent(void);
+void lb_balancers_fork_child(void);
 
 /* Stop and release everything the checker holds for the balancer
  * (src/checker.c): periodic rounds, a round in flight, kept-alive
@@ -116,5 +123,11 @@ struct lb_snapshot *lb_snapshot_new(const struct lb_selector_ops *ops,
                                     const char **err);
 /* Free after a grace period (call_rcu); drops the health references. */
 void lb_snapshot_retire(struct lb_snapshot *s);
+
+/* Fork hooks of the checker (its lock and the event queues), called in
+ * order by the one pthread_atfork handler of src/rcu.c. */
+void lb_checker_fork_prepare(void);
+void lb_checker_fork_parent(void);
+void lb_checker_fork_child(void);
 
 #endif /* LB_CORE_H */

@@ -1,36 +1,63 @@
 /*
- * rcu.c - process-wide RCU setup: fork handlers.
+ * rcu.c - process-wide RCU setup and the library's one fork handler.
  *
  * A balancer made before fork() (OpenResty's init_by_lua runs in the
- * master) must work in every child.  liburcu's bp flavour and its call_rcu
- * worker both need to be told about fork: before it, they take their locks
- * so no child inherits one held by a thread that does not exist there;
- * after it, the child forgets the readers and workers that did not survive
- * and restarts the call_rcu worker on demand.
+ * master) must work in every child.  Before fork every lock a child could
+ * need is taken, so no child inherits one held by a thread that does not
+ * exist there; after it the locks are released (reinitialised state in the
+ * child), the child forgets the readers and workers that did not survive,
+ * and the call_rcu worker and the checker thread restart on demand.
+ *
+ * The order is fixed here, in one pthread_atfork handler, because separate
+ * handlers run in reverse order of registration, which depends on what the
+ * process used first.  Before fork:
+ *   0. every balancer's write lock: a writer holding one takes the locks
+ *      below (Ketama's spare arrays, call_rcu's on first use, liburcu's
+ *      registry when it first reads);
+ *   1. the checker's lock and event queues: no thread holding them waits
+ *      for RCU or for the locks below;
+ *   2. pause the call_rcu worker: it acknowledges only between batches, so
+ *      the callbacks it is running (snapshot_free, which gives Ketama's
+ *      arrays back under the spare lock) must be able to finish: the spare
+ *      lock is not held yet;
+ *   3. the spare lock, a leaf;
+ *   4. liburcu-bp's registry and grace-period locks, last: a thread taking
+ *      lb's locks may register as a reader (which takes the registry lock).
+ * After fork the same steps run in reverse.
  */
 #include <dlfcn.h>
 #include <pthread.h>
 
-#include "rcu.h"
+#include "core.h"
 
 static pthread_once_t once = PTHREAD_ONCE_INIT;
 
 static void before_fork(void)
 {
+    lb_balancers_fork_prepare();
+    lb_checker_fork_prepare();
     urcu_bp_call_rcu_before_fork();
+    lb_ketama_fork_prepare();
     urcu_bp_before_fork();
 }
 
 static void after_fork_parent(void)
 {
     urcu_bp_after_fork_parent();
+    lb_ketama_fork_parent();
     urcu_bp_call_rcu_after_fork_parent();
+    lb_checker_fork_parent();
+    lb_balancers_fork_parent();
 }
 
 static void after_fork_child(void)
 {
     urcu_bp_after_fork_child();
+    lb_ketama_fork_child();
     urcu_bp_call_rcu_after_fork_child();
+    lb_random_fork_child();
+    lb_checker_fork_child();
+    lb_balancers_fork_child();
 }
 
 /*

@@ -38,6 +38,14 @@ extern const struct lb_selector_ops lb_select_consistent;
 
 const struct lb_selector_ops *lb_selector_by_id(int selection);
 
+/* Fork hooks, called in order by the one pthread_atfork handler of
+ * src/rcu.c: the lock of Ketama's spare arrays, and the random generators'
+ * reseed in the child. */
+void lb_ketama_fork_prepare(void);
+void lb_ketama_fork_parent(void);
+void lb_ketama_fork_child(void);
+void lb_random_fork_child(void);
+
 /* Shared by the three weighted algorithms (src/select/weighted.c):
  * Pingora's Weighted, the first pick from the weight-expanded list, the
  * fallbacks uniform over the unique list. */

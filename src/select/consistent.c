@@ -159,20 +159,17 @@ static struct {
     void *ptr[NSPARE];
     size_t size[NSPARE];
 } spare = {.lock = PTHREAD_MUTEX_INITIALIZER};
-static pthread_once_t spare_once = PTHREAD_ONCE_INIT;
-
 static void spare_lock(void) { pthread_mutex_lock(&spare.lock); }
 static void spare_unlock(void) { pthread_mutex_unlock(&spare.lock); }
-static void spare_atfork(void)
-{
-    pthread_atfork(spare_lock, spare_unlock, spare_unlock);
-}
+
+void lb_ketama_fork_prepare(void) { spare_lock(); }
+void lb_ketama_fork_parent(void) { spare_unlock(); }
+void lb_ketama_fork_child(void) { spare_unlock(); }
 
 static void *array_take(size_t size, size_t *got)
 {
     void *p = NULL;
 
-    pthread_once(&spare_once, spare_atfork);
     spare_lock();
     for (int i = 0; i < NSPARE; i++)
         if (spare.ptr[i] && spare.size[i] >= size &&

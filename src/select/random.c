@@ -8,7 +8,6 @@
  * A forked child reseeds: nginx workers forked from one master would
  * otherwise all draw the same sequence.
  */
-#include <pthread.h>
 #include <sys/random.h>
 #include <time.h>
 
@@ -17,10 +16,8 @@
 static __thread uint64_t rng[4];
 static __thread unsigned seeded; /* fork generation + 1 when seeded */
 static unsigned fork_gen;        /* bumped in the child after fork() */
-static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
 
-static void on_fork_child(void) { fork_gen++; }
-static void install_atfork(void) { pthread_atfork(NULL, NULL, on_fork_child); }
+void lb_random_fork_child(void) { fork_gen++; }
 
 static inline uint64_t rotl(uint64_t x, int k)
 {
@@ -70,7 +67,6 @@ static void *random_build(const lb_backend *backends, size_t n,
                           const lb_config *cfg, const char **err)
 {
     (void)cfg;
-    pthread_once(&atfork_once, install_atfork);
     return lb_weighted_build(backends, n, err);
 }
 
