@@ -158,7 +158,7 @@ EOF
 } > "$DIR/front/nginx.conf"
 
 for p in backend front; do
-    nginx -p "$DIR/$p" -c "$DIR/$p/nginx.conf"
+    timeout -k 2 10 nginx -p "$DIR/$p" -c "$DIR/$p/nginx.conf"
     PREFIXES="$PREFIXES $DIR/$p"
     wait_until 50 test -s "$DIR/$p/nginx.pid"
 done

@@ -32,7 +32,7 @@ local function start_example(name, env, ports)
   for k, v in pairs(env or {}) do
     envs = envs .. k .. "=" .. sh_quote(v) .. " "
   end
-  local ok = os.execute(envs .. "nginx -p " .. sh_quote(root .. "/") .. " -c "
+  local ok = os.execute(envs .. "timeout -k 2 10 nginx -p " .. sh_quote(root .. "/") .. " -c "
                         .. sh_quote(self.conf) .. " > " .. dir .. "/start.log 2>&1")
   local pidfile = text:match("\npid ([^;]+);")
   self.pid = nginx.wait_for(function()

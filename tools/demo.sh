@@ -30,7 +30,7 @@ trap 'exit 130' INT TERM
 
 start_nginx() {
     mkdir -p "$1/logs"
-    nginx -p "$1" -c "$1/nginx.conf"
+    timeout -k 2 10 nginx -p "$1" -c "$1/nginx.conf"
     PREFIXES="$PREFIXES $1"
     wait_until 50 test -s "$1/nginx.pid"
 }

@@ -343,10 +343,13 @@ function M.start(opts)
 
   running[prefix] = self
   local timeout = opts.timeout or 10
-  ok, out = run(M.NGINX .. " -p " .. q(prefix) .. " -c conf/nginx.conf")
+  -- The starting process exits once the master has daemonised; one that
+  -- hangs (init_by_lua, a deadlocked fork) is killed after the timeout.
+  ok, out = run("timeout -k 2 " .. timeout .. " " .. M.NGINX .. " -p "
+                .. q(prefix) .. " -c conf/nginx.conf")
   if not ok then
     self:stop()
-    return nil, "nginx failed to start: " .. out
+    return nil, "nginx failed to start within " .. timeout .. " s: " .. out
   end
   -- With `daemon on` the listening sockets exist before the command
   -- returns; the pid file appears once the master has daemonised.
