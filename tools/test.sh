@@ -36,6 +36,7 @@ awk -v status=$status '
         if ($(i+1) ~ /^failed/) f += $i
     }
 }
+/^# .*skipped/ { s++ }
 /[0-9]+ successes? \/ [0-9]+ failures? \/ [0-9]+ errors? \/ [0-9]+ pending/ {
     p += $1; f += $4 + $7; s += $10
 }
