@@ -58,8 +58,8 @@ static void make_set(lb_backend *set, size_t n, uint32_t shift)
     for (size_t i = 0; i < n; i++) {
         char text[32];
         uint32_t k = (uint32_t)i + shift;
-        int len = snprintf(text, sizeof(text), "10.1.%u.%u:80", k / 250,
-                           k % 250);
+        int len =
+            snprintf(text, sizeof(text), "10.1.%u.%u:80", k / 250, k % 250);
 
         if (lb_backend_parse(text, (size_t)len, 1 + k % 3, &set[i], &err) !=
             LB_OK) {
@@ -104,11 +104,11 @@ static void *watchdog(void *arg)
             last = p;
             since = now_s();
         } else if (now_s() - since > WATCHDOG_S) {
-            fprintf(stderr, "test_fork: no fork returned for %d s after %ld "
-                            "forks: deadlock\n",
+            fprintf(stderr,
+                    "test_fork: no fork returned for %d s after %ld "
+                    "forks: deadlock\n",
                     WATCHDOG_S, p);
-            printf("test_fork: %d passed, %d failed\n", tap_pass,
-                   tap_fail + 1);
+            printf("test_fork: %d passed, %d failed\n", tap_pass, tap_fail + 1);
             fflush(stdout);
             _exit(1);
         }
@@ -241,8 +241,8 @@ int main(void)
     pthread_join(dt, NULL);
     CHECK_EQ(failed, 0);
     CHECK(forks >= MIN_FORKS);
-    printf("# %ld forks, %ld updates in %.1f s\n", forks,
-           atomic_load(&updates), now_s() - start);
+    printf("# %ld forks, %ld updates in %.1f s\n", forks, atomic_load(&updates),
+           now_s() - start);
 
     /* the parent goes on: a select, an update, and everything freed */
     {
