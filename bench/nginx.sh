@@ -37,8 +37,10 @@ PREFIXES=""
 
 . tools/procs.sh
 WRK_PID=""
+VG_PID=""
 cleanup() {
     if [ -n "$WRK_PID" ] && alive "$WRK_PID"; then kill -TERM "$WRK_PID" 2>/dev/null || true; fi
+    if [ -n "$VG_PID" ] && alive "$VG_PID"; then kill -KILL "$VG_PID" 2>/dev/null || true; fi
     for p in $PREFIXES; do stop_nginx "$p"; done
     rm -rf "$DIR"
 }
@@ -169,23 +171,26 @@ WORKER=$(children "$(cat "$DIR/front/nginx.pid")")
 TCK=$(getconf CLK_TCK)
 
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$WORKER/stat"; }
+user_ticks() { awk '{ print $14 }' "/proc/$WORKER/stat"; }
 
-# run VARIANT SECONDS -> "requests rps ticks errors"
+# run VARIANT SECONDS -> "requests rps ticks errors user_ticks"
 run() {
     eval "port=\$P_$1"
     t0=$(cpu_ticks)
+    u0=$(user_ticks)
     wrk -t 1 -c "$CONNS" -d "${2}s" -s bench/nginx/keys.lua \
         "http://127.0.0.1:$port/" > "$DIR/wrk.out" 2>&1 &
     WRK_PID=$!
     wait "$WRK_PID" || true
     WRK_PID=""
     t1=$(cpu_ticks)
-    awk -v t="$((t1 - t0))" '
+    u1=$(user_ticks)
+    awk -v t="$((t1 - t0))" -v u="$((u1 - u0))" '
         / requests in / { req = $1 }
         /^Requests\/sec:/ { rps = $2 }
         /Non-2xx/ { err += $NF }
         /Socket errors/ { gsub(",", ""); err += $4 + $6 + $8 + $10 }
-        END { printf "%d %.0f %d %d\n", req, rps, t, err + 0 }' "$DIR/wrk.out"
+        END { printf "%d %.0f %d %d %d\n", req, rps, t, err + 0, u }' "$DIR/wrk.out"
 }
 
 echo "bench-nginx: 1 front worker, wrk -t1 -c$CONNS, ${DURATION}s per run, $ROUNDS rounds, interleaved"
@@ -199,8 +204,9 @@ while [ "$r" -le "$ROUNDS" ]; do
     for v in $order; do
         set -- $(run "$v" "$DURATION")
         us=$(awk -v t="$3" -v n="$1" -v h="$TCK" 'BEGIN { printf "%.2f", n ? t * 1e6 / h / n : 0 }')
-        printf '  round %d  %-13s %8s req/s  %6s us CPU/request  errors %s\n' "$r" "$v" "$2" "$us" "$4"
-        echo "$v $2 $us $4" >> "$DIR/results"
+        uus=$(awk -v t="$5" -v n="$1" -v h="$TCK" 'BEGIN { printf "%.2f", n ? t * 1e6 / h / n : 0 }')
+        printf '  round %d  %-13s %8s req/s  %6s us CPU/request (user %s)  errors %s\n' "$r" "$v" "$2" "$us" "$uus" "$4"
+        echo "$v $2 $us $4 $uus" >> "$DIR/results"
     done
     # rotate the order: first variant goes last
     first=${order%% *}
@@ -217,7 +223,8 @@ for v in $VARIANTS; do
     rps=$(awk -v v="$v" '$1 == v { print $2 }' "$DIR/results" | median)
     us=$(awk -v v="$v" '$1 == v { print $3 }' "$DIR/results" | median)
     best=$(awk -v v="$v" '$1 == v { print $3 }' "$DIR/results" | sort -n | head -n 1)
-    echo "$v $rps $us $best"
+    user=$(awk -v v="$v" '$1 == v { print $5 }' "$DIR/results" | median)
+    echo "$v $rps $us $best $user"
 done > "$DIR/medians"
 awk '
     { rps[$1] = $2; us[$1] = $3; best[$1] = $4; order[NR] = $1 }
@@ -231,3 +238,64 @@ awk '
     }' "$DIR/medians"
 errors=$(awk '{ e += $4 } END { print e + 0 }' "$DIR/results")
 echo "  failed requests over all runs: $errors"
+
+# ---- instructions per request, under callgrind ----------------------------
+# CPU time per request drifts with the other tenants of this machine; the
+# instructions a request executes do not.  The front runs as one process
+# (master_process off) under valgrind's callgrind, once serving N1 and once
+# N2 requests of one variant (one keep-alive connection, one request at a
+# time, URIs /k/1, /k/2, ...); (Ir(N2) - Ir(N1)) / (N2 - N1) is the
+# variant's instructions per request, start-up, JIT warm-up and shutdown
+# cancelled out.  BENCH_INSTRUCTIONS=0 skips this part.
+N1=${BENCH_INSTR_N1:-1000}
+N2=${BENCH_INSTR_N2:-3000}
+[ "${BENCH_INSTRUCTIONS:-1}" != 0 ] || exit 0
+command -v valgrind >/dev/null || { echo "valgrind not installed: no instruction counts"; exit 0; }
+
+stop_nginx "$DIR/front"
+mkdir -p "$DIR/front1"
+{ sed "s|$DIR/front/|$DIR/front1/|g" "$DIR/front/nginx.conf"
+  echo "daemon off;"
+  echo "master_process off;"; } > "$DIR/front1/nginx.conf"
+accepting() {
+    luajit -e "assert(require('socket').connect('127.0.0.1', $1))" 2>/dev/null
+}
+
+# instr VARIANT N: appends to $DIR/instr.VARIANT the instructions of a
+# front process that served N requests
+instr() {
+    eval "port=\$P_$1"
+    log="$DIR/callgrind.$1.$2.log"
+    valgrind --tool=callgrind --callgrind-out-file=/dev/null --log-file="$log" \
+        nginx -p "$DIR/front1" -c "$DIR/front1/nginx.conf" &
+    VG_PID=$!
+    wait_until 600 accepting "$port" || { echo "front under valgrind did not start" >&2; exit 1; }
+    luajit bench/nginx/requests.lua "127.0.0.1:$port" 1 "$2" || exit 1
+    kill -QUIT "$VG_PID"
+    wait "$VG_PID" || true
+    VG_PID=""
+    sed -n 's/.*Collected : \([0-9]*\).*/\1/p' "$log" >> "$DIR/instr.$1"
+}
+
+echo
+echo "instructions per request (callgrind; requests $((N1 + 1))..$N2 of each variant, one connection):"
+: > "$DIR/instr"
+for v in $VARIANTS; do
+    instr "$v" "$N1"
+    instr "$v" "$N2"
+    echo "$v $(cat "$DIR/instr.$v" | tr '\n' ' ')" >> "$DIR/instr"
+done
+awk -v n1="$N1" -v n2="$N2" '
+    FNR == NR { user[$1] = $5; next }
+    { ir[$1] = ($3 - $2) / (n2 - n1); order[++n] = $1 }
+    END {
+        f = ir["lua_fixed"]; nspi = 1000 * user["lua_fixed"] / f
+        printf "  %-13s %12s %14s %22s\n", "variant", "Ir/request", "vs lua_fixed", "as CPU time (est.)"
+        for (i = 1; i <= n; i++) {
+            v = order[i]
+            printf "  %-13s %12.0f %+14.0f %+20.2fus\n", v, ir[v], ir[v] - f, (ir[v] - f) * nspi / 1000
+        }
+        printf "  (callgrind counts user-space instructions; the estimate prices one at\n"
+        printf "   lua_fixed'"'"'s median user CPU time per request divided by its\n"
+        printf "   instructions per request, measured above: %.3f ns)\n", nspi
+    }' "$DIR/medians" "$DIR/instr"
