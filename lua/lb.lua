@@ -73,6 +73,16 @@ local function optional_frequency(v, name)
   return true
 end
 
+-- The one rule for a max_iterations option (lb.new, lb.nginx.new): nil or
+-- an integer from 1 to 2^31.  Returns the error text, or nil when valid.
+function lb._max_iterations_error(mi)
+  if mi ~= nil and (type(mi) ~= "number" or mi ~= floor(mi) or mi < 1
+                    or mi > 2^31) then
+    return "max_iterations must be an integer between 1 and 2^31, got "
+           .. tostring(mi)
+  end
+end
+
 -- Validate lb.new's options; returns nil, err or true.
 local function check_options(opts)
   for k in pairs(opts) do
@@ -94,11 +104,9 @@ local function check_options(opts)
     return nil, "point_multiple must be an integer between 1 and "
                 .. core.MAX_POINT_MULTIPLE .. ", got " .. tostring(pm)
   end
-  local mi = opts.max_iterations
-  if mi ~= nil and (type(mi) ~= "number" or mi ~= floor(mi) or mi < 1
-                    or mi > 2^31) then
-    return nil, "max_iterations must be a positive integer, got "
-                .. tostring(mi)
+  local err = lb._max_iterations_error(opts.max_iterations)
+  if err then
+    return nil, err
   end
   local d = opts.discovery
   if d ~= nil and type(d) ~= "function" and not discovery.is_discovery(d) then
@@ -171,7 +179,7 @@ function Balancer:_apply(list, en)
   end
   local m = tonumber(count[0])
   local old = self._byident
-  if rc == 0 then
+  if rc == 0 and tonumber(C.lb_balancer_generation(self._c)) == self._gen then
     -- Same set: refresh ext on the tables we already hand out.
     for i = 0, m - 1 do
       local b = list[order[i] + 1]
@@ -200,6 +208,11 @@ function Balancer:_apply(list, en)
   end
   self._list, self._byident, self._index, self._byid =
     newlist, byident, index, byid
+  for id in pairs(self._last_error) do
+    if byid[id] == nil then
+      self._last_error[id] = nil
+    end
+  end
   self._gen = tonumber(C.lb_balancer_generation(self._c))
   return true
 end
