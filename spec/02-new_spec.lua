@@ -47,6 +47,8 @@ describe("lb.new", function()
       "unknown option 'bogus'" },
     { { health_check = lb.health.custom({}) }, "check must be a function" },
     { { max_iterations = 0 }, "max_iterations" },
+    { { max_iterations = 1.5 }, "max_iterations" },
+    { { max_iterations = 2^31 + 1 }, "max_iterations must be an integer between 1 and 2^31" },
   }
   for i, case in ipairs(cases) do
     it("returns nil, err for bad input #" .. i .. " (" .. case[2] .. ")",

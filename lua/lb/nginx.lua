@@ -176,11 +176,8 @@ function M.new(balancer, opts)
     end
   end
   local getkey, rawvar = key_getter(opts.key)
-  if getkey == nil and rawvar ~= nil then
+  if getkey == nil and opts.key ~= nil then
     return nil, "lb.nginx.new: " .. rawvar
-  end
-  if type(opts.key) == "function" then
-    rawvar = nil
   end
   if not getkey and not balancer._keyless then
     return nil, "lb.nginx.new: selection '" .. balancer.selection
@@ -197,9 +194,9 @@ function M.new(balancer, opts)
                 .. "got " .. tostring(tries)
   end
   local mi = opts.max_iterations
-  if mi ~= nil and (type(mi) ~= "number" or mi ~= floor(mi) or mi < 1) then
-    return nil, "lb.nginx.new: max_iterations must be a positive integer, "
-                .. "got " .. tostring(mi)
+  local mi_err = lb._max_iterations_error(mi)
+  if mi_err then
+    return nil, "lb.nginx.new: " .. mi_err
   end
   return setmetatable({
     balancer = balancer,
