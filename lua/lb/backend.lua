@@ -85,16 +85,18 @@ function M.decode(entry, resolve)
 
   local out = {}
   if resolve then
-    local n = C.lb_backend_resolve(addr, #addr, weight, resolved,
-                                   RESOLVE_MAX, errbuf)
+    local buf, room = resolved, RESOLVE_MAX
+    local n = C.lb_backend_resolve(addr, #addr, weight, buf, room, errbuf)
+    if n > room then
+      -- more addresses than the static buffer holds: ask again with room
+      buf, room = ffi.new("lb_backend[?]", n), n
+      n = C.lb_backend_resolve(addr, #addr, weight, buf, room, errbuf)
+    end
     if n < 0 then
       return nil, ffi_string(errbuf[0])
     end
-    if n > RESOLVE_MAX then
-      n = RESOLVE_MAX
-    end
-    for i = 0, n - 1 do
-      out[i + 1] = to_table(resolved[i], ext)
+    for i = 0, (n < room and n or room) - 1 do
+      out[i + 1] = to_table(buf[i], ext)
     end
   else
     if C.lb_backend_parse(addr, #addr, weight, resolved, errbuf) ~= 0 then
