@@ -129,6 +129,24 @@ describe("update", function()
     assert.has_error(function() b:ready(42) end)
     assert.has_error(function() b:set_enable("10.0.0.1:1", "no") end)
   end)
+
+  it("follows a set published through the C handle, outside the object", function()
+    local ffi = require("ffi")
+    local C = require("lb.cdef").C
+    local b = h.new({ backends = { "10.0.0.1:1", "10.0.0.3:1" } })
+    local arr = ffi.new("lb_backend[1]")
+    local err = ffi.new("const char *[1]")
+    assert.equal(0, C.lb_backend_parse("10.0.0.2:1", 10, 1, arr, err))
+    assert.equal(1, C.lb_balancer_update(b._c, arr, 1, nil, nil, err))
+    assert.equal("10.0.0.2:1", b:select().addr)
+    assert.equal(1, #b:backends())
+    local seen = 0
+    assert.equal("10.0.0.2:1", b:select_with(nil, 8, function(be)
+      seen = seen + 1
+      return true
+    end).addr)
+    assert.equal(1, seen)
+  end)
 end)
 
 describe("lb.discovery.static", function()
