@@ -104,9 +104,9 @@ local function check_options(opts)
     return nil, "point_multiple must be an integer between 1 and "
                 .. core.MAX_POINT_MULTIPLE .. ", got " .. tostring(pm)
   end
-  local err = lb._max_iterations_error(opts.max_iterations)
-  if err then
-    return nil, err
+  local mi_err = lb._max_iterations_error(opts.max_iterations)
+  if mi_err then
+    return nil, mi_err
   end
   local d = opts.discovery
   if d ~= nil and type(d) ~= "function" and not discovery.is_discovery(d) then

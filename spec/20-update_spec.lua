@@ -141,7 +141,7 @@ describe("update", function()
     assert.equal("10.0.0.2:1", b:select().addr)
     assert.equal(1, #b:backends())
     local seen = 0
-    assert.equal("10.0.0.2:1", b:select_with(nil, 8, function(be)
+    assert.equal("10.0.0.2:1", b:select_with(nil, 8, function()
       seen = seen + 1
       return true
     end).addr)
