@@ -442,11 +442,11 @@ static inline int walk_next(struct lb_snapshot *s, lb_iter *it)
 static inline int walk_begin(struct lb_snapshot *s, lb_iter *it, uint32_t first,
                              uint32_t max)
 {
+    if (iter_reserve(it, s->n) != LB_OK)
+        return LB_ERROR;
     it->steps = 1;
     it->nseen = 1;
     it->max_steps = max;
-    if (iter_reserve(it, s->n) != LB_OK)
-        return LB_ERROR;
     iter_reset(it);
     iter_mark(it, first);
     it->ready = lb_health_ready(s->health[first]);
@@ -462,8 +462,8 @@ int lb_iter_first(lb_balancer *b, const char *key, size_t len,
     lb_rcu_read_lock();
     s = lb_rcu_deref(&b->snap);
     it->gen = s->gen;
+    it->owner = b;
     it->ready = 0;
-    it->steps = 0;
     it->max_steps = 0;
     if (s->n > 0 && max_iterations > 0) {
         uint32_t first = s->ops->first(s->selector, key, len, &it->state);
@@ -480,7 +480,7 @@ int lb_iter_next(lb_balancer *b, lb_iter *it)
     lb_rcu_read_lock();
     {
         struct lb_snapshot *s = lb_rcu_deref(&b->snap);
-        if (s->gen != it->gen)
+        if (s->gen != it->gen || it->owner != b)
             rc = LB_STALE;
         else
             rc = walk_next(s, it);
@@ -501,6 +501,7 @@ int lb_balancer_select(lb_balancer *b, const char *key, size_t len,
     lb_rcu_read_lock();
     s = lb_rcu_deref(&b->snap);
     it->gen = s->gen;
+    it->owner = b;
     /* End the iterator's previous walk: it->gen now names this snapshot,
      * and an lb_iter_next continuing that walk here would mark indices in
      * a bitmap sized for another set (walk_begin starts select's own). */

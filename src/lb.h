@@ -176,6 +176,8 @@ typedef struct lb_iter {
     uint32_t ntouched; /* words dirtied in this walk; > LB_ITER_TOUCH: all */
     uint64_t *seen;
     uint32_t touched[LB_ITER_TOUCH];
+    const lb_balancer *owner; /* the balancer of the walk (generations are
+                                 per balancer) */
 } lb_iter;
 
 #define LB_DEFAULT_MAX_ITERATIONS 256
@@ -195,7 +197,8 @@ int lb_iter_first(lb_balancer *b, const char *key, size_t len,
 /*
  * Next unique candidate of the walk, LB_DECLINED at the end (max_iterations
  * reached), or LB_STALE when a new snapshot was published since the walk
- * began (indices of the old walk mean nothing in the new set).  Lock-free.
+ * began (indices of the old walk mean nothing in the new set) or `b` is not
+ * the balancer the walk began on.  Lock-free.
  */
 int lb_iter_next(lb_balancer *b, lb_iter *it);
 

@@ -228,6 +228,27 @@ static void test_update_keeps_health(void)
     lb_balancer_free(b);
 }
 
+/* Both balancers are at generation 2 (new, one update): a walk begun on
+ * one and continued on the other is stale, never a walk over the other's
+ * set with a bitmap sized for the first. */
+static void test_iter_other_balancer(void)
+{
+    const char *one[] = {"10.0.0.1:1"};
+    const char *many[] = {"10.0.0.1:1", "10.0.0.2:1", "10.0.0.3:1",
+                          "10.0.0.4:1", "10.0.0.5:1", "10.0.0.6:1"};
+    lb_balancer *a = make(LB_SELECT_FNV, one, NULL, 1);
+    lb_balancer *b = make(LB_SELECT_FNV, many, NULL, 6);
+    lb_iter *it = lb_iter_new();
+
+    CHECK_EQ(lb_balancer_generation(a), lb_balancer_generation(b));
+    CHECK_EQ(lb_iter_first(a, "k", 1, 64, it), 0);
+    CHECK_EQ(lb_iter_next(b, it), LB_STALE);
+    CHECK_EQ(lb_iter_next(a, it), LB_DECLINED);
+    lb_iter_free(it);
+    lb_balancer_free(a);
+    lb_balancer_free(b);
+}
+
 int main(void)
 {
     test_parse();
@@ -237,5 +258,6 @@ int main(void)
     test_round_robin();
     test_thresholds();
     test_update_keeps_health();
+    test_iter_other_balancer();
     return tap_done("test_core");
 }

@@ -40,6 +40,7 @@ typedef struct lb_iter {
     uint32_t ntouched;
     uint64_t *seen;
     uint32_t touched[16];
+    const lb_balancer *owner;
 } lb_iter;
 
 typedef struct lb_health_info {
