@@ -57,7 +57,8 @@ struct lb_weighted {
     uint16_t expanded[]; /* index of the backend owning each slot */
 };
 
-void *lb_weighted_build(const lb_backend *backends, size_t n, const char **err);
+void *lb_weighted_build(const lb_backend *backends, size_t n,
+                        const lb_config *cfg, const char **err);
 void lb_weighted_destroy(void *sel);
 
 static inline uint32_t lb_weighted_first(const struct lb_weighted *w,

@@ -31,13 +31,6 @@ static uint64_t fnv_of_index(uint64_t index)
     return fnv1a64(le, sizeof(le));
 }
 
-static void *fnv_build(const lb_backend *backends, size_t n,
-                       const lb_config *cfg, const char **err)
-{
-    (void)cfg;
-    return lb_weighted_build(backends, n, err);
-}
-
 static uint32_t fnv_first(void *sel, const char *key, size_t len,
                           uint64_t *state)
 {
@@ -53,7 +46,7 @@ static uint32_t fnv_next(void *sel, uint64_t *state)
 
 const struct lb_selector_ops lb_select_fnv = {
     .name = "fnv",
-    .build = fnv_build,
+    .build = lb_weighted_build,
     .first = fnv_first,
     .next = fnv_next,
     .destroy = lb_weighted_destroy,

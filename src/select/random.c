@@ -14,10 +14,11 @@
 #include "../selector.h"
 
 static __thread uint64_t rng[4];
-static __thread unsigned seeded; /* fork generation + 1 when seeded */
-static unsigned fork_gen;        /* bumped in the child after fork() */
+static __thread int seeded;
 
-void lb_random_fork_child(void) { fork_gen++; }
+/* The child's one thread is the one that forked: its generator is the only
+ * one that carries over, and it reseeds on its next pick. */
+void lb_random_fork_child(void) { seeded = 0; }
 
 static inline uint64_t rotl(uint64_t x, int k)
 {
@@ -43,14 +44,14 @@ static void seed(void)
     }
     if (!(rng[0] | rng[1] | rng[2] | rng[3]))
         rng[0] = 1;
-    seeded = fork_gen + 1;
+    seeded = 1;
 }
 
 static inline uint64_t rng_next(void)
 {
     uint64_t r, t;
 
-    if (__builtin_expect(seeded != fork_gen + 1, 0))
+    if (__builtin_expect(!seeded, 0))
         seed();
     r = rotl(rng[1] * 5, 7) * 9;
     t = rng[1] << 17;
@@ -61,13 +62,6 @@ static inline uint64_t rng_next(void)
     rng[2] ^= t;
     rng[3] = rotl(rng[3], 45);
     return r;
-}
-
-static void *random_build(const lb_backend *backends, size_t n,
-                          const lb_config *cfg, const char **err)
-{
-    (void)cfg;
-    return lb_weighted_build(backends, n, err);
 }
 
 static uint32_t random_first(void *sel, const char *key, size_t len,
@@ -87,7 +81,7 @@ static uint32_t random_next(void *sel, uint64_t *state)
 
 const struct lb_selector_ops lb_select_random = {
     .name = "random",
-    .build = random_build,
+    .build = lb_weighted_build,
     .first = random_first,
     .next = random_next,
     .destroy = lb_weighted_destroy,

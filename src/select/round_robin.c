@@ -17,13 +17,6 @@ static inline uint64_t counter_next(struct lb_weighted *w)
                                      memory_order_relaxed);
 }
 
-static void *rr_build(const lb_backend *backends, size_t n,
-                      const lb_config *cfg, const char **err)
-{
-    (void)cfg;
-    return lb_weighted_build(backends, n, err);
-}
-
 static uint32_t rr_first(void *sel, const char *key, size_t len,
                          uint64_t *state)
 {
@@ -42,7 +35,7 @@ static uint32_t rr_next(void *sel, uint64_t *state)
 const struct lb_selector_ops lb_select_round_robin = {
     .name = "round_robin",
     .observable_steps = 1,
-    .build = rr_build,
+    .build = lb_weighted_build,
     .first = rr_first,
     .next = rr_next,
     .destroy = lb_weighted_destroy,

@@ -12,10 +12,13 @@
 
 #include "../selector.h"
 
-void *lb_weighted_build(const lb_backend *backends, size_t n, const char **err)
+void *lb_weighted_build(const lb_backend *backends, size_t n,
+                        const lb_config *cfg, const char **err)
 {
     struct lb_weighted *w;
     size_t total = 0, k = 0;
+
+    (void)cfg;
 
     for (size_t i = 0; i < n; i++)
         total += backends[i].weight;
