@@ -115,12 +115,6 @@ static inline uint32_t crc_point(uint32_t base, uint32_t prev)
     return ~c;
 }
 
-uint32_t lb_crc32(const void *p, size_t len)
-{
-    pthread_once(&crc_once, crc_init);
-    return ~crc_update(0xffffffffu, p, len);
-}
-
 /* The text nginx hashes for a server, split into host and port. */
 static uint32_t server_base(const lb_backend *b)
 {
@@ -282,7 +276,7 @@ static void generate_points(const lb_backend *bs, size_t n, uint32_t mult,
 static void *ketama_build(const lb_backend *backends, size_t n,
                           const lb_config *cfg, const char **err)
 {
-    uint32_t mult = cfg->point_multiple ? cfg->point_multiple : 160;
+    uint32_t mult = cfg->point_multiple; /* lb_balancer_new's default: 160 */
     uint64_t total = 0;
     struct ketama *k;
     uint32_t *gen = NULL;
