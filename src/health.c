@@ -52,22 +52,25 @@ void lb_health_set_enable(struct lb_health *h, bool enable)
 bool lb_health_observe(struct lb_health *h, bool ok, uint32_t threshold,
                        int err_kind, int err_detail)
 {
+    const uint64_t count_max = LB_H_COUNT_MASK >> LB_H_COUNT_SHIFT;
+    const uint64_t errbits = ok ? 0
+                                : ((uint64_t)(err_kind & 0xff)) |
+                                      ((uint64_t)(err_detail & 0xffffff) << 8);
     uint64_t old = atomic_load_explicit(&h->word, memory_order_relaxed);
     uint64_t neu;
     bool flipped;
 
+    /* the count saturates at count_max: a larger threshold would never flip */
     if (threshold < 1)
         threshold = 1;
+    if (threshold > count_max)
+        threshold = (uint32_t)count_max;
     do {
         bool healthy = old & LB_H_HEALTHY;
         uint64_t count = (old & LB_H_COUNT_MASK) >> LB_H_COUNT_SHIFT;
         uint64_t low = old & ((1ull << LB_H_KIND_SHIFT) - 1);
-        uint64_t errbits = old >> LB_H_KIND_SHIFT;
 
         flipped = false;
-        errbits = ok ? 0
-                     : ((uint64_t)(err_kind & 0xff)) |
-                           ((uint64_t)(err_detail & 0xffffff) << 8);
         if (healthy != ok) {
             count++;
             if (count >= threshold) {
@@ -78,8 +81,8 @@ bool lb_health_observe(struct lb_health *h, bool ok, uint32_t threshold,
         } else {
             count = 0;
         }
-        if (count > (LB_H_COUNT_MASK >> LB_H_COUNT_SHIFT))
-            count = LB_H_COUNT_MASK >> LB_H_COUNT_SHIFT;
+        if (count > count_max)
+            count = count_max;
         low = (low & ~LB_H_COUNT_MASK) | (count << LB_H_COUNT_SHIFT);
         neu = low | (errbits << LB_H_KIND_SHIFT);
     } while (!atomic_compare_exchange_weak_explicit(
