@@ -57,8 +57,7 @@ struct slot {
     struct target *t;
     uint64_t deadline;
     size_t heap_idx;
-    int reg_fd; /* fd registered in the epoll set, or -1 */
-    uint32_t reg_want;
+    uint32_t reg_want; /* events registered (p.conn.epfd >= 0: registered) */
     bool done;
     struct slot *next_dead;
 };
@@ -440,6 +439,7 @@ static void round_end(struct round *r, bool observed)
     }
     job->serving = NULL;
     job->round = NULL;
+    job->cancel = false; /* a cancel is for the round that just ended */
     cfg_unref_locked(r->cfg, &f);
     free(r->t);
     free(r);
@@ -452,21 +452,36 @@ static void round_end(struct round *r, bool observed)
     }
 }
 
-/* Abandon a round: close its probes without recording anything. */
+/* Take a finished probe out of the heap and the in-flight counts; its
+ * slot is freed after the batch (bury_dead). */
+static void slot_retire(struct slot *s, bool ok, struct lb_conn *kept)
+{
+    heap_remove(s);
+    s->done = true;
+    lb_probe_finish(&s->p, ok, kept);
+    s->round->inflight--;
+    g.inflight--;
+    s->next_dead = g.dead;
+    g.dead = s;
+}
+
+/* Abandon a round: close its probes without recording anything.  Its
+ * slots are collected first: removing one from the heap moves others
+ * across positions a scan would already have passed. */
 static void round_abort(struct round *r)
 {
-    for (size_t i = g.nheap; i-- > 0;) {
-        struct slot *s = g.heap[i];
+    struct slot *mine = NULL;
 
-        if (s->round != r || s->done)
-            continue;
-        heap_remove(s);
-        s->done = true;
-        lb_probe_finish(&s->p, false, NULL);
-        r->inflight--;
-        g.inflight--;
-        s->next_dead = g.dead;
-        g.dead = s;
+    for (size_t i = 0; i < g.nheap; i++)
+        if (g.heap[i]->round == r) {
+            g.heap[i]->next_dead = mine;
+            mine = g.heap[i];
+        }
+    while (mine) {
+        struct slot *s = mine;
+
+        mine = s->next_dead;
+        slot_retire(s, false, NULL);
     }
     r->next = r->n;
     round_end(r, false);
@@ -508,7 +523,6 @@ static void slot_launch(struct round *r, struct target *t)
     s->t = t;
     s->p.cfg = r->cfg;
     s->p.be = &t->be;
-    s->reg_fd = -1;
     s->heap_idx = SIZE_MAX;
     s->deadline = now_ns() + r->cfg->timeout_ns;
     r->inflight++;
@@ -522,20 +536,20 @@ static void slot_launch(struct round *r, struct target *t)
     }
 }
 
-/* Keep the epoll registration in step with the probe's socket and wants
- * (the socket changes when a dead kept connection is replaced). */
+/* Keep the epoll registration in step with the probe's socket and wants.
+ * A socket is registered while its conn.epfd is set: closing it (a dead
+ * kept connection replaced by a new one, which often gets the same
+ * descriptor number) clears that. */
 static void slot_watch(struct slot *s)
 {
     struct epoll_event ev = {.events = s->p.want, .data.ptr = s};
 
-    if (s->p.conn.fd != s->reg_fd) {
+    if (s->p.conn.epfd < 0) {
         if (epoll_ctl(g.epfd, EPOLL_CTL_ADD, s->p.conn.fd, &ev) < 0) {
-            heap_remove(s);
             slot_result(s, lb_probe_fail(&s->p, LB_CHECK_ERR_RESOURCE, errno));
             return;
         }
         s->p.conn.epfd = g.epfd;
-        s->reg_fd = s->p.conn.fd;
         s->reg_want = s->p.want;
     } else if (s->p.want != s->reg_want) {
         epoll_ctl(g.epfd, EPOLL_CTL_MOD, s->p.conn.fd, &ev);
@@ -550,14 +564,8 @@ static void slot_result(struct slot *s, int rc)
     struct round *r = s->round;
     bool ok = rc == LB_PROBE_OK;
 
-    heap_remove(s);
-    s->done = true;
-    lb_probe_finish(&s->p, ok, &s->t->kept);
+    slot_retire(s, ok, &s->t->kept);
     record(r, s->t, ok, s->p.err_kind, s->p.err_detail);
-    r->inflight--;
-    g.inflight--;
-    s->next_dead = g.dead;
-    g.dead = s;
 }
 
 /* Start what the round may start now: everything (up to the process-wide
@@ -892,9 +900,10 @@ static void stop_periodic_locked(struct lb_checker_job *job, bool force)
     if (job->round && (force || !job->serving)) {
         job->cancel = true;
         wake();
-        while (job->round)
+        /* round_end clears it: a round queued callers started meanwhile
+         * is theirs, and runs on */
+        while (job->cancel)
             pthread_cond_wait(&g.cond, &g.lock);
-        job->cancel = false;
     }
     unuse_locked();
 }

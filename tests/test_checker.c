@@ -51,6 +51,8 @@ struct srv {
     enum mode mode;
     _Atomic int status;
     bool keepalive;
+    _Atomic int per_conn; /* M_HTTP: answer this many requests per connection,
+                     then close on the next one unanswered (0: no limit) */
     int delay_ms;
     const char *raw;
     size_t raw_len;
@@ -133,7 +135,7 @@ static void *srv_conn(void *arg)
         if (SSL_accept(ssl) != 1)
             goto out;
     }
-    for (;;) {
+    for (int answered = 0;; answered++) {
         size_t len = 0;
         char resp[256];
         int n;
@@ -181,6 +183,9 @@ static void *srv_conn(void *arg)
                 goto out;
             /* fall through */
         case M_HTTP:
+            if (atomic_load(&s->per_conn) &&
+                answered == atomic_load(&s->per_conn))
+                goto out;
             n = snprintf(resp, sizeof(resp),
                          "HTTP/1.1 %d Test\r\nContent-Length: 2\r\n%s\r\nok",
                          atomic_load(&s->status),
@@ -722,13 +727,26 @@ static void test_reuse(void)
     CHECK_EQ(atomic_load(&s->requests), 4);
     CHECK_EQ(atomic_load(&s->conns), 2);
 
+    /* the server takes the next request on the kept connection and closes
+     * it unanswered: the check retries on a fresh connection, and that
+     * one is watched (it usually gets the closed one's descriptor) */
+    s->per_conn = 1;
+    srv_drop(s);
+    round_(b, 0);
+    round_(b, 0);
+    CHECK_EQ(health(b, 0).healthy, 1);
+    CHECK_EQ(health(b, 0).err_kind, 0);
+    CHECK_EQ(atomic_load(&s->requests), 7);
+    CHECK_EQ(atomic_load(&s->conns), 4);
+    s->per_conn = 0;
+
     /* without reuse_connection: one connection per round */
     c.reuse_connection = 0;
     set_check(b, &c);
     round_(b, 0);
     round_(b, 0);
     CHECK_EQ(health(b, 0).healthy, 1);
-    CHECK_EQ(atomic_load(&s->conns), 4);
+    CHECK_EQ(atomic_load(&s->conns), 6);
     lb_balancer_free(b);
     srv_stop(s);
 
