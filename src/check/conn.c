@@ -264,6 +264,7 @@ ssize_t lb_conn_read(struct lb_probe *p, char *buf, size_t len)
         int n;
 
         ERR_clear_error();
+        errno = 0; /* ssl_outcome tells a clean EOF by errno == 0 */
         n = SSL_read(p->conn.ssl, buf, len > INT32_MAX ? INT32_MAX : (int)len);
         return n > 0 ? n : ssl_outcome(p, n, 1);
     }
@@ -291,6 +292,7 @@ ssize_t lb_conn_write(struct lb_probe *p, const char *buf, size_t len)
         int n;
 
         ERR_clear_error();
+        errno = 0;
         n = SSL_write(p->conn.ssl, buf, len > INT32_MAX ? INT32_MAX : (int)len);
         return n > 0 ? n : ssl_outcome(p, n, 0);
     }
