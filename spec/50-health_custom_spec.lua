@@ -189,19 +189,20 @@ describe("start / poll / stop in plain LuaJIT", function()
   end)
 
   it("keeps the previous set when periodic discovery fails", function()
-    local fail = false
+    local fail, fails = false, 0
     local b = h.new({ discovery = function()
       if fail then
+        fails = fails + 1
         error("source down")
       end
       return { "10.0.0.1:1" }
     end, update_frequency = 0.01 })
+    finally(function() b:stop() end)
     b:start()
     b:poll()
     fail = true
-    os.execute("sleep 0.05")
-    b:poll()
+    assert.truthy(h.wait_for(function() return fails >= 2 end, 5,
+                             function() b:poll() end))
     assert.equal("10.0.0.1:1", b:select().addr)
-    b:stop()
   end)
 end)

@@ -58,6 +58,7 @@ describe("background checks in plain LuaJIT", function()
   it("stop() ends the rounds and the checker thread", function()
     local b = h.new({ backends = { srv:addr() }, health_check = lb.health.tcp(),
                       health_check_frequency = 0.02 })
+    finally(function() b:stop() end)
     assert.is_true(b:start())
     assert.equal(1, checker_threads())
     eventually(function() return srv:count("conn") >= 3 end, "3 checks")

@@ -32,20 +32,15 @@ end
 
 -- Wait until fn() returns a truthy value or the deadline passes; returns
 -- that value (or nil).  `step` runs between tries (e.g. balancer:poll()).
+-- The polling is support.nginx's wait_for.
 function M.wait_for(fn, timeout, step)
-  local deadline = lb.now() + (timeout or 5)
-  repeat
+  return require("support.nginx").wait_for(function()
     local v = fn()
-    if v then
-      return v
-    end
-    if step then
+    if not v and step then
       step()
     end
-    -- yield the CPU briefly without hiding a race: the condition decides
-    os.execute("sleep 0.01")
-  until lb.now() > deadline
-  return fn()
+    return v
+  end, timeout)
 end
 
 return M
