@@ -123,7 +123,7 @@ describe("lb.nginx in balancer_by_lua (2 workers)", function()
 
   it("sets IPv4, IPv6 and unix-socket peers", function()
     local dir = assert(nginx.mkdtemp("lb-unix"))
-    os.execute("chmod 755 " .. dir) -- nginx workers run as nobody
+    os.execute("chmod 755 " .. nginx.q(dir)) -- nginx workers run as nobody
     local list = { "127.0.0.2:" .. assert(nginx.free_port("127.0.0.2")),
                    "unix:" .. dir .. "/b.sock" }
     if nginx.has_ipv6() then

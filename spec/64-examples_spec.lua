@@ -7,9 +7,7 @@ local nginx = require("support.nginx")
 
 local root = nginx.root()
 
-local function sh_quote(s)
-  return "'" .. tostring(s):gsub("'", [['\'']]) .. "'"
-end
+local sh_quote = nginx.q
 
 -- nginx started from an example configuration.
 local Example = {}
@@ -18,7 +16,7 @@ Example.__index = Example
 local function start_example(name, env, ports)
   local text = assert(nginx.read_file(root .. "/examples/" .. name))
   local dir = assert(nginx.mkdtemp("lb-example"))
-  os.execute("chmod 755 " .. dir)
+  os.execute("chmod 755 " .. sh_quote(dir))
   local self = setmetatable({ dir = dir, conf = dir .. "/" .. name,
                               ports = ports or {} }, Example)
   text = text:gsub("/tmp/lb%-example", dir)
@@ -72,9 +70,11 @@ end
 
 function Example:error_log()
   local out = {}
-  for f in io.popen("ls " .. self.dir .. "/*.error.log 2>/dev/null"):lines() do
+  local p = io.popen("ls " .. sh_quote(self.dir) .. "/*.error.log 2>/dev/null")
+  for f in p:lines() do
     out[#out + 1] = nginx.read_file(f) or ""
   end
+  p:close()
   return table.concat(out)
 end
 
@@ -132,7 +132,7 @@ describe("examples", function()
 
     it("follows its backends file and hashes X-User consistently", function()
       dir = assert(nginx.mkdtemp("lb-backends"))
-      os.execute("chmod 755 " .. dir)
+      os.execute("chmod 755 " .. sh_quote(dir))
       local file = dir .. "/backends.txt"
       -- The example's file, with the example's ports; rewritten below.
       local text = assert(nginx.read_file(root .. "/examples/backends.txt"))

@@ -58,6 +58,8 @@ end
 
 M.read_file = read_file
 M.write_file = write_file
+M.q = q
+M.run = run
 
 -- Poll cond() until it returns a true value or `timeout` seconds pass.
 -- Returns cond's value, or nil and "timeout".

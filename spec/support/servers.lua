@@ -25,10 +25,7 @@ local running = {} -- pid -> server
 local Server = {}
 Server.__index = Server
 
-local function q(s)
-  return "'" .. tostring(s):gsub("'", [['\'']]) .. "'"
-end
-
+local q = nginx.q
 local function lines(path)
   local s = nginx.read_file(path) or ""
   local out = {}
@@ -140,19 +137,12 @@ function M.stop_all()
   end
 end
 
-local function sh(cmd)
-  local p = io.popen(cmd .. " 2>&1; echo \"__rc=$?\"")
-  local out = p:read("*a")
-  p:close()
-  return out:match("__rc=0%s*$") ~= nil, out
-end
-
 -- A self-signed certificate for localhost and 127.0.0.1 in a new temp
 -- directory: returns dir, cert path, key path.
 function M.make_cert()
   local dir = assert(nginx.mkdtemp("lb-tls"))
   local cert, key = dir .. "/cert.pem", dir .. "/key.pem"
-  local ok, out = sh("openssl req -x509 -newkey ec -pkeyopt "
+  local ok, out = nginx.run("openssl req -x509 -newkey ec -pkeyopt "
                      .. "ec_paramgen_curve:prime256v1 -nodes -days 2 "
                      .. "-subj /CN=localhost -addext "
                      .. q("subjectAltName=DNS:localhost,IP:127.0.0.1")
@@ -218,19 +208,6 @@ function M.thread_names()
   end
   p:close()
   return out
-end
-
--- Open descriptors of this process.
-function M.fds()
-  local p = io.popen("ls /proc/" .. M.getpid() .. "/fd")
-  local n = 0
-  for _ in p:lines() do
-    n = n + 1
-  end
-  p:close()
-  -- ls itself opened the directory in its own process, not ours; the pipe
-  -- of this popen is ours and is counted: subtract it.
-  return n - 1
 end
 
 local ffi = require("ffi")
