@@ -47,13 +47,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-PORTS=$(luajit -e '
-local socket = require("socket")
-local s, out = {}, {}
-for i = 1, 8 do s[i] = assert(socket.bind("127.0.0.1", 0)) end
-for i = 1, 8 do local _, p = s[i]:getsockname(); out[i] = p; s[i]:close() end
-print(table.concat(out, " "))')
-set -- $PORTS
+set -- $(free_ports 8)
 B1=$1 B2=$2 B3=$3
 P_native_rr=$4 P_native_chash=$5 P_lua_fixed=$6 P_lb_rr=$7 P_lb_chash=$8
 
@@ -159,11 +153,7 @@ EOF
     echo "}"
 } > "$DIR/front/nginx.conf"
 
-for p in backend front; do
-    timeout -k 2 10 nginx -p "$DIR/$p" -c "$DIR/$p/nginx.conf"
-    PREFIXES="$PREFIXES $DIR/$p"
-    wait_until 50 test -s "$DIR/$p/nginx.pid"
-done
+for p in backend front; do start_nginx "$DIR/$p"; done
 one_worker() { [ "$(children "$(cat "$DIR/front/nginx.pid")" | wc -w)" = 1 ]; }
 wait_until 50 one_worker || true
 WORKER=$(children "$(cat "$DIR/front/nginx.pid")")

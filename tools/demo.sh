@@ -28,22 +28,8 @@ trap 'exit 130' INT TERM
 
 . tools/procs.sh
 
-start_nginx() {
-    mkdir -p "$1/logs"
-    timeout -k 2 10 nginx -p "$1" -c "$1/nginx.conf"
-    PREFIXES="$PREFIXES $1"
-    wait_until 50 test -s "$1/nginx.pid"
-}
-
 # Three free loopback ports for the backends, one for the front.
-PORTS=$(luajit -e '
-local socket = require("socket")
-local s = {}
-for i = 1, 4 do s[i] = assert(socket.bind("127.0.0.1", 0)) end
-local out = {}
-for i = 1, 4 do local _, p = s[i]:getsockname(); out[i] = p; s[i]:close() end
-print(table.concat(out, " "))')
-set -- $PORTS
+set -- $(free_ports 4)
 B1=127.0.0.1:$1 B2=127.0.0.1:$2 B3=127.0.0.1:$3 FRONT=127.0.0.1:$4
 
 common() {

@@ -1,4 +1,5 @@
-# procs.sh - process helpers shared by tools/demo.sh and bench/nginx.sh
+# procs.sh - process and port helpers shared by tools/demo.sh and
+# bench/nginx.sh
 # (sourced).  They act only on the pids they are given.
 
 # Running (a zombie is not: nobody may reap a daemon's exited master here).
@@ -38,4 +39,26 @@ stop_nginx() {
         wait_until 50 dead "$k" || kill -KILL "$k" 2>/dev/null || true
     done
     rm -f "$1/nginx.pid"
+}
+
+# Start the nginx whose prefix is $1 (configuration $1/nginx.conf, pid file
+# $1/nginx.pid) and wait for its pid file.  The prefix goes into $PREFIXES
+# first, so a cleanup that stops every prefix there also stops an nginx
+# whose start failed half way.
+start_nginx() {
+    PREFIXES="$PREFIXES $1"
+    mkdir -p "$1/logs"
+    timeout -k 2 10 nginx -p "$1" -c "$1/nginx.conf" &&
+        wait_until 50 test -s "$1/nginx.pid"
+}
+
+# $1 loopback ports that were free a moment ago, on one line.
+free_ports() {
+    N=$1 luajit -e '
+local socket = require("socket")
+local s, out = {}, {}
+local n = tonumber(os.getenv("N"))
+for i = 1, n do s[i] = assert(socket.bind("127.0.0.1", 0)) end
+for i = 1, n do local _, p = s[i]:getsockname(); out[i] = p; s[i]:close() end
+print(table.concat(out, " "))'
 }
