@@ -863,6 +863,7 @@ int lb_balancer_checks_start(lb_balancer *b, double frequency, int parallel,
                              const char **err)
 {
     struct lb_checker_job *job;
+    uint64_t period;
 
     if (!(frequency > 0) || !isfinite(frequency) || frequency > 1e6) {
         *err = "health check frequency out of range";
@@ -874,6 +875,9 @@ int lb_balancer_checks_start(lb_balancer *b, double frequency, int parallel,
         pthread_mutex_unlock(&g.lock);
         return LB_DECLINED;
     }
+    period = (uint64_t)(frequency * 1e9);
+    if (period == 0)
+        period = 1;
     if (!job->periodic) {
         if (use_locked(err) != LB_OK) {
             pthread_mutex_unlock(&g.lock);
@@ -881,10 +885,11 @@ int lb_balancer_checks_start(lb_balancer *b, double frequency, int parallel,
         }
         job->periodic = true;
         job->next_due = now_ns();
+    } else {
+        /* the next round is due one new period after the last one began */
+        job->next_due = job->next_due - job->period_ns + period;
     }
-    job->period_ns = (uint64_t)(frequency * 1e9);
-    if (job->period_ns == 0)
-        job->period_ns = 1;
+    job->period_ns = period;
     job->periodic_parallel = parallel != 0;
     wake();
     pthread_mutex_unlock(&g.lock);
@@ -905,6 +910,9 @@ static void stop_periodic_locked(struct lb_checker_job *job, bool force)
         while (job->cancel)
             pthread_cond_wait(&g.cond, &g.lock);
     }
+    /* kept-alive connections are not held open while nothing checks */
+    if (!job->round)
+        pool_close(job, false);
     unuse_locked();
 }
 

@@ -999,6 +999,15 @@ static void test_periodic(void)
     lb_balancer_checks_stop(b);
     req = atomic_load(&s->requests);
 
+    /* an hour's period, then a shorter one: the next round is due one new
+     * period after the last began, not an hour later */
+    CHECK_EQ(lb_balancer_checks_start(b, 3600, 0, &err), LB_OK);
+    CHECK(WAIT_FOR(atomic_load(&s->requests) >= req + 1, 5));
+    CHECK_EQ(lb_balancer_checks_start(b, 0.01, 0, &err), LB_OK);
+    CHECK(WAIT_FOR(atomic_load(&s->requests) >= req + 4, 5));
+    lb_balancer_checks_stop(b);
+    req = atomic_load(&s->requests);
+
     /* freed while running */
     CHECK_EQ(lb_balancer_checks_start(b, 0.01, 1, &err), LB_OK);
     CHECK(WAIT_FOR(atomic_load(&s->requests) >= req + 3, 5));
