@@ -42,10 +42,7 @@ local OPTIONS = {
   start_unhealthy = true, max_iterations = true,
 }
 
-local function bad_arg(n, fname, expected, got)
-  error("bad argument #" .. n .. " to '" .. fname .. "' (" .. expected
-        .. " expected, got " .. type(got) .. ")", 3)
-end
+local bad_arg = backend.bad_arg
 
 local function check_self(self, fname)
   if getmetatable(self) ~= Balancer then

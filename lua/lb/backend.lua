@@ -20,6 +20,13 @@ local errbuf = ffi.new("const char *[1]")
 local RESOLVE_MAX = 64
 local resolved = ffi.new("lb_backend[?]", RESOLVE_MAX)
 
+-- The error a method raises for an argument of the wrong type, as Lua's
+-- own functions word it; reported at the method's caller.
+function M.bad_arg(n, fname, expected, got)
+  error("bad argument #" .. n .. " to '" .. fname .. "' (" .. expected
+        .. " expected, got " .. type(got) .. ")", 3)
+end
+
 local function describe(v)
   if type(v) == "string" then
     return "'" .. v .. "'"

@@ -220,7 +220,7 @@ return function(lb, Balancer, check_self)
       end
     end
     self._token = token
-    if in_openresty() and ngx.get_phase() ~= "init" then
+    if in_openresty() then
       local ok, err = true, nil
       if has_discovery then
         ok, err = timer_chain(self, token, 0, self.update_frequency,

@@ -12,10 +12,7 @@ local type, error, setmetatable = type, error, setmetatable
 local Static = {}
 Static.__index = Static
 
-local function bad_arg(n, fname, expected, got)
-  error("bad argument #" .. n .. " to '" .. fname .. "' (" .. expected
-        .. " expected, got " .. type(got) .. ")", 3)
-end
+local bad_arg = backend.bad_arg
 
 local function key_of(b)
   return backend.identity(b.addr, b.weight)
