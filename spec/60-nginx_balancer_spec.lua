@@ -17,13 +17,7 @@ describe("lb.nginx in balancer_by_lua (2 workers)", function()
   local addrs, srv
 
   setup(function()
-    addrs = {}
-    for i = 1, 3 do addrs[i] = "127.0.0.1:" .. assert(nginx.free_port()) end
-    -- in lb's sorted order (by port), as status() lists them
-    table.sort(addrs, function(a, b)
-      return tonumber(a:match("%d+$")) < tonumber(b:match("%d+$"))
-    end)
-    assert(nginx.start_backends(addrs))
+    addrs = nginx.loopback_backends(3)
   end)
 
   teardown(function()

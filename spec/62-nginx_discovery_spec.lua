@@ -12,9 +12,7 @@ describe("discovery with a cosocket in nginx (2 workers)", function()
   local addrs, srv
 
   setup(function()
-    addrs = {}
-    for i = 1, 3 do addrs[i] = "127.0.0.1:" .. assert(nginx.free_port()) end
-    assert(nginx.start_backends(addrs))
+    addrs = nginx.loopback_backends(3)
     local registry = assert(nginx.free_port())
     srv = assert(front.start({
       init = ([[

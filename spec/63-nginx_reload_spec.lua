@@ -27,9 +27,7 @@ describe("nginx -s reload under load (2 workers)", function()
   local addrs, srv
 
   setup(function()
-    addrs = {}
-    for i = 1, 3 do addrs[i] = "127.0.0.1:" .. assert(nginx.free_port()) end
-    assert(nginx.start_backends(addrs))
+    addrs = nginx.loopback_backends(3)
     srv = assert(front.start({
       init = ([[
         local lb = require("lb")
@@ -41,7 +39,6 @@ describe("nginx -s reload under load (2 workers)", function()
         }))
       ]]):format(front.lua_list(addrs)),
       init_worker = "assert(app:start())",
-      server_extra = "        location = /front-status { stub_status; }\n",
     }))
   end)
 
@@ -65,12 +62,8 @@ describe("nginx -s reload under load (2 workers)", function()
     local load = assert(nginx.wrk(srv.url .. "/", {
       duration = 3, connections = 4, headers = { "Connection: close" } }))
     finally(function() load:stop() end)
-    local function served()
-      local r = nginx.get(srv.addr, "/front-status")
-      return r and tonumber(r.body:match("\n%s*%d+%s+%d+%s+(%d+)")) or 0
-    end
-    local start = served()
-    assert(nginx.wait_for(function() return served() > start + 300 end, 5),
+    local start = front.served(srv)
+    assert(nginx.wait_for(function() return front.served(srv) > start + 300 end, 5),
            "no load reached the front")
     for _ = 1, 2 do
       assert(srv:reload(10)) -- returns once the old workers are gone

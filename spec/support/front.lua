@@ -50,6 +50,7 @@ local HTTP = [[
         location = /lb-status {
             content_by_lua_block { require("lb.nginx").status(app) }
         }
+        location = /front-status { stub_status; }
 {{server_extra}}
     }
 ]]
@@ -81,6 +82,12 @@ function M.start(opts)
   srv.addr = "127.0.0.1:" .. port
   srv.url = "http://127.0.0.1:" .. port
   return srv
+end
+
+-- Requests the front has served so far (stub_status, all workers).
+function M.served(srv)
+  local r = nginx.get(srv.addr, "/front-status")
+  return r and tonumber(r.body:match("\n%s*%d+%s+%d+%s+(%d+)")) or 0
 end
 
 -- Lua text of a list of strings.

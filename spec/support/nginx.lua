@@ -790,6 +790,18 @@ function M.start_backends(addrs, opts)
   return list
 end
 
+-- `n` identity backends on fresh 127.0.0.1 ports, their addresses sorted
+-- by port (lb's order for them, as status() lists them).  Returns the
+-- addresses and the servers, or raises.
+function M.loopback_backends(n)
+  local addrs = {}
+  for i = 1, n do addrs[i] = "127.0.0.1:" .. assert(M.free_port()) end
+  table.sort(addrs, function(a, b)
+    return tonumber(a:match("%d+$")) < tonumber(b:match("%d+$"))
+  end)
+  return addrs, assert(M.start_backends(addrs))
+end
+
 -- Send requests over `n` connections, interleaving batches so the
 -- connections are open together (with `listen ... reuseport` they land on
 -- different workers).  Returns the responses in request order, or nil, err.
