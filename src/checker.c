@@ -148,8 +148,10 @@ static uint64_t now_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-/* Configurations are freed outside the lock (SSL_CTX_free may take
- * OpenSSL's locks): the last unref hands the config back through *f. */
+/* The last unref hands the config back through *f, so callers that can
+ * free it after dropping the lock do (SSL_CTX_free takes OpenSSL's locks).
+ * The thread's own rare frees under the lock (round_end, round_new's
+ * failure) are safe: no thread holding an OpenSSL lock takes g.lock. */
 static void cfg_unref_locked(struct lb_check_cfg *c, struct lb_check_cfg **f)
 {
     *f = NULL;
@@ -384,11 +386,8 @@ static struct round *round_new(struct lb_checker_job *job, bool parallel)
                     hi = mid;
             }
             if (lo < job->npool && job->pool[lo].id == id &&
-                job->pool[lo].conn.fd >= 0) {
-                r->t[i].kept = job->pool[lo].conn;
-                job->pool[lo].conn.fd = -1;
-                job->pool[lo].conn.ssl = NULL;
-            }
+                job->pool[lo].conn.fd >= 0)
+                lb_conn_move(&r->t[i].kept, &job->pool[lo].conn);
         }
     }
     pool_close(job, false);

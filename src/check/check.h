@@ -142,6 +142,9 @@ void lb_probe_finish(struct lb_probe *p, bool ok, struct lb_conn *kept);
  * is also how a forked child drops connections it shares with its parent
  * (after setting epfd to -1: the epoll set is shared too). */
 void lb_conn_close(struct lb_conn *c);
+/* Hand the connection in *src over to *dst, out of any epoll set; *src is
+ * left empty. */
+void lb_conn_move(struct lb_conn *dst, struct lb_conn *src);
 /* Read/write through TLS or not.  >0 bytes, 0 peer closed, -1 would block
  * (p->want set), -2 error (p->err_* set). */
 ssize_t lb_conn_read(struct lb_probe *p, char *buf, size_t len);

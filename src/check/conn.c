@@ -53,6 +53,17 @@ void lb_conn_close(struct lb_conn *c)
     c->epfd = -1;
 }
 
+void lb_conn_move(struct lb_conn *dst, struct lb_conn *src)
+{
+    if (src->fd >= 0 && src->epfd >= 0)
+        epoll_ctl(src->epfd, EPOLL_CTL_DEL, src->fd, NULL);
+    *dst = *src;
+    dst->epfd = -1;
+    src->fd = -1;
+    src->epfd = -1;
+    src->ssl = NULL;
+}
+
 /* A kept connection is reusable when reading would block: no EOF, no
  * reset, no unsolicited bytes (a server's timeout notice, a TLS alert). */
 static bool conn_alive(const struct lb_conn *c)
@@ -177,10 +188,7 @@ int lb_probe_start(struct lb_probe *p, struct lb_conn *kept)
     p->keep = false;
     if (kept && kept->fd >= 0) {
         if (conn_alive(kept)) {
-            p->conn = *kept;
-            kept->fd = -1;
-            kept->ssl = NULL;
-            kept->epfd = -1;
+            lb_conn_move(&p->conn, kept);
             p->reused = true;
             p->got_bytes = false;
             return kind_begin(p);
@@ -221,13 +229,7 @@ void lb_probe_finish(struct lb_probe *p, bool ok, struct lb_conn *kept)
 {
     lb_http_release(p);
     if (ok && p->keep && kept && p->conn.fd >= 0) {
-        if (p->conn.epfd >= 0)
-            epoll_ctl(p->conn.epfd, EPOLL_CTL_DEL, p->conn.fd, NULL);
-        *kept = p->conn;
-        kept->epfd = -1;
-        p->conn.fd = -1;
-        p->conn.ssl = NULL;
-        p->conn.epfd = -1;
+        lb_conn_move(kept, &p->conn);
         return;
     }
     lb_conn_close(&p->conn);
