@@ -436,11 +436,11 @@ static inline int walk_next(struct lb_snapshot *s, lb_iter *it)
     return LB_DECLINED;
 }
 
-/* Set up a walk whose first candidate is already known (the selector's
- * first() may have a side effect, round robin's counter, so it is called
- * exactly once per walk by the callers). */
+/* Set up a walk whose first candidate is already known, with its
+ * readiness (the selector's first() may have a side effect, round robin's
+ * counter, so it is called exactly once per walk by the callers). */
 static inline int walk_begin(struct lb_snapshot *s, lb_iter *it, uint32_t first,
-                             uint32_t max)
+                             int ready, uint32_t max)
 {
     if (iter_reserve(it, s->n) != LB_OK)
         return LB_ERROR;
@@ -449,7 +449,7 @@ static inline int walk_begin(struct lb_snapshot *s, lb_iter *it, uint32_t first,
     it->max_steps = max;
     iter_reset(it);
     iter_mark(it, first);
-    it->ready = lb_health_ready(s->health[first]);
+    it->ready = ready;
     return (int)first;
 }
 
@@ -467,7 +467,8 @@ int lb_iter_first(lb_balancer *b, const char *key, size_t len,
     it->max_steps = 0;
     if (s->n > 0 && max_iterations > 0) {
         uint32_t first = s->ops->first(s->selector, key, len, &it->state);
-        rc = walk_begin(s, it, first, max_iterations);
+        rc = walk_begin(s, it, first, lb_health_ready(s->health[first]),
+                        max_iterations);
     }
     lb_rcu_read_unlock();
     return rc;
@@ -514,7 +515,7 @@ int lb_balancer_select(lb_balancer *b, const char *key, size_t len,
         rc = (int)first;
         goto out;
     }
-    rc = walk_begin(s, it, first, max_iterations);
+    rc = walk_begin(s, it, first, 0, max_iterations);
     while (rc >= 0 && !it->ready)
         rc = walk_next(s, it);
 out:
