@@ -161,13 +161,12 @@ static int kind_begin(struct lb_probe *p)
     return lb_tcp_connected(p);
 }
 
-static int kind_step(struct lb_probe *p)
+/* A kept connection the server closed just as we reused it: the request
+ * never reached a live server, so try once more on a fresh connection,
+ * within the same deadline, as HTTP clients do.  Whichever step finds it
+ * (the first one, run as the probe starts, or a later one). */
+static int reuse_outcome(struct lb_probe *p, int rc)
 {
-    int rc = lb_http_step(p);
-
-    /* A kept connection the server closed just as we reused it: the
-     * request never reached a live server, so try once more on a fresh
-     * connection, within the same deadline, as HTTP clients do. */
     if (rc == LB_PROBE_FAIL && p->reused && !p->got_bytes &&
         (p->err_kind == LB_CHECK_ERR_CLOSED ||
          p->err_kind == LB_CHECK_ERR_IO)) {
@@ -177,6 +176,11 @@ static int kind_step(struct lb_probe *p)
         return connect_start(p);
     }
     return rc;
+}
+
+static int kind_step(struct lb_probe *p)
+{
+    return reuse_outcome(p, lb_http_step(p));
 }
 
 int lb_probe_start(struct lb_probe *p, struct lb_conn *kept)
@@ -191,7 +195,7 @@ int lb_probe_start(struct lb_probe *p, struct lb_conn *kept)
             lb_conn_move(&p->conn, kept);
             p->reused = true;
             p->got_bytes = false;
-            return kind_begin(p);
+            return reuse_outcome(p, kind_begin(p));
         }
         lb_conn_close(kept);
     }
