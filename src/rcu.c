@@ -27,6 +27,7 @@
  */
 #include <dlfcn.h>
 #include <pthread.h>
+#include <signal.h>
 
 #include "core.h"
 
@@ -50,11 +51,35 @@ static void after_fork_parent(void)
     lb_balancers_fork_parent();
 }
 
+/*
+ * Run fn with every signal blocked on this thread, so a thread it creates
+ * starts with them blocked (a new thread inherits its creator's mask).
+ * liburcu 0.13 starts its call_rcu worker with the mask of whichever
+ * thread first defers a free, or forks: in nginx that is the master in
+ * init_by_lua, before it blocks its signals, and a worker that takes
+ * SIGCHLD or SIGQUIT keeps the master's sigsuspend() from ever waking.
+ */
+static void with_signals_blocked(void (*fn)(void))
+{
+    sigset_t all, old;
+
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    fn();
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+}
+
+static void start_call_rcu_worker(void)
+{
+    (void)urcu_bp_get_default_call_rcu_data();
+}
+
 static void after_fork_child(void)
 {
     urcu_bp_after_fork_child();
     lb_ketama_fork_child();
-    urcu_bp_call_rcu_after_fork_child();
+    /* liburcu restarts its worker here: with signals blocked, as above */
+    with_signals_blocked(urcu_bp_call_rcu_after_fork_child);
     lb_random_fork_child();
     lb_checker_fork_child();
     lb_balancers_fork_child();
@@ -77,6 +102,9 @@ static void pin_library(void)
 static void install(void)
 {
     pin_library();
+    /* The worker starts now, with signals blocked, rather than on the
+     * first deferred free with the mask of whatever thread does that. */
+    with_signals_blocked(start_call_rcu_worker);
     pthread_atfork(before_fork, after_fork_parent, after_fork_child);
 }
 
