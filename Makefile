@@ -15,8 +15,9 @@ LDLIBS  := -lurcu-bp -lurcu-common -lssl -lcrypto -lpthread
 LUAJIT  ?= luajit
 BUSTED  ?= busted
 
-SRC := $(wildcard src/*.c src/select/*.c src/check/*.c)
-HDR := $(wildcard src/*.h)
+# Every C file under src/ (one level of folders): each folder is one room.
+SRC := $(sort $(wildcard src/*.c src/*/*.c))
+HDR := $(sort $(wildcard src/*.h src/*/*.h))
 BUILD := build
 
 C_TESTS := $(patsubst tests/%.c,%,$(wildcard tests/test_*.c))
@@ -119,7 +120,7 @@ FUZZ_SECONDS ?= 45
 FUZZ_CHECK_SECONDS ?= 15
 SOAK_SECONDS ?= 60
 
-$(BUILD)/fuzz/fuzz_%: fuzz/fuzz_%.c fuzz/fuzz.h $(SRC) $(HDR) $(wildcard src/check/*.h)
+$(BUILD)/fuzz/fuzz_%: fuzz/fuzz_%.c fuzz/fuzz.h $(SRC) $(HDR)
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(CPPFLAGS) -Ifuzz -DLB_POISON $(FUZZ_FLAGS) $(WARN) -o $@ $< $(SRC) $(LDLIBS) $(EXTRA_LIBS)
 
