@@ -16,7 +16,9 @@ local discovery = require("lb.discovery")
 local health = require("lb.health")
 
 local C = core.C
-local ffi_new, ffi_gc, ffi_string = ffi.new, ffi.gc, ffi.string
+local ffi_new, ffi_gc, ffi_string, ffi_cast = ffi.new, ffi.gc, ffi.string,
+                                               ffi.cast
+local iter_head_ptr = ffi.typeof("const lb_iter_head *")
 local type, pairs, ipairs, tostring, tonumber, error, pcall, setmetatable =
   type, pairs, ipairs, tostring, tonumber, error, pcall, setmetatable
 local floor = math.floor
@@ -51,12 +53,14 @@ local function check_self(self, fname)
   end
 end
 
+-- An iterator and its head (gen, ready), read through a pointer cast
+-- once here: lb_iter is opaque, its head is the part Lua reads.
 local function new_iter()
   local it = C.lb_iter_new()
   if it == nil then
     error("lb: out of memory", 3)
   end
-  return ffi_gc(it, C.lb_iter_free)
+  return ffi_gc(it, C.lb_iter_free), ffi_cast(iter_head_ptr, it)
 end
 
 local function optional_frequency(v, name)
@@ -263,11 +267,12 @@ function lb.new(opts)
     return nil, "lb.new: " .. ffi_string(errbuf[0])
   end
   c = ffi_gc(c, C.lb_balancer_free)
+  local it, ith = new_iter()
 
   local self = setmetatable({
     _c = c,
-    _it = new_iter(),
     _pool = {},
+    _poolh = {},
     _npool = 0,
     _list = {},
     _byident = {},
@@ -286,6 +291,7 @@ function lb.new(opts)
     parallel_health_check = opts.parallel_health_check == true,
     on_health_change = opts.on_health_change,
   }, Balancer)
+  self._it, self._ith = it, ith
 
   if static_list then
     ok, err = self:_apply(static_list, nil)
@@ -368,16 +374,16 @@ end
 -- The select path proper: key as pointer (a Lua string, or C memory) and
 -- length.  Compiles to one FFI call, a generation check and a table load.
 local function select_raw(self, key, len, max_iterations)
-  local it = self._it
+  local it, ith = self._it, self._ith
   local idx = C.lb_balancer_select(self._c, key, len, max_iterations, it)
   if idx < 0 then
     return nil
   end
-  if tonumber(it.gen) ~= self._gen then
+  if tonumber(ith.gen) ~= self._gen then
     -- Published by someone else since we last looked: realign, retry.
     self:_sync()
     idx = C.lb_balancer_select(self._c, key, len, max_iterations, it)
-    if idx < 0 or tonumber(it.gen) ~= self._gen then
+    if idx < 0 or tonumber(ith.gen) ~= self._gen then
       return nil
     end
   end
@@ -409,18 +415,18 @@ function Balancer:select_with(key, max_iterations, accept)
   end
   -- One iterator per nesting level: accept may call select_with again.
   -- If accept raises, the iterator is simply not returned to the pool.
-  local it
+  local it, ith
   local np = self._npool
   if np > 0 then
-    it = self._pool[np]
-    self._pool[np] = nil
+    it, ith = self._pool[np], self._poolh[np]
+    self._pool[np], self._poolh[np] = nil, nil
     self._npool = np - 1
   else
-    it = new_iter()
+    it, ith = new_iter()
   end
   local c = self._c
   local idx = C.lb_iter_first(c, key, #key, max_iterations, it)
-  if idx >= 0 and tonumber(it.gen) ~= self._gen then
+  if idx >= 0 and tonumber(ith.gen) ~= self._gen then
     self:_sync()
     idx = -1
   end
@@ -428,14 +434,14 @@ function Balancer:select_with(key, max_iterations, accept)
   local found
   while idx >= 0 do
     local b = list[idx + 1]
-    if accept(b, it.ready ~= 0) then
+    if accept(b, ith.ready ~= 0) then
       found = b
       break
     end
     idx = C.lb_iter_next(c, it)
   end
   np = self._npool + 1
-  self._pool[np] = it
+  self._pool[np], self._poolh[np] = it, ith
   self._npool = np
   return found
 end

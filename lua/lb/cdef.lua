@@ -8,7 +8,7 @@ local ffi = require("ffi")
 
 local M = {}
 
-local CDEF = [[
+M.CDEF = [[
 typedef struct lb_backend {
     uint8_t family;
     int8_t enable;
@@ -29,19 +29,13 @@ typedef struct lb_config {
     int start_unhealthy;
 } lb_config;
 
-typedef struct lb_iter {
+typedef struct lb_iter lb_iter;
+
+typedef struct lb_iter_head {
     uint64_t gen;
     int32_t ready;
-    uint32_t steps;
-    uint32_t max_steps;
-    uint32_t nseen;
-    uint64_t state;
-    uint32_t nwords;
-    uint32_t ntouched;
-    uint64_t *seen;
-    uint32_t touched[16];
-    const lb_balancer *owner;
-} lb_iter;
+    uint32_t reserved;
+} lb_iter_head;
 
 typedef struct lb_health_info {
     uint64_t id;
@@ -129,8 +123,8 @@ int lb_check_error_text(int kind, int detail, char *buf, size_t size);
 ]]
 
 -- Declare once per Lua state, even if this module is loaded again.
-if not pcall(ffi.typeof, "lb_iter") then
-  ffi.cdef(CDEF)
+if not pcall(ffi.typeof, "lb_iter_head") then
+  ffi.cdef(M.CDEF)
 end
 
 local function load_library()
