@@ -25,6 +25,7 @@ build = {
       ["lb.core"] = {
          sources = {
             "src/backend.c", "src/balancer.c", "src/checker.c",
+            "src/limits.c",
             "src/events.c", "src/health.c", "src/rcu.c", "src/selector.c",
             "src/snapshot.c",
             "src/select/consistent.c", "src/select/fnv.c",

@@ -43,6 +43,37 @@ extern "C" {
 #define LB_MAX_POINTS (16u * 1024 * 1024)
 #define LB_ADDR_MAX 128 /* canonical text, "unix:" + sun_path, NUL */
 
+/* Health-check limits.  A threshold counts in the health record's 30-bit
+ * counter; 2^29 leaves it room and is more rounds than any period makes
+ * in practice.  A timeout is at most a day.  A period (health checks,
+ * discovery) is from 10 ms, below which a round of Lua checks or a
+ * discovery would keep a core busy, to 10^6 s (11.5 days), the longest
+ * the checker's nanosecond clock arithmetic is written for. */
+#define LB_MAX_THRESHOLD (1u << 29)
+#define LB_MAX_TIMEOUT 86400.0
+#define LB_MIN_FREQUENCY 0.01
+#define LB_MAX_FREQUENCY 1e6
+
+/*
+ * The limits above, as data, for a binding that cannot read macros
+ * (LuaJIT's FFI): the one source of every limit the Lua side reports.
+ */
+typedef struct lb_limits {
+    uint32_t max_weight;
+    uint32_t max_backends;
+    uint32_t max_point_multiple;
+    uint32_t max_points;
+    uint32_t max_threshold;
+    uint32_t default_max_iterations;
+    double max_timeout;
+    double min_frequency;
+    double max_frequency;
+} lb_limits;
+
+/* The process's limits: a pointer to static, constant data.  Pure, any
+ * thread. */
+const lb_limits *lb_limits_get(void);
+
 /* Families in sort order: Pingora orders SocketAddr::Inet before Unix, and
  * std's SocketAddr orders V4 before V6. */
 enum lb_family { LB_AF_INET = 0, LB_AF_INET6 = 1, LB_AF_UNIX = 2 };

@@ -59,6 +59,19 @@ size_t lb_balancer_count(lb_balancer *b);
 uint64_t lb_balancer_generation(lb_balancer *b);
 int lb_balancer_backend(lb_balancer *b, size_t i, lb_backend *out);
 
+typedef struct lb_limits {
+    uint32_t max_weight;
+    uint32_t max_backends;
+    uint32_t max_point_multiple;
+    uint32_t max_points;
+    uint32_t max_threshold;
+    uint32_t default_max_iterations;
+    double max_timeout;
+    double min_frequency;
+    double max_frequency;
+} lb_limits;
+const lb_limits *lb_limits_get(void);
+
 lb_iter *lb_iter_new(void);
 void lb_iter_free(lb_iter *it);
 int lb_iter_first(lb_balancer *b, const char *key, size_t len,
@@ -144,9 +157,21 @@ M.DECLINED = -2
 M.STALE = -3
 
 M.AF_INET, M.AF_INET6, M.AF_UNIX = 0, 1, 2
-M.MAX_WEIGHT = 1000
-M.MAX_POINT_MULTIPLE = 1000
-M.DEFAULT_MAX_ITERATIONS = 256
+-- Every limit comes from the C core (lb.h), the one place it is defined.
+local limits = M.C.lb_limits_get()
+M.LIMITS = {
+  max_weight = tonumber(limits.max_weight),
+  max_backends = tonumber(limits.max_backends),
+  max_point_multiple = tonumber(limits.max_point_multiple),
+  max_points = tonumber(limits.max_points),
+  max_threshold = tonumber(limits.max_threshold),
+  max_timeout = tonumber(limits.max_timeout),
+  min_frequency = tonumber(limits.min_frequency),
+  max_frequency = tonumber(limits.max_frequency),
+}
+M.MAX_WEIGHT = M.LIMITS.max_weight
+M.MAX_POINT_MULTIPLE = M.LIMITS.max_point_multiple
+M.DEFAULT_MAX_ITERATIONS = tonumber(limits.default_max_iterations)
 
 M.CHECK_KIND = { tcp = 1, http = 2 }
 M.CHECK_ERR_CUSTOM = 10
