@@ -349,19 +349,30 @@ function Balancer:ready(b)
   return C.lb_balancer_ready(self._c, self._gen, i) == 1
 end
 
--- Enable or disable a backend (its health is untouched).  Returns true,
--- or false when the backend is not in the set.
+-- Enable or disable a backend (its health is untouched); given an address
+-- string, every backend of that address.  Returns true, or false when no
+-- backend of the set matches.
 function Balancer:set_enable(b, enable)
   check_self(self, "set_enable")
   if type(enable) ~= "boolean" then
     bad_arg(2, "set_enable", "boolean", enable)
   end
+  local c, gen, on = self._c, self._gen, enable and 1 or 0
+  if type(b) == "string" then
+    local addr, found = backend.canonical(b), false
+    for j, e in ipairs(self._list) do
+      if e.addr == addr and C.lb_balancer_set_enable(c, gen, j - 1, on) == 0
+      then
+        found = true
+      end
+    end
+    return found
+  end
   local i = find(self, b, "set_enable")
   if not i then
     return false
   end
-  return C.lb_balancer_set_enable(self._c, self._gen, i, enable and 1 or 0)
-         == 0
+  return C.lb_balancer_set_enable(c, gen, i, on) == 0
 end
 
 -- The backends, in sorted order (IPv4 < IPv6 < unix; address, port,
