@@ -6,9 +6,17 @@
 --   d:poll()    -- plain Lua: run the tasks that are due; never blocks
 --   d:stop()
 --
--- In OpenResty every task is a chain of ngx.timer.at timers: each run
--- schedules the next one, a period later.  In plain Lua the program calls
--- poll(), which runs the tasks that are due.
+-- In OpenResty every task is an ngx.timer.every timer, made once per
+-- driver.  A chain of ngx.timer.at timers ends for good when nginx cannot
+-- run one (every lua_max_running_timers slot busy with the application's
+-- timers) or cannot schedule the next (the pending limit full): the worker
+-- would keep a stale set and stop calling on_health_change until a reload.
+-- nginx re-arms an `every` timer before it runs the handler, so a tick
+-- that could not run is followed by the next one: a task resumes by
+-- itself within one period once timers are available again.  A task that
+-- is still running when its next tick comes (a discovery slower than its
+-- period) skips that tick, so runs of one task never overlap.  In plain Lua
+-- the program calls poll(), which runs the tasks that are due.
 --
 -- The driver knows nothing of balancers: a task's run() is called with no
 -- argument, and an error it raises is logged, never ends the task.
@@ -49,13 +57,18 @@ function M.log_error(msg)
 end
 local log_error = M.log_error
 
+-- The tick of a task that runs once: it runs at start() and, if nginx
+-- could not run that timer, at the next tick.
+M.ONCE_RETRY = 1
+
 local Driver = {}
 Driver.__index = Driver
 
 function M.new(tasks)
   local d = setmetatable({ tasks = {}, active = false }, Driver)
   for i, t in ipairs(tasks) do
-    d.tasks[i] = { period = t.period, run = t.run, busy = false, due = nil }
+    d.tasks[i] = { period = t.period, run = t.run, busy = false,
+                   done = false, due = nil }
   end
   return d
 end
@@ -69,32 +82,43 @@ local function run_task(t)
   t.busy = true
   local ok, err = pcall(t.run)
   t.busy = false
+  if not t.period then
+    t.done = true
+  end
   if not ok then
     log_error("lb: background task failed: " .. tostring(err))
   end
 end
 
--- A chain: run t, then schedule the next run a period later, while this
--- start() is the current one.
-local function chain(d, t, token)
-  local handler
-  handler = function(premature)
-    if premature or d.token ~= token then
+local function timer_handler(d, t)
+  return function(premature)
+    if premature or not d.active or t.done then
       return
     end
     run_task(t)
-    if t.period and d.token == token then
-      local ok, err = ngx.timer.at(t.period, handler)
+  end
+end
+
+-- Arm the timers of every task (once per driver): true, or nil, err.
+local function arm(d)
+  for _, t in ipairs(d.tasks) do
+    if not t.handler then
+      t.handler = timer_handler(d, t)
+      local ok, err = ngx.timer.every(t.period or M.ONCE_RETRY, t.handler)
       if not ok then
-        log_error("lb: cannot schedule timer: " .. tostring(err))
+        t.handler = nil
+        return nil, err
       end
     end
   end
-  return ngx.timer.at(0, handler)
+  return true
 end
 
 -- Start running the tasks: each runs at once, then every period.
 function Driver:start()
+  for _, t in ipairs(self.tasks) do
+    t.done = false
+  end
   if not in_openresty() then
     local t0 = now()
     for _, t in ipairs(self.tasks) do
@@ -103,23 +127,23 @@ function Driver:start()
     self.active = true
     return true
   end
-  local token = {}
-  self.token = token
-  for _, t in ipairs(self.tasks) do
-    local ok, err = chain(self, t, token)
-    if not ok then
-      self.token = nil
-      return nil, err
-    end
+  local ok, err = arm(self)
+  if not ok then
+    return nil, err
   end
   self.active = true
+  for _, t in ipairs(self.tasks) do
+    -- The first run without waiting a period; when nginx cannot take this
+    -- timer, the task's next tick runs it.
+    ngx.timer.at(0, t.handler)
+  end
   return true
 end
 
--- Stop running the tasks.
+-- Stop running the tasks.  nginx has no way to cancel a timer: the
+-- timers stay and do nothing until the next start().
 function Driver:stop()
   self.active = false
-  self.token = nil
   for _, t in ipairs(self.tasks) do
     t.due = nil
   end
