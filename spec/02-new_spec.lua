@@ -65,6 +65,14 @@ describe("lb.new", function()
     { { health_check = lb.health.custom({ check = function() end,
                                           consecutive_success = 2^29 + 1 }) },
       "consecutive_success must be an integer from 1 to 536870912" },
+    { { health_check = lb.health.custom({ check = function() end,
+                                          concurrency = 0 }) },
+      "concurrency must be an integer from 1 to 65535, got 0" },
+    { { health_check = lb.health.custom({ check = function() end,
+                                          concurrency = 1.5 }) },
+      "concurrency" },
+    { { health_check = lb.health.tcp({ concurrency = 4 }) },
+      "unknown option 'concurrency'" },
   }
   for i, case in ipairs(cases) do
     it("returns nil, err for bad input #" .. i .. " (" .. case[2] .. ")",

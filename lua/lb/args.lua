@@ -164,8 +164,15 @@ local KNOWN = {
   http = { host = true, path = true, method = true, headers = true,
            port = true, tls = true, expected_status = true,
            reuse_connection = true },
-  custom = { check = true },
+  custom = { check = true, concurrency = true },
 }
+
+-- Default of lb.health.custom's `concurrency`: checks of one parallel
+-- round in flight at once.  Each holds one cosocket (a connection slot of
+-- the worker) for up to the check's timeout; 32 keeps a round of 1,000
+-- backends at a few timeouts while leaving the slots of a default
+-- worker_connections (512) to the clients.
+M.DEFAULT_CONCURRENCY = 32
 
 local function threshold(v, name)
   if v == nil then
@@ -276,7 +283,8 @@ end
 function M.health_check(v, descriptor)
   if type(v) == "function" then
     return { kind = "custom", check = v, consecutive_success = 1,
-             consecutive_failure = 1, timeout = 1 }
+             consecutive_failure = 1, timeout = 1,
+             concurrency = M.DEFAULT_CONCURRENCY }
   end
   local kind, o = descriptor(v)
   if not kind then
@@ -314,6 +322,14 @@ function M.health_check(v, descriptor)
       return nil, "custom: check must be a function, got " .. type(o.check)
     end
     c.check = o.check
+    local n = o.concurrency
+    if n == nil then
+      n = M.DEFAULT_CONCURRENCY
+    elseif not integer_in(n, 1, LIMITS.max_backends) then
+      return nil, "custom: concurrency must be an integer from 1 to "
+                  .. LIMITS.max_backends .. ", got " .. text(n)
+    end
+    c.concurrency = n
     return c
   end
 

@@ -562,22 +562,36 @@ local function can_spawn()
   return phase ~= "init" and phase ~= "init_worker"
 end
 
--- One round of the custom check: one light thread per backend in
--- parallel (OpenResty), else one backend after the other.
+-- One round of the custom check.  In parallel (OpenResty light threads),
+-- at most check.concurrency checks are in flight at once: each holds a
+-- cosocket, a connection slot of the worker that clients need too.
 local function custom_round(self, parallel)
-  local fn = self._check.check
+  local check = self._check
+  local fn = check.check
   local list, gen = self._list, self._gen
   if parallel and can_spawn() then
-    local threads = {}
-    for i, b in ipairs(list) do
-      threads[i] = ngx.thread.spawn(run_custom, fn, b)
-    end
-    for i, b in ipairs(list) do
-      local ok, res, err = ngx.thread.wait(threads[i])
-      if not ok then
-        res, err = false, "check raised: " .. tostring(res)
+    local nexti = 0
+    local function worker()
+      while true do
+        nexti = nexti + 1
+        local i = nexti
+        local b = list[i]
+        if not b then
+          return
+        end
+        local ok, err = run_custom(fn, b)
+        observe(self, i - 1, b, ok, err, gen)
       end
-      observe(self, i - 1, b, res, err, gen)
+    end
+    local threads = {}
+    for k = 1, math.min(check.concurrency, #list) do
+      threads[k] = ngx.thread.spawn(worker)
+    end
+    for k = 1, #threads do
+      local ok, err = ngx.thread.wait(threads[k])
+      if not ok then
+        log_error("lb: health check round failed: " .. tostring(err))
+      end
     end
     return
   end
