@@ -67,6 +67,7 @@ describe("FFI layout", function()
     local tmp = assert(nginx.mkdtemp("lb-abi"))
     local ok, err = pcall(function()
       local src = { "#include <stddef.h>", "#include <stdio.h>",
+                    "#include <time.h>",
                     '#include "lb.h"', "int main(void) {" }
       for _, name in ipairs(names) do
         src[#src + 1] = ('printf("%s %%zu\\n", sizeof(%s));'):format(name, name)
@@ -75,6 +76,10 @@ describe("FFI layout", function()
                           :format(name, f, name, f)
         end
       end
+      -- struct lb_timespec is libc's struct timespec under lb's name.
+      src[#src + 1] = 'printf("timespec %zu\\n", sizeof(struct timespec));'
+      src[#src + 1] = 'printf("timespec.tv_sec %zu\\n", offsetof(struct timespec, tv_sec));'
+      src[#src + 1] = 'printf("timespec.tv_nsec %zu\\n", offsetof(struct timespec, tv_nsec));'
       src[#src + 1] = "return 0; }"
       local f = assert(io.open(tmp .. "/abi.c", "w"))
       f:write(table.concat(src, "\n"), "\n")
@@ -97,6 +102,11 @@ describe("FFI layout", function()
           local k = name .. "." .. fld
           lua[k], want[k] = ffi.offsetof(name, fld), c[k]
         end
+      end
+      lua.timespec, want.timespec = ffi.sizeof("struct lb_timespec"), c.timespec
+      for _, fld in ipairs({ "tv_sec", "tv_nsec" }) do
+        lua["timespec." .. fld] = ffi.offsetof("struct lb_timespec", fld)
+        want["timespec." .. fld] = c["timespec." .. fld]
       end
       assert.are.same(want, lua)
     end)

@@ -133,6 +133,10 @@ int lb_balancer_checks_start(lb_balancer *b, double frequency, int parallel,
 void lb_balancer_checks_stop(lb_balancer *b);
 int lb_balancer_events(lb_balancer *b, lb_health_event *out, int max);
 int lb_check_error_text(int kind, int detail, char *buf, size_t size);
+
+/* libc: the monotonic clock of the background driver (struct timespec) */
+struct lb_timespec { long tv_sec; long tv_nsec; };
+int clock_gettime(int clk, struct lb_timespec *ts);
 ]]
 
 -- Declare once per Lua state, even if this module is loaded again.

@@ -25,11 +25,8 @@ local type, pcall, tostring, setmetatable, ipairs =
   type, pcall, tostring, setmetatable, ipairs
 
 local ffi = require("ffi")
+require("lb.cdef") -- declares struct lb_timespec and clock_gettime
 
-ffi.cdef([[
-struct lb_timespec { long tv_sec; long tv_nsec; };
-int clock_gettime(int clk, struct lb_timespec *ts);
-]])
 local ts = ffi.new("struct lb_timespec")
 local CLOCK_MONOTONIC = 1
 
