@@ -25,6 +25,7 @@ build = {
       ["lb.core"] = {
          sources = {
             "src/backend.c", "src/balancer.c", "src/checker.c",
+            "src/limits.c",
             "src/events.c", "src/health.c", "src/rcu.c", "src/selector.c",
             "src/snapshot.c",
             "src/select/consistent.c", "src/select/fnv.c",
@@ -39,11 +40,12 @@ build = {
          libraries = { "urcu-bp", "urcu-common", "ssl", "crypto", "pthread" },
       },
       lb = "lua/lb.lua",
+      ["lb.args"] = "lua/lb/args.lua",
       ["lb.backend"] = "lua/lb/backend.lua",
-      ["lb.builtin"] = "lua/lb/builtin.lua",
+      ["lb.balancer"] = "lua/lb/balancer.lua",
       ["lb.cdef"] = "lua/lb/cdef.lua",
-      ["lb.checks"] = "lua/lb/checks.lua",
       ["lb.discovery"] = "lua/lb/discovery.lua",
+      ["lb.driver"] = "lua/lb/driver.lua",
       ["lb.health"] = "lua/lb/health.lua",
       ["lb.nginx"] = "lua/lb/nginx.lua",
    },

@@ -26,6 +26,7 @@
 #include <stdbool.h>
 
 #include "fuzz.h"
+#include "iter.h"
 #include "lb.h"
 
 #define MAX_SET 48
@@ -150,14 +151,15 @@ static int walk(lb_balancer *b, int alg, const char *key, size_t len,
         FUZZ_ASSERT((uint32_t)idx == fnv_oracle(b, n, key, len));
     while (idx >= 0) {
         FUZZ_ASSERT((size_t)idx < n);
-        FUZZ_ASSERT(it->gen == gen);
+        FUZZ_ASSERT(lb_iter_head_of(it)->gen == gen);
         FUZZ_ASSERT(!seen[idx]);
         seen[idx] = 1;
         ++*yields;
         FUZZ_ASSERT(*yields <= max);
         FUZZ_ASSERT(it->steps <= max);
-        FUZZ_ASSERT(it->ready == lb_balancer_ready(b, gen, (size_t)idx));
-        if (it->ready && first_ready < 0)
+        FUZZ_ASSERT(lb_iter_head_of(it)->ready ==
+                    lb_balancer_ready(b, gen, (size_t)idx));
+        if (lb_iter_head_of(it)->ready && first_ready < 0)
             first_ready = idx;
         idx = lb_iter_next(b, it);
     }
@@ -210,7 +212,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             bool ready = all_ready(b);
             int idx = lb_balancer_select(b, key, klen, max, it);
 
-            FUZZ_ASSERT(it->gen == gen);
+            FUZZ_ASSERT(lb_iter_head_of(it)->gen == gen);
             FUZZ_ASSERT(idx == LB_DECLINED || (idx >= 0 && (size_t)idx < n));
             if (idx >= 0)
                 FUZZ_ASSERT(lb_balancer_ready(b, gen, (size_t)idx) == 1);

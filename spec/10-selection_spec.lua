@@ -190,3 +190,38 @@ describe("select", function()
     assert.equal(B1, b:select("test5").addr)
   end)
 end)
+
+describe("set_enable by address", function()
+  -- The same address listed at two weights is two backends; draining the
+  -- address drains both.
+  local A, B = "10.0.0.1:1", "10.0.0.2:1"
+
+  for _, sel in ipairs({ "round_robin", "random", "fnv", "consistent" }) do
+    it("disables every backend of the address (" .. sel .. ")", function()
+      local b = h.new({ selection = sel, backends = {
+        { addr = A, weight = 1 }, { addr = A, weight = 3 }, B } })
+      assert.equal(3, #b:backends())
+      assert.is_true(b:set_enable(A, false))
+      local counts = h.count_picks(b, 1000, function(i) return "k" .. i end)
+      assert.is_nil(counts[A], "the drained address still got "
+                    .. tostring(counts[A]) .. " of 1000 picks")
+      assert.equal(1000, counts[B])
+      for _, row in ipairs(b:status()) do
+        assert.equal(row.addr ~= A, row.enabled, row.addr .. "#" .. row.weight)
+      end
+      assert.is_true(b:set_enable("10.0.0.1:1", true))
+      for _, row in ipairs(b:status()) do
+        assert.is_true(row.enabled)
+      end
+    end)
+  end
+
+  it("leaves the other weight alone when given one backend table", function()
+    local b = h.new({ backends = { { addr = A, weight = 1 },
+                                   { addr = A, weight = 3 } } })
+    assert.is_true(b:set_enable({ addr = A, weight = 3 }, false))
+    local rows = b:status()
+    assert.is_true(rows[1].enabled)
+    assert.is_false(rows[2].enabled)
+  end)
+end)

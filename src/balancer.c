@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "core.h"
+#include "iter.h"
 
 struct sort_item {
     lb_backend b;
@@ -429,7 +430,7 @@ static inline int walk_next(struct lb_snapshot *s, lb_iter *it)
             continue;
         if (iter_mark(it, idx)) {
             it->nseen++;
-            it->ready = lb_health_ready(s->health[idx]);
+            it->head.ready = lb_health_ready(s->health[idx]);
             return (int)idx;
         }
     }
@@ -449,7 +450,7 @@ static inline int walk_begin(struct lb_snapshot *s, lb_iter *it, uint32_t first,
     it->max_steps = max;
     iter_reset(it);
     iter_mark(it, first);
-    it->ready = ready;
+    it->head.ready = ready;
     return (int)first;
 }
 
@@ -461,9 +462,9 @@ int lb_iter_first(lb_balancer *b, const char *key, size_t len,
 
     lb_rcu_read_lock();
     s = lb_rcu_deref(&b->snap);
-    it->gen = s->gen;
+    it->head.gen = s->gen;
     it->owner = b;
-    it->ready = 0;
+    it->head.ready = 0;
     it->max_steps = 0;
     if (s->n > 0 && max_iterations > 0) {
         uint32_t first = s->ops->first(s->selector, key, len, &it->state);
@@ -481,7 +482,7 @@ int lb_iter_next(lb_balancer *b, lb_iter *it)
     lb_rcu_read_lock();
     {
         struct lb_snapshot *s = lb_rcu_deref(&b->snap);
-        if (s->gen != it->gen || it->owner != b)
+        if (s->gen != it->head.gen || it->owner != b)
             rc = LB_STALE;
         else
             rc = walk_next(s, it);
@@ -501,9 +502,9 @@ int lb_balancer_select(lb_balancer *b, const char *key, size_t len,
 
     lb_rcu_read_lock();
     s = lb_rcu_deref(&b->snap);
-    it->gen = s->gen;
+    it->head.gen = s->gen;
     it->owner = b;
-    /* End the iterator's previous walk: it->gen now names this snapshot,
+    /* End the iterator's previous walk: its gen now names this snapshot,
      * and an lb_iter_next continuing that walk here would mark indices in
      * a bitmap sized for another set (walk_begin starts select's own). */
     it->max_steps = 0;
@@ -511,12 +512,12 @@ int lb_balancer_select(lb_balancer *b, const char *key, size_t len,
         goto out;
     first = s->ops->first(s->selector, key, len, &it->state);
     if (lb_health_ready(s->health[first])) {
-        it->ready = 1;
+        it->head.ready = 1;
         rc = (int)first;
         goto out;
     }
     rc = walk_begin(s, it, first, 0, max_iterations);
-    while (rc >= 0 && !it->ready)
+    while (rc >= 0 && !it->head.ready)
         rc = walk_next(s, it);
 out:
     lb_rcu_read_unlock();

@@ -864,7 +864,8 @@ int lb_balancer_checks_start(lb_balancer *b, double frequency, int parallel,
     struct lb_checker_job *job;
     uint64_t period;
 
-    if (!(frequency > 0) || !isfinite(frequency) || frequency > 1e6) {
+    if (!(frequency > 0) || !isfinite(frequency) ||
+        frequency > LB_MAX_FREQUENCY) {
         *err = "health check frequency out of range";
         return LB_ERROR;
     }

@@ -43,6 +43,37 @@ extern "C" {
 #define LB_MAX_POINTS (16u * 1024 * 1024)
 #define LB_ADDR_MAX 128 /* canonical text, "unix:" + sun_path, NUL */
 
+/* Health-check limits.  A threshold counts in the health record's 30-bit
+ * counter; 2^29 leaves it room and is more rounds than any period makes
+ * in practice.  A timeout is at most a day.  A period (health checks,
+ * discovery) is from 10 ms, below which a round of Lua checks or a
+ * discovery would keep a core busy, to 10^6 s (11.5 days), the longest
+ * the checker's nanosecond clock arithmetic is written for. */
+#define LB_MAX_THRESHOLD (1u << 29)
+#define LB_MAX_TIMEOUT 86400.0
+#define LB_MIN_FREQUENCY 0.01
+#define LB_MAX_FREQUENCY 1e6
+
+/*
+ * The limits above, as data, for a binding that cannot read macros
+ * (LuaJIT's FFI): the one source of every limit the Lua side reports.
+ */
+typedef struct lb_limits {
+    uint32_t max_weight;
+    uint32_t max_backends;
+    uint32_t max_point_multiple;
+    uint32_t max_points;
+    uint32_t max_threshold;
+    uint32_t default_max_iterations;
+    double max_timeout;
+    double min_frequency;
+    double max_frequency;
+} lb_limits;
+
+/* The process's limits: a pointer to static, constant data.  Pure, any
+ * thread. */
+const lb_limits *lb_limits_get(void);
+
 /* Families in sort order: Pingora orders SocketAddr::Inet before Unix, and
  * std's SocketAddr orders V4 before V6. */
 enum lb_family { LB_AF_INET = 0, LB_AF_INET6 = 1, LB_AF_UNIX = 2 };
@@ -160,35 +191,43 @@ int lb_balancer_backend(lb_balancer *b, size_t i, lb_backend *out);
  * The caller owns the storage (lb_iter_new) and may reuse it for any number
  * of walks on any balancer, from one thread at a time.
  *
- * Fields the caller may read after each step: gen (the snapshot generation
- * the walk runs in), ready (whether the returned backend is ready).
+ * lb_iter is opaque: its walk state is private to the core.  It begins with
+ * an lb_iter_head, the fields a caller may read after each step, so a
+ * binding reads them with a plain load through lb_iter_head_of (LuaJIT's
+ * FFI casts the pointer once and compiles the load into the select trace).
  */
-#define LB_ITER_TOUCH 16
+typedef struct lb_iter lb_iter;
 
-typedef struct lb_iter {
-    uint64_t gen;
-    int32_t ready;
-    uint32_t steps;
-    uint32_t max_steps;
-    uint32_t nseen;    /* unique candidates returned in this walk */
-    uint64_t state;    /* the selector's position (hash seed, ring index) */
-    uint32_t nwords;   /* bitmap capacity in 64-bit words */
-    uint32_t ntouched; /* words dirtied in this walk; > LB_ITER_TOUCH: all */
-    uint64_t *seen;
-    uint32_t touched[LB_ITER_TOUCH];
-    const lb_balancer *owner; /* the balancer of the walk (generations are
-                                 per balancer) */
-} lb_iter;
+typedef struct lb_iter_head {
+    uint64_t gen;  /* the snapshot generation the walk runs in */
+    int32_t ready; /* whether the backend last returned is ready */
+    uint32_t reserved;
+} lb_iter_head;
+
+/* The head of an iterator: the same address, read-only for the caller.
+ * Pure, any thread (the thread that owns `it`). */
+static inline const lb_iter_head *lb_iter_head_of(const lb_iter *it)
+{
+    return (const lb_iter_head *)(const void *)it;
+}
 
 #define LB_DEFAULT_MAX_ITERATIONS 256
 
+/*
+ * Allocate an iterator (all walks ended, gen 0, no bitmap yet).  Returns
+ * NULL when out of memory.  The caller owns it and frees it with
+ * lb_iter_free; one thread at a time may use it.  Any thread.
+ */
 lb_iter *lb_iter_new(void);
+
+/* Free an iterator and its bitmap; NULL is a no-op.  No walk may be in
+ * progress on another thread.  Any thread. */
 void lb_iter_free(lb_iter *it);
 
 /*
  * Start a walk for `key` and return the index (sorted order) of the first
  * candidate, or LB_DECLINED when the set is empty or max_iterations is 0.
- * Sets it->gen and it->ready.  Lock-free, allocation-free unless the
+ * Sets the head's gen and ready.  Lock-free, allocation-free unless the
  * bitmap must grow for a larger set (once per size).
  */
 int lb_iter_first(lb_balancer *b, const char *key, size_t len,
@@ -205,8 +244,8 @@ int lb_iter_next(lb_balancer *b, lb_iter *it);
 /*
  * Select: the first ready candidate of the walk for `key`, as an index in
  * sorted order, or LB_DECLINED.  One RCU read-side section, no lock, no
- * allocation.  it->gen tells which snapshot the index belongs to.  It ends
- * any walk the iterator had in progress: lb_iter_next afterwards continues
+ * allocation.  The head's gen tells which snapshot the index belongs to.  It
+ * ends any walk the iterator had in progress: lb_iter_next afterwards continues
  * select's own walk when select had to walk (its first candidate was not
  * ready), and returns LB_DECLINED when it did not (or declined at once).
  */

@@ -50,6 +50,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "iter.h"
 #include "lb.h"
 #include "util.h"
 
@@ -210,7 +211,7 @@ static void reader_walk(lb_balancer *b, int a, const char *key, size_t len,
         else
             seen[idx / 64] |= 1ull << (idx % 64);
         if (a >= 0)
-            check_pick(a, it->gen, idx);
+            check_pick(a, lb_iter_head_of(it)->gen, idx);
         yields++;
         idx = lb_iter_next(b, it);
     }
@@ -236,7 +237,7 @@ static void *reader(void *arg)
                                      1 + (uint32_t)(xorshift(&rng) % 8), it);
 
         if (idx >= 0)
-            check_pick(a, it->gen, idx);
+            check_pick(a, lb_iter_head_of(it)->gen, idx);
         else
             CHECK(idx == LB_DECLINED);
         n++;

@@ -146,7 +146,8 @@ static void *reader(void *arg)
             /* The index may belong to a set swapped out since; only its
              * range and, when the set is still the same, its port are
              * checked. */
-            if (idx >= 0 && lb_balancer_generation(bal[k]) == it->gen &&
+            if (idx >= 0 &&
+                lb_balancer_generation(bal[k]) == lb_iter_head_of(it)->gen &&
                 lb_balancer_backend(bal[k], (size_t)idx, &b) == LB_OK &&
                 !is_ours(&b)) {
                 atomic_fetch_add(&failures, 1);

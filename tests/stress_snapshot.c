@@ -156,13 +156,13 @@ static void walk(int a, lb_iter *it, const char *key, size_t len,
 {
     uint32_t base, n, got = 0;
     int idx = lb_iter_first(bal[a], key, len, max_iterations, it);
-    uint64_t gen = it->gen;
+    uint64_t gen = lb_iter_head_of(it)->gen;
     int known = ring_lookup(a, gen, &base, &n);
 
     if (known)
         memset(seen, 0, n);
     while (idx >= 0) {
-        if (it->gen != gen)
+        if (lb_iter_head_of(it)->gen != gen)
             FAIL("%s: generation changed inside a walk", alg_names[a]);
         if (known) {
             if ((uint32_t)idx >= n) {
@@ -210,11 +210,11 @@ static void *reader(void *arg)
                                          1 + (uint32_t)(round % 8), it);
 
             atomic_fetch_add_explicit(&st.selects, 1, memory_order_relaxed);
-            if (it->gen < last_gen[a])
+            if (lb_iter_head_of(it)->gen < last_gen[a])
                 FAIL("%s: generation went back from %llu to %llu", alg_names[a],
                      (unsigned long long)last_gen[a],
-                     (unsigned long long)it->gen);
-            last_gen[a] = it->gen;
+                     (unsigned long long)lb_iter_head_of(it)->gen);
+            last_gen[a] = lb_iter_head_of(it)->gen;
             if (idx == LB_DECLINED) {
                 atomic_fetch_add_explicit(&st.declined, 1,
                                           memory_order_relaxed);
@@ -224,17 +224,19 @@ static void *reader(void *arg)
                 FAIL("%s: select returned %d", alg_names[a], idx);
                 continue;
             }
-            if (!it->ready)
+            if (!lb_iter_head_of(it)->ready)
                 FAIL("%s: select returned a backend that is not ready",
                      alg_names[a]);
-            check_pick(a, it->gen, idx, it->ready);
+            check_pick(a, lb_iter_head_of(it)->gen, idx,
+                       lb_iter_head_of(it)->ready);
             /* A long walk only where it proves something: a small ring
              * is walked whole; elsewhere a few steps. */
             if (round % 16 == (uintptr_t)arg % 16) {
                 uint32_t base, n, max = 32;
 
                 if (algs[a] == LB_SELECT_CONSISTENT &&
-                    ring_lookup(a, it->gen, &base, &n) && n <= 8)
+                    ring_lookup(a, lb_iter_head_of(it)->gen, &base, &n) &&
+                    n <= 8)
                     max = WALK_ITERS;
                 walk(a, it, key, (size_t)len, max, seen);
             }

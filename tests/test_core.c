@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "iter.h"
 #include "lb.h"
 #include "tap.h"
 

@@ -9,6 +9,7 @@
 
 local ffi = require("ffi")
 local core = require("lb.cdef")
+local args = require("lb.args")
 
 local C = core.C
 local ffi_string = ffi.string
@@ -20,19 +21,7 @@ local errbuf = ffi.new("const char *[1]")
 local RESOLVE_MAX = 64
 local resolved = ffi.new("lb_backend[?]", RESOLVE_MAX)
 
--- The error a method raises for an argument of the wrong type, as Lua's
--- own functions word it; reported at the method's caller.
-function M.bad_arg(n, fname, expected, got)
-  error("bad argument #" .. n .. " to '" .. fname .. "' (" .. expected
-        .. " expected, got " .. type(got) .. ")", 3)
-end
-
-local function describe(v)
-  if type(v) == "string" then
-    return "'" .. v .. "'"
-  end
-  return type(v)
-end
+local describe = args.shown
 
 function M.identity(addr, weight)
   return addr .. "#" .. weight
@@ -133,7 +122,8 @@ function M.decode_list(list, what, resolve)
     if not bs then
       local shown = type(entry) == "table" and entry.addr or entry
       if type(shown) == "string" then
-        return nil, what .. "[" .. i .. "] ('" .. shown .. "'): " .. err
+        return nil, what .. "[" .. i .. "] (" .. describe(shown) .. "): "
+                    .. err
       end
       return nil, what .. "[" .. i .. "]: " .. err
     end

@@ -8,7 +8,7 @@ local ffi = require("ffi")
 
 local M = {}
 
-local CDEF = [[
+M.CDEF = [[
 typedef struct lb_backend {
     uint8_t family;
     int8_t enable;
@@ -29,19 +29,13 @@ typedef struct lb_config {
     int start_unhealthy;
 } lb_config;
 
-typedef struct lb_iter {
+typedef struct lb_iter lb_iter;
+
+typedef struct lb_iter_head {
     uint64_t gen;
     int32_t ready;
-    uint32_t steps;
-    uint32_t max_steps;
-    uint32_t nseen;
-    uint64_t state;
-    uint32_t nwords;
-    uint32_t ntouched;
-    uint64_t *seen;
-    uint32_t touched[16];
-    const lb_balancer *owner;
-} lb_iter;
+    uint32_t reserved;
+} lb_iter_head;
 
 typedef struct lb_health_info {
     uint64_t id;
@@ -64,6 +58,19 @@ int lb_balancer_update(lb_balancer *b, const lb_backend *in, size_t n,
 size_t lb_balancer_count(lb_balancer *b);
 uint64_t lb_balancer_generation(lb_balancer *b);
 int lb_balancer_backend(lb_balancer *b, size_t i, lb_backend *out);
+
+typedef struct lb_limits {
+    uint32_t max_weight;
+    uint32_t max_backends;
+    uint32_t max_point_multiple;
+    uint32_t max_points;
+    uint32_t max_threshold;
+    uint32_t default_max_iterations;
+    double max_timeout;
+    double min_frequency;
+    double max_frequency;
+} lb_limits;
+const lb_limits *lb_limits_get(void);
 
 lb_iter *lb_iter_new(void);
 void lb_iter_free(lb_iter *it);
@@ -126,11 +133,15 @@ int lb_balancer_checks_start(lb_balancer *b, double frequency, int parallel,
 void lb_balancer_checks_stop(lb_balancer *b);
 int lb_balancer_events(lb_balancer *b, lb_health_event *out, int max);
 int lb_check_error_text(int kind, int detail, char *buf, size_t size);
+
+/* libc: the monotonic clock of the background driver (struct timespec) */
+struct lb_timespec { long tv_sec; long tv_nsec; };
+int clock_gettime(int clk, struct lb_timespec *ts);
 ]]
 
 -- Declare once per Lua state, even if this module is loaded again.
-if not pcall(ffi.typeof, "lb_iter") then
-  ffi.cdef(CDEF)
+if not pcall(ffi.typeof, "lb_iter_head") then
+  ffi.cdef(M.CDEF)
 end
 
 local function load_library()
@@ -150,9 +161,21 @@ M.DECLINED = -2
 M.STALE = -3
 
 M.AF_INET, M.AF_INET6, M.AF_UNIX = 0, 1, 2
-M.MAX_WEIGHT = 1000
-M.MAX_POINT_MULTIPLE = 1000
-M.DEFAULT_MAX_ITERATIONS = 256
+-- Every limit comes from the C core (lb.h), the one place it is defined.
+local limits = M.C.lb_limits_get()
+M.LIMITS = {
+  max_weight = tonumber(limits.max_weight),
+  max_backends = tonumber(limits.max_backends),
+  max_point_multiple = tonumber(limits.max_point_multiple),
+  max_points = tonumber(limits.max_points),
+  max_threshold = tonumber(limits.max_threshold),
+  max_timeout = tonumber(limits.max_timeout),
+  min_frequency = tonumber(limits.min_frequency),
+  max_frequency = tonumber(limits.max_frequency),
+}
+M.MAX_WEIGHT = M.LIMITS.max_weight
+M.MAX_POINT_MULTIPLE = M.LIMITS.max_point_multiple
+M.DEFAULT_MAX_ITERATIONS = tonumber(limits.default_max_iterations)
 
 M.CHECK_KIND = { tcp = 1, http = 2 }
 M.CHECK_ERR_CUSTOM = 10

@@ -12,7 +12,7 @@ local type, error, setmetatable = type, error, setmetatable
 local Static = {}
 Static.__index = Static
 
-local bad_arg = backend.bad_arg
+local bad_arg = require("lb.args").bad_arg
 
 local function key_of(b)
   return backend.identity(b.addr, b.weight)

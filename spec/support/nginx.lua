@@ -263,7 +263,7 @@ lock_file {{prefix}}/logs/nginx.lock;
 error_log {{prefix}}/logs/error.log {{log_level}};
 {{main}}
 events {
-    worker_connections 1024;
+    worker_connections {{worker_connections}};
 {{events}}
 }
 ]]
@@ -292,6 +292,7 @@ http {
 --   modules   extra module .so paths to load
 --   workers   worker_processes (default 1)
 --   log_level error_log level (default "warn")
+--   worker_connections  (default 1024)
 --   access_log  "off" (default) or a path
 --   wait      addresses ("127.0.0.1:80", "[::1]:80", "unix:/p") that must
 --             accept connections before start() returns
@@ -332,6 +333,7 @@ function M.start(opts)
       conf = render(MAIN, {
         prefix = prefix, load_modules = table.concat(lm, "\n"),
         workers = opts.workers or 1, log_level = opts.log_level or "warn",
+        worker_connections = opts.worker_connections or 1024,
         main = main, events = events,
       })
       if http then

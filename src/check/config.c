@@ -31,8 +31,8 @@ static int build_request(struct lb_check_cfg *c, const lb_check_config *in,
 #define MAX_HEADER_VALUE 4096
 #define MAX_REQUEST 16384
 #define MAX_EXPECTED 64
-#define MAX_TIMEOUT 86400.0
-#define MAX_THRESHOLD (1u << 29)
+#define MAX_TIMEOUT LB_MAX_TIMEOUT
+#define MAX_THRESHOLD LB_MAX_THRESHOLD
 
 /* RFC 9110 tchar */
 static bool is_token(const char *s, size_t len)

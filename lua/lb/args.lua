@@ -1,0 +1,346 @@
+-- Argument checking: lb.new's options, health-check descriptors, and the
+-- errors a method raises for a wrong argument.
+--
+-- Lua checks names and types; every numeric limit comes from the C core
+-- (lb.h, through lb.cdef's LIMITS), so the bounds an error names are the
+-- ones C enforces.  Configuration is data: these functions return the
+-- normalized value or nil, err naming the option; only the method-argument
+-- checks (bad_arg, check_self) raise, at the caller's level.
+
+local core = require("lb.cdef")
+
+local type, pairs, ipairs, tostring, error, getmetatable, floor =
+  type, pairs, ipairs, tostring, error, getmetatable, math.floor
+
+local LIMITS = core.LIMITS
+
+local M = {}
+
+-- At most this much of a caller's value is quoted in an error: a 1 MB
+-- bad address must not become a 1 MB message.
+local SHOWN_MAX = 64
+
+-- A value as an error message quotes it: strings quoted and cut at
+-- SHOWN_MAX bytes, other values by type.
+function M.shown(v)
+  if type(v) == "string" then
+    if #v > SHOWN_MAX then
+      return "'" .. v:sub(1, SHOWN_MAX) .. "...' (" .. #v .. " bytes)"
+    end
+    return "'" .. v .. "'"
+  end
+  return type(v)
+end
+
+-- A message from elsewhere (a discovery's error), cut to a few hundred
+-- bytes.
+local CUT_MAX = 256
+function M.cut(s)
+  s = tostring(s)
+  if #s > CUT_MAX then
+    return s:sub(1, CUT_MAX) .. "... (" .. #s .. " bytes)"
+  end
+  return s
+end
+
+-- tostring, cut like shown (for numbers and the like, which stay short).
+local function text(v)
+  if type(v) == "string" then
+    return M.shown(v)
+  end
+  return tostring(v)
+end
+M.text = text
+
+-- The error a method raises for an argument of the wrong type, as Lua's
+-- own functions word it; reported at the method's caller.
+function M.bad_arg(n, fname, expected, got)
+  error("bad argument #" .. n .. " to '" .. fname .. "' (" .. expected
+        .. " expected, got " .. type(got) .. ")", 3)
+end
+
+-- A checker of `self` for the methods of objects with metatable `mt`:
+-- check(self, fname) raises at the method's caller when self is not one,
+-- as `b.select(key)` instead of `b:select(key)` would.
+function M.self_checker(mt, what)
+  return function(self, fname)
+    if getmetatable(self) ~= mt then
+      error("bad argument #1 to '" .. fname .. "' (" .. what
+            .. " expected, got " .. type(self) .. "; use " .. what .. ":"
+            .. fname .. "(...))", 3)
+    end
+  end
+end
+
+local function integer_in(v, lo, hi)
+  return type(v) == "number" and v == floor(v) and v >= lo and v <= hi
+end
+
+-- A period in seconds (health_check_frequency, update_frequency): nil
+-- (once) or a number from the core's minimum to its maximum.
+local function frequency(v, name)
+  if v == nil then
+    return true
+  end
+  if type(v) ~= "number" or v ~= v or v < LIMITS.min_frequency
+     or v > LIMITS.max_frequency then
+    return nil, name .. " must be a number of seconds from "
+                .. LIMITS.min_frequency .. " to "
+                .. ("%d"):format(LIMITS.max_frequency) .. " or nil, got "
+                .. text(v)
+  end
+  return true
+end
+
+-- The one rule for a max_iterations option (lb.new, lb.nginx.new): nil or
+-- an integer from 1 to 2^31.  Returns the error text, or nil when valid.
+function M.max_iterations_error(mi)
+  if mi ~= nil and not integer_in(mi, 1, 2^31) then
+    return "max_iterations must be an integer between 1 and 2^31, got "
+           .. text(mi)
+  end
+end
+
+local OPTIONS = {
+  backends = true, discovery = true, selection = true, point_multiple = true,
+  health_check = true, health_check_frequency = true, update_frequency = true,
+  parallel_health_check = true, on_health_change = true,
+  start_unhealthy = true, max_iterations = true,
+}
+
+-- Check lb.new's options (not backends, decoded by lb.backend, nor
+-- health_check, see M.health_check).  `is_discovery(v)` tells a discovery
+-- object.  Returns true or nil, err.
+function M.options(opts, is_discovery)
+  for k in pairs(opts) do
+    if not OPTIONS[k] then
+      return nil, "unknown option " .. M.shown(tostring(k))
+    end
+  end
+  local sel = opts.selection
+  if sel ~= nil and (type(sel) ~= "string" or not core.SELECTION[sel]) then
+    return nil, "selection must be one of 'round_robin', 'random', 'fnv', "
+                .. "'consistent', got " .. text(sel)
+  end
+  local pm = opts.point_multiple
+  if pm ~= nil and not integer_in(pm, 1, LIMITS.max_point_multiple) then
+    return nil, "point_multiple must be an integer between 1 and "
+                .. LIMITS.max_point_multiple .. ", got " .. text(pm)
+  end
+  local mi_err = M.max_iterations_error(opts.max_iterations)
+  if mi_err then
+    return nil, mi_err
+  end
+  local d = opts.discovery
+  if d ~= nil and type(d) ~= "function" and not is_discovery(d) then
+    return nil, "discovery must be a function or lb.discovery.static{...}, "
+                .. "got " .. type(d)
+  end
+  for _, k in ipairs({ "health_check_frequency", "update_frequency" }) do
+    local ok, err = frequency(opts[k], k)
+    if not ok then
+      return nil, err
+    end
+  end
+  for _, k in ipairs({ "parallel_health_check", "start_unhealthy" }) do
+    if opts[k] ~= nil and type(opts[k]) ~= "boolean" then
+      return nil, k .. " must be a boolean, got " .. type(opts[k])
+    end
+  end
+  if opts.on_health_change ~= nil
+     and type(opts.on_health_change) ~= "function" then
+    return nil, "on_health_change must be a function, got "
+                .. type(opts.on_health_change)
+  end
+  return true
+end
+
+-- ---- health-check descriptors (lb.health) ----
+
+local COMMON = { timeout = true, consecutive_success = true,
+                 consecutive_failure = true }
+local KNOWN = {
+  tcp = { tls = true },
+  http = { host = true, path = true, method = true, headers = true,
+           port = true, tls = true, expected_status = true,
+           reuse_connection = true },
+  custom = { check = true, concurrency = true },
+}
+
+-- Default of lb.health.custom's `concurrency`: checks of one parallel
+-- round in flight at once.  Each holds one cosocket (a connection slot of
+-- the worker) for up to the check's timeout; 32 keeps a round of 1,000
+-- backends at a few timeouts while leaving the slots of a default
+-- worker_connections (512) to the clients.
+M.DEFAULT_CONCURRENCY = 32
+
+local function threshold(v, name)
+  if v == nil then
+    return 1
+  end
+  if not integer_in(v, 1, LIMITS.max_threshold) then
+    return nil, name .. " must be an integer from 1 to "
+                .. LIMITS.max_threshold .. ", got " .. text(v)
+  end
+  return v
+end
+
+local function check_token(v)
+  return type(v) == "string" and v ~= "" and not v:find("[%c ]")
+end
+
+local function check_tls(tls)
+  if tls == nil or tls == false then
+    return false
+  end
+  if tls == true then
+    return { verify = false }
+  end
+  if type(tls) ~= "table" then
+    return nil, "tls must be true or a table { sni, verify, ca }"
+  end
+  for k in pairs(tls) do
+    if k ~= "sni" and k ~= "verify" and k ~= "ca" then
+      return nil, "tls: unknown option " .. M.shown(tostring(k))
+    end
+  end
+  if tls.sni ~= nil and type(tls.sni) ~= "string" then
+    return nil, "tls.sni must be a string"
+  end
+  if tls.verify ~= nil and type(tls.verify) ~= "boolean" then
+    return nil, "tls.verify must be a boolean"
+  end
+  if tls.ca ~= nil and type(tls.ca) ~= "string" then
+    return nil, "tls.ca must be a path string"
+  end
+  return { sni = tls.sni, verify = tls.verify == true, ca = tls.ca }
+end
+
+local function http_options(c, o)
+  c.method = o.method or "GET"
+  if not check_token(c.method) then
+    return nil, "method must be an HTTP method token, got " .. text(o.method)
+  end
+  c.path = o.path or "/"
+  if type(c.path) ~= "string" or c.path:sub(1, 1) ~= "/"
+     or c.path:find("[%c ]") then
+    return nil, "path must be a string starting with '/' without spaces, got "
+                .. text(o.path)
+  end
+  if o.host ~= nil and not check_token(o.host) then
+    return nil, "host must be a string without spaces, got " .. text(o.host)
+  end
+  c.host = o.host
+  if o.port ~= nil and not integer_in(o.port, 1, 65535) then
+    return nil, "port must be an integer between 1 and 65535, got "
+                .. text(o.port)
+  end
+  c.port = o.port
+  local es = o.expected_status
+  if es == nil then
+    es = { 200 }
+  elseif type(es) == "number" then
+    es = { es }
+  elseif type(es) ~= "table" or #es == 0 then
+    return nil, "expected_status must be a status code or a list of them"
+  end
+  for _, s in ipairs(es) do
+    if not integer_in(s, 100, 999) then
+      return nil, "expected_status: invalid status " .. text(s)
+    end
+  end
+  c.expected_status = es
+  c.headers = {}
+  if o.headers ~= nil then
+    if type(o.headers) ~= "table" then
+      return nil, "headers must be a table of name = value"
+    end
+    for k, hv in pairs(o.headers) do
+      if not check_token(k) or k:find(":", 1, true) then
+        return nil, "headers: invalid header name " .. text(k)
+      end
+      if type(hv) == "number" then
+        hv = tostring(hv)
+      end
+      if type(hv) ~= "string" or hv:find("[\r\n]") then
+        return nil, "headers: invalid value for " .. M.shown(k)
+      end
+      c.headers[#c.headers + 1] = { k, hv }
+    end
+    table.sort(c.headers, function(a, b) return a[1] < b[1] end)
+  end
+  if o.reuse_connection ~= nil and type(o.reuse_connection) ~= "boolean" then
+    return nil, "reuse_connection must be a boolean"
+  end
+  c.reuse_connection = o.reuse_connection == true
+  return c
+end
+
+-- Check a health_check option: a function, or a descriptor (kind, opts)
+-- from lb.health (`descriptor(v)` returns them, or nil for anything else).
+-- Returns the normalized check { kind, timeout, consecutive_success,
+-- consecutive_failure, ... } or nil, err.
+function M.health_check(v, descriptor)
+  if type(v) == "function" then
+    return { kind = "custom", check = v, consecutive_success = 1,
+             consecutive_failure = 1, timeout = 1,
+             concurrency = M.DEFAULT_CONCURRENCY }
+  end
+  local kind, o = descriptor(v)
+  if not kind then
+    return nil, "expected lb.health.tcp{}, lb.health.http{}, "
+                .. "lb.health.custom{} or a function, got " .. type(v)
+  end
+  if type(o) ~= "table" then
+    return nil, kind .. ": options must be a table, got " .. type(o)
+  end
+  for k in pairs(o) do
+    if not COMMON[k] and not KNOWN[kind][k] then
+      return nil, kind .. ": unknown option " .. M.shown(tostring(k))
+    end
+  end
+  local c = { kind = kind }
+  local err
+  for _, k in ipairs({ "consecutive_success", "consecutive_failure" }) do
+    c[k], err = threshold(o[k], k)
+    if not c[k] then
+      return nil, err
+    end
+  end
+  local t = o.timeout
+  if t == nil then
+    t = 1
+  elseif type(t) ~= "number" or t ~= t or t <= 0
+         or t > LIMITS.max_timeout then
+    return nil, "timeout must be a number of seconds above 0 and at most "
+                .. ("%d"):format(LIMITS.max_timeout) .. ", got " .. text(t)
+  end
+  c.timeout = t
+
+  if kind == "custom" then
+    if type(o.check) ~= "function" then
+      return nil, "custom: check must be a function, got " .. type(o.check)
+    end
+    c.check = o.check
+    local n = o.concurrency
+    if n == nil then
+      n = M.DEFAULT_CONCURRENCY
+    elseif not integer_in(n, 1, LIMITS.max_backends) then
+      return nil, "custom: concurrency must be an integer from 1 to "
+                  .. LIMITS.max_backends .. ", got " .. text(n)
+    end
+    c.concurrency = n
+    return c
+  end
+
+  c.tls, err = check_tls(o.tls)
+  if c.tls == nil then
+    return nil, err
+  end
+  if kind == "tcp" then
+    return c
+  end
+  return http_options(c, o)
+end
+
+return M

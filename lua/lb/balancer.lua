@@ -1,0 +1,808 @@
+-- The Balancer: one object over one C balancer (lb.core).
+--
+--   select, select_with, ready      the select path: FFI calls only, so it
+--                                   JIT-compiles
+--   update, backends, status,       the set (discovery) and its state
+--   set_enable
+--   run_health_check                one round of the health check: built-in
+--                                   (TCP, HTTP, TLS on the C checker thread)
+--                                   or custom (Lua, on this thread)
+--   start, stop, poll               the background, through lb.driver
+--
+-- Health flips found by the checker thread are queued in C and delivered
+-- here, on the Lua thread, to on_health_change.  Arguments are checked by
+-- lb.args; every limit is the C core's.
+
+local ffi = require("ffi")
+local core = require("lb.cdef")
+local args = require("lb.args")
+local backend = require("lb.backend")
+local discovery = require("lb.discovery")
+local driver = require("lb.driver")
+local health = require("lb.health")
+
+local C = core.C
+local ffi_new, ffi_gc, ffi_string, ffi_cast = ffi.new, ffi.gc, ffi.string,
+                                               ffi.cast
+local type, pairs, ipairs, tostring, tonumber, error, pcall, setmetatable =
+  type, pairs, ipairs, tostring, tonumber, error, pcall, setmetatable
+local floor = math.floor
+local iter_head_ptr = ffi.typeof("const lb_iter_head *")
+
+local bad_arg, log_error, in_openresty =
+  args.bad_arg, driver.log_error, driver.in_openresty
+
+local Balancer = {}
+Balancer.__index = Balancer
+
+local check_self = args.self_checker(Balancer, "balancer")
+
+local M = { Balancer = Balancer }
+
+-- Flips queued by the checker thread are delivered this often in
+-- OpenResty (a timer of each worker); in plain Lua by every poll().
+M.EVENT_INTERVAL = 0.1
+
+local errbuf = ffi_new("const char *[1]")
+local hinfo = ffi_new("lb_health_info")
+local EVENTS = 64
+local events = ffi_new("lb_health_event[?]", EVENTS)
+local textbuf = ffi_new("char[256]")
+
+-- err_kind recorded for a failed custom check (its text is kept in Lua).
+local ERR_CUSTOM = core.CHECK_ERR_CUSTOM
+
+-- Built-in checks that run once: a period so long that the first round is
+-- the only one in practice, the longest the C core accepts.
+local ONCE = core.LIMITS.max_frequency
+
+-- A C call's int result as Lua's true | nil, err.
+local function outcome(rc)
+  if rc == core.ERROR then
+    return nil, ffi_string(errbuf[0])
+  end
+  return true
+end
+
+-- An iterator and its head (gen, ready), read through a pointer cast
+-- once here: lb_iter is opaque, its head is the part Lua reads.
+local function new_iter()
+  local it = C.lb_iter_new()
+  if it == nil then
+    error("lb: out of memory", 3)
+  end
+  return ffi_gc(it, C.lb_iter_free), ffi_cast(iter_head_ptr, it)
+end
+
+-- Decode an enablement table { [addr] = bool } into canonical addr -> bool.
+local function decode_enablement(en)
+  if en == nil then
+    return nil
+  end
+  if type(en) ~= "table" then
+    return nil, "enablement must be a table { [addr] = boolean }, got "
+                .. type(en)
+  end
+  local out = {}
+  for k, v in pairs(en) do
+    if type(k) ~= "string" then
+      return nil, "enablement: keys must be address strings, got " .. type(k)
+    end
+    if type(v) ~= "boolean" then
+      return nil, "enablement[" .. args.shown(k) .. "] must be a boolean, "
+                  .. "got " .. type(v)
+    end
+    out[backend.canonical(k)] = v
+  end
+  return out
+end
+
+-- ---- the set ----
+
+-- Publish `list` (decoded backend tables) with `en` (canonical addr ->
+-- bool).  Keeps the tables of backends that stay.  Returns true or nil, err
+-- (the previous set stays).
+local function apply(self, list, en)
+  local n = #list
+  local arr = ffi_new("lb_backend[?]", n > 0 and n or 1)
+  local order = ffi_new("uint32_t[?]", n > 0 and n or 1)
+  local count = ffi_new("size_t[1]")
+  for i = 1, n do
+    local b = list[i]
+    local ok, err = backend.fill(arr, i - 1, b, en and en[b.addr])
+    if not ok then
+      return nil, "backend " .. args.shown(b.addr) .. ": " .. err
+    end
+  end
+  local rc = C.lb_balancer_update(self._c, arr, n, order, count, errbuf)
+  if rc < 0 then
+    return nil, ffi_string(errbuf[0])
+  end
+  local m = tonumber(count[0])
+  local old = self._byident
+  if rc == 0 and tonumber(C.lb_balancer_generation(self._c)) == self._gen then
+    -- Same set: refresh ext on the tables we already hand out.
+    for i = 0, m - 1 do
+      local b = list[order[i] + 1]
+      local kept = old[backend.identity(b.addr, b.weight)]
+      if kept then
+        kept.ext = b.ext
+      end
+    end
+    return true
+  end
+  local newlist, byident, index, byid = {}, {}, {}, {}
+  for i = 0, m - 1 do
+    local b = list[order[i] + 1]
+    local ident = backend.identity(b.addr, b.weight)
+    local t = old[ident]
+    if t then
+      t.ext = b.ext
+    else
+      t = b
+    end
+    newlist[i + 1] = t
+    byident[ident] = t
+    index[t] = i
+    C.lb_balancer_health(self._c, i, hinfo)
+    byid[tonumber(hinfo.id)] = t
+  end
+  self._list, self._byident, self._index, self._byid =
+    newlist, byident, index, byid
+  for id in pairs(self._last_error) do
+    if byid[id] == nil then
+      self._last_error[id] = nil
+    end
+  end
+  self._gen = tonumber(C.lb_balancer_generation(self._c))
+  return true
+end
+
+-- Re-read the published set when it was published outside this object
+-- (not the case in normal use: only this object updates its balancer).
+local function sync(self)
+  local n = tonumber(C.lb_balancer_count(self._c))
+  local cb = ffi_new("lb_backend")
+  local list = {}
+  for i = 0, n - 1 do
+    if C.lb_balancer_backend(self._c, i, cb) == 0 then
+      local t = backend.from_c(cb)
+      local kept = self._byident[backend.identity(t.addr, t.weight)]
+      list[#list + 1] = kept or t
+    end
+  end
+  return apply(self, list, nil)
+end
+
+-- Run discovery now.  true, or nil, err (the previous set stays).
+function Balancer:update()
+  check_self(self, "update")
+  local d = self._discovery
+  if d == nil then
+    return true -- a static `backends` list: nothing to rediscover
+  end
+  local ok, list, en
+  if type(d) == "function" then
+    ok, list, en = pcall(d)
+  else
+    ok, list, en = pcall(d.discover, d)
+  end
+  if not ok then
+    return nil, "discovery failed: " .. args.cut(list)
+  end
+  if list == nil then
+    if en ~= nil then
+      return nil, "discovery failed: " .. args.cut(en)
+    end
+    return nil, "discovery returned nil (expected a list of backends)"
+  end
+  local decoded, err = backend.decode_list(list, "discovery result", true)
+  if not decoded then
+    return nil, err
+  end
+  local enablement
+  enablement, err = decode_enablement(en)
+  if err then
+    return nil, "discovery result: " .. err
+  end
+  return apply(self, decoded, enablement)
+end
+
+-- ---- the select path ----
+
+-- The key: a string; nil only where the algorithm ignores it.
+local function key_arg(self, key, fname)
+  if type(key) ~= "string" then
+    if key == nil and self._keyless then
+      return ""
+    end
+    bad_arg(1, fname, "string", key)
+  end
+  return key
+end
+
+local function max_arg(n, maxit, fname, default)
+  if maxit == nil then
+    return default
+  end
+  if type(maxit) ~= "number" or maxit < 0 or maxit ~= floor(maxit) then
+    bad_arg(n, fname, "non-negative integer", maxit)
+  end
+  if maxit > 4294967295 then
+    return 4294967295
+  end
+  return maxit
+end
+
+-- The select path proper: key as pointer (a Lua string, or C memory) and
+-- length.  Compiles to one FFI call, a generation check and a table load.
+local function select_raw(self, key, len, max_iterations)
+  local it, ith = self._it, self._ith
+  local idx = C.lb_balancer_select(self._c, key, len, max_iterations, it)
+  if idx < 0 then
+    return nil
+  end
+  if tonumber(ith.gen) ~= self._gen then
+    -- Published by someone else since we last looked: realign, retry.
+    sync(self)
+    idx = C.lb_balancer_select(self._c, key, len, max_iterations, it)
+    if idx < 0 or tonumber(ith.gen) ~= self._gen then
+      return nil
+    end
+  end
+  return self._list[idx + 1]
+end
+
+-- The first ready backend for `key` in the algorithm's order, or nil.
+function Balancer:select(key, max_iterations)
+  check_self(self, "select")
+  key = key_arg(self, key, "select")
+  max_iterations = max_arg(2, max_iterations, "select", self._maxit)
+  return select_raw(self, key, #key, max_iterations)
+end
+
+-- select() with the key already in C memory (ptr, len): lb.nginx passes
+-- nginx's own variable buffer without making (and interning) a Lua string.
+-- `ptr` must stay valid for the call.
+function Balancer:_select_cstr(ptr, len, max_iterations)
+  return select_raw(self, ptr, len, max_iterations or self._maxit)
+end
+
+-- Walk the unique candidates for `key`, calling accept(backend, healthy)
+-- until it returns true; that backend, or nil.  An error in accept
+-- propagates; the balancer stays usable.
+function Balancer:select_with(key, max_iterations, accept)
+  check_self(self, "select_with")
+  key = key_arg(self, key, "select_with")
+  max_iterations = max_arg(2, max_iterations, "select_with", self._maxit)
+  if type(accept) ~= "function" then
+    bad_arg(3, "select_with", "function", accept)
+  end
+  -- One iterator per nesting level: accept may call select_with again.
+  -- If accept raises, the iterator is simply not returned to the pool.
+  local it, ith
+  local np = self._npool
+  if np > 0 then
+    it, ith = self._pool[np], self._poolh[np]
+    self._pool[np], self._poolh[np] = nil, nil
+    self._npool = np - 1
+  else
+    it, ith = new_iter()
+  end
+  local c = self._c
+  local idx = C.lb_iter_first(c, key, #key, max_iterations, it)
+  if idx >= 0 and tonumber(ith.gen) ~= self._gen then
+    sync(self)
+    idx = -1
+  end
+  local list = self._list
+  local found
+  while idx >= 0 do
+    local b = list[idx + 1]
+    if accept(b, ith.ready ~= 0) then
+      found = b
+      break
+    end
+    idx = C.lb_iter_next(c, it)
+  end
+  np = self._npool + 1
+  self._pool[np], self._poolh[np] = it, ith
+  self._npool = np
+  return found
+end
+
+-- Index of a backend given as one of our tables, an address string (its
+-- first backend), or a table { addr, weight }.
+local function find(self, b, fname)
+  local i = self._index[b]
+  if i then
+    return i
+  end
+  local t = type(b)
+  if t == "string" then
+    local addr = backend.canonical(b)
+    for j, e in ipairs(self._list) do
+      if e.addr == addr then
+        return j - 1
+      end
+    end
+    return nil
+  elseif t == "table" then
+    if type(b.addr) ~= "string" then
+      bad_arg(1, fname, "backend", b)
+    end
+    local e = self._byident[backend.identity(backend.canonical(b.addr),
+                                             b.weight or 1)]
+    return e and self._index[e]
+  end
+  bad_arg(1, fname, "backend", b)
+end
+
+-- Whether a backend is ready (healthy and enabled); false for a backend
+-- that is not in the set.
+function Balancer:ready(b)
+  check_self(self, "ready")
+  local i = find(self, b, "ready")
+  if not i then
+    return false
+  end
+  return C.lb_balancer_ready(self._c, self._gen, i) == 1
+end
+
+-- Enable or disable a backend (its health is untouched); given an address
+-- string, every backend of that address.  Returns true, or false when no
+-- backend of the set matches.
+function Balancer:set_enable(b, enable)
+  check_self(self, "set_enable")
+  if type(enable) ~= "boolean" then
+    bad_arg(2, "set_enable", "boolean", enable)
+  end
+  local c, gen, on = self._c, self._gen, enable and 1 or 0
+  if type(b) == "string" then
+    local addr, found = backend.canonical(b), false
+    for j, e in ipairs(self._list) do
+      if e.addr == addr and C.lb_balancer_set_enable(c, gen, j - 1, on) == 0
+      then
+        found = true
+      end
+    end
+    return found
+  end
+  local i = find(self, b, "set_enable")
+  if not i then
+    return false
+  end
+  return C.lb_balancer_set_enable(c, gen, i, on) == 0
+end
+
+-- The backends, in sorted order (IPv4 < IPv6 < unix; address, port,
+-- weight).  A new array of the balancer's own backend tables.
+function Balancer:backends()
+  check_self(self, "backends")
+  local out = {}
+  for i, b in ipairs(self._list) do
+    out[i] = b
+  end
+  return out
+end
+
+-- ---- health ----
+
+local function builtin_error_text(kind, detail)
+  local n = C.lb_check_error_text(kind, detail, textbuf, 256)
+  return ffi_string(textbuf, n < 256 and n or 255)
+end
+
+local function error_text(self, id, kind, detail)
+  local custom = self._last_error[id]
+  if custom then
+    return custom
+  end
+  if kind == 0 then
+    return nil
+  end
+  return builtin_error_text(kind, detail)
+end
+
+-- One row per backend in sorted order:
+-- { addr, weight, healthy, enabled, ready, last_error }.
+function Balancer:status()
+  check_self(self, "status")
+  local rows = {}
+  for i, b in ipairs(self._list) do
+    if C.lb_balancer_health(self._c, i - 1, hinfo) == 0 then
+      local healthy, enabled = hinfo.healthy ~= 0, hinfo.enabled ~= 0
+      rows[i] = {
+        addr = b.addr,
+        weight = b.weight,
+        healthy = healthy,
+        enabled = enabled,
+        ready = healthy and enabled,
+        last_error = error_text(self, tonumber(hinfo.id),
+                                tonumber(hinfo.err_kind),
+                                tonumber(hinfo.err_detail)),
+      }
+    end
+  end
+  return rows
+end
+
+-- Deliver one flip to on_health_change; its errors are logged, never
+-- raised: a failing callback must not take the balancer down.
+local function notify(self, b, healthy, err)
+  local cb = self.on_health_change
+  if cb then
+    local ok, e = pcall(cb, b, healthy, err)
+    if not ok then
+      log_error("lb: on_health_change failed: " .. tostring(e))
+    end
+  end
+end
+
+-- Deliver the flips queued by the checker thread, oldest first.  A flip
+-- of a backend that has left the set since is dropped.
+local function drain_events(self)
+  if not self._check or self._check.kind == "custom" then
+    return
+  end
+  local c = self._c
+  while true do
+    local n = C.lb_balancer_events(c, events, EVENTS)
+    for i = 0, n - 1 do
+      local e = events[i]
+      local b = self._byid[tonumber(e.id)]
+      if b then
+        local healthy = e.healthy ~= 0
+        local err
+        if not healthy then
+          err = builtin_error_text(e.err_kind, e.err_detail)
+        end
+        notify(self, b, healthy, err)
+      end
+    end
+    if n < EVENTS then
+      return
+    end
+  end
+end
+
+local function set_str(cfg, field, s, anchors)
+  if s ~= nil then
+    anchors[#anchors + 1] = s
+    cfg[field] = s
+    cfg[field .. "_len"] = #s
+  end
+end
+
+-- Give the C core the checked built-in check (see lb.args.health_check).
+local function setup_builtin_check(self, check)
+  local cfg = ffi_new("lb_check_config")
+  local anchors = {}
+  cfg.kind = core.CHECK_KIND[check.kind]
+  cfg.timeout = check.timeout
+  cfg.consecutive_success = check.consecutive_success
+  cfg.consecutive_failure = check.consecutive_failure
+  if check.tls then
+    cfg.tls = 1
+    cfg.tls_verify = check.tls.verify and 1 or 0
+    set_str(cfg, "tls_sni", check.tls.sni, anchors)
+    set_str(cfg, "tls_ca", check.tls.ca, anchors)
+  end
+  if check.kind == "http" then
+    set_str(cfg, "method", check.method, anchors)
+    set_str(cfg, "path", check.path, anchors)
+    set_str(cfg, "host", check.host, anchors)
+    local nh = #check.headers
+    if nh > 0 then
+      local hs = ffi_new("lb_check_header[?]", nh)
+      anchors[#anchors + 1] = hs
+      for i, kv in ipairs(check.headers) do
+        hs[i - 1].name, hs[i - 1].name_len = kv[1], #kv[1]
+        hs[i - 1].value, hs[i - 1].value_len = kv[2], #kv[2]
+      end
+      cfg.headers, cfg.nheaders = hs, nh
+    end
+    local ne = #check.expected_status
+    local es = ffi_new("uint16_t[?]", ne)
+    anchors[#anchors + 1] = es
+    for i, s in ipairs(check.expected_status) do
+      es[i - 1] = s
+    end
+    cfg.expected_status, cfg.nexpected = es, ne
+    cfg.reuse_connection = check.reuse_connection and 1 or 0
+    cfg.port = check.port or 0
+  end
+  local rc = C.lb_balancer_set_check(self._c, cfg, errbuf)
+  -- Referenced after the call so the strings outlive it; the C core
+  -- copied what it keeps.
+  self._check_anchors = anchors
+  return outcome(rc)
+end
+
+-- Record a custom check's result for backend index i (0-based) of
+-- snapshot `gen`.
+local function observe(self, i, b, ok, err, gen)
+  local check = self._check
+  local threshold = ok and check.consecutive_success
+                    or check.consecutive_failure
+  local rc = C.lb_balancer_observe(self._c, gen, i, ok and 1 or 0,
+                                   threshold, ERR_CUSTOM, 0)
+  if rc < 0 then
+    return -- the set changed during the round
+  end
+  if C.lb_balancer_health(self._c, i, hinfo) == 0 then
+    self._last_error[tonumber(hinfo.id)] = (not ok) and err or nil
+  end
+  if rc == 1 then
+    notify(self, b, ok, (not ok) and err or nil)
+  end
+end
+
+-- Run a custom check on one backend: true, or false, err.  Never raises.
+local function run_custom(fn, b)
+  local ok, res, err = pcall(fn, b)
+  if not ok then
+    return false, "check raised: " .. tostring(res)
+  end
+  if res == true then
+    return true
+  end
+  if err == nil then
+    err = res == nil and "check failed" or ("check returned "
+                                            .. tostring(res))
+  end
+  return false, tostring(err)
+end
+
+local function can_spawn()
+  if not (in_openresty() and ngx.thread) then
+    return false
+  end
+  local phase = ngx.get_phase()
+  return phase ~= "init" and phase ~= "init_worker"
+end
+
+-- One round of the custom check.  In parallel (OpenResty light threads),
+-- at most check.concurrency checks are in flight at once: each holds a
+-- cosocket, a connection slot of the worker that clients need too.
+local function custom_round(self, parallel)
+  local check = self._check
+  local fn = check.check
+  local list, gen = self._list, self._gen
+  if parallel and can_spawn() then
+    local nexti = 0
+    local function worker()
+      while true do
+        nexti = nexti + 1
+        local i = nexti
+        local b = list[i]
+        if not b then
+          return
+        end
+        local ok, err = run_custom(fn, b)
+        observe(self, i - 1, b, ok, err, gen)
+      end
+    end
+    local threads = {}
+    for k = 1, math.min(check.concurrency, #list) do
+      threads[k] = ngx.thread.spawn(worker)
+    end
+    for k = 1, #threads do
+      local ok, err = ngx.thread.wait(threads[k])
+      if not ok then
+        log_error("lb: health check round failed: " .. tostring(err))
+      end
+    end
+    return
+  end
+  for i, b in ipairs(list) do
+    local ok, err = run_custom(fn, b)
+    if gen ~= self._gen then
+      return
+    end
+    observe(self, i - 1, b, ok, err, gen)
+  end
+end
+
+-- Run one round of health checks now and return when it is done, after
+-- on_health_change has been called for every flip of the round.
+function Balancer:run_health_check(parallel)
+  check_self(self, "run_health_check")
+  if parallel ~= nil and type(parallel) ~= "boolean" then
+    bad_arg(1, "run_health_check", "boolean", parallel)
+  end
+  if parallel == nil then
+    parallel = self.parallel_health_check
+  end
+  local check = self._check
+  if not check then
+    return true
+  end
+  if check.kind == "custom" then
+    custom_round(self, parallel)
+    return true
+  end
+  local ok, err = outcome(C.lb_balancer_check_round(self._c,
+                                                    parallel and 1 or 0,
+                                                    errbuf))
+  drain_events(self)
+  if not ok then
+    return nil, err
+  end
+  return true
+end
+
+-- ---- the background ----
+
+-- The balancer's Lua-side tasks for lb.driver.
+local function driver_tasks(self)
+  local tasks = {}
+  local check = self._check
+  if self._discovery ~= nil then
+    tasks[#tasks + 1] = { period = self.update_frequency, run = function()
+      local ok, err = self:update()
+      if not ok then
+        log_error("lb: update failed, keeping the previous backends: "
+                  .. tostring(err))
+      end
+    end }
+  end
+  if check and check.kind == "custom" then
+    tasks[#tasks + 1] = { period = self.health_check_frequency,
+                          run = function()
+      custom_round(self, self.parallel_health_check)
+    end }
+  end
+  if check and check.kind ~= "custom" and in_openresty() then
+    tasks[#tasks + 1] = { period = M.EVENT_INTERVAL, run = function()
+      drain_events(self)
+    end }
+  end
+  return tasks
+end
+
+-- Start periodic discovery and health checks at the configured
+-- frequencies (nil: once).  Returns true, or nil, err.
+function Balancer:start()
+  check_self(self, "start")
+  if self._started then
+    return true
+  end
+  if in_openresty() and ngx.get_phase() == "init" then
+    -- The master runs no timers and its state is copied into every
+    -- worker: a start() here would leave every worker "started" with
+    -- nothing driving it.
+    return nil, "start() must be called in init_worker_by_lua* (or "
+                .. "later), not in init_by_lua*: each worker runs its own "
+                .. "timers"
+  end
+  local check = self._check
+  if check and check.kind ~= "custom" then
+    local ok, err = outcome(C.lb_balancer_checks_start(
+      self._c, self.health_check_frequency or ONCE,
+      self.parallel_health_check and 1 or 0, errbuf))
+    if not ok then
+      return nil, err
+    end
+  end
+  self._driver = self._driver or driver.new(driver_tasks(self))
+  local ok, err = self._driver:start()
+  if not ok then
+    self:stop()
+    return nil, "cannot start timers: " .. tostring(err)
+  end
+  self._started = true
+  return true
+end
+
+-- Stop what start() started.
+function Balancer:stop()
+  check_self(self, "stop")
+  self._started = false
+  if self._driver then
+    self._driver:stop()
+  end
+  if self._check and self._check.kind ~= "custom" then
+    C.lb_balancer_checks_stop(self._c)
+  end
+  return true
+end
+
+-- Plain Lua: run the Lua-side work that is due (discovery, custom checks)
+-- and deliver queued health events.  Never blocks (a custom check or a
+-- discovery function may, if it is written to).
+function Balancer:poll()
+  check_self(self, "poll")
+  if self._driver then
+    self._driver:poll()
+  end
+  drain_events(self)
+  return true
+end
+
+-- ---- construction ----
+
+function M.new(opts)
+  if type(opts) ~= "table" then
+    return nil, "lb.new: options must be a table, got " .. type(opts)
+  end
+  local ok, err = args.options(opts, discovery.is_discovery)
+  if not ok then
+    return nil, "lb.new: " .. err
+  end
+  local check
+  if opts.health_check ~= nil then
+    check, err = args.health_check(opts.health_check, health.descriptor)
+    if not check then
+      return nil, "lb.new: health_check: " .. err
+    end
+  end
+
+  local static_list
+  if opts.backends ~= nil then
+    static_list, err = backend.decode_list(opts.backends, "backends", true)
+    if not static_list then
+      return nil, "lb.new: " .. err
+    end
+  end
+
+  local cfg = ffi_new("lb_config")
+  cfg.selection = core.SELECTION[opts.selection or "round_robin"]
+  cfg.point_multiple = opts.point_multiple or 160
+  cfg.start_unhealthy = opts.start_unhealthy and 1 or 0
+  local c = C.lb_balancer_new(cfg, errbuf)
+  if c == nil then
+    return nil, "lb.new: " .. ffi_string(errbuf[0])
+  end
+  c = ffi_gc(c, C.lb_balancer_free)
+  local it, ith = new_iter()
+
+  local self = setmetatable({
+    _c = c,
+    _it = it,
+    _ith = ith,
+    _pool = {},
+    _poolh = {},
+    _npool = 0,
+    _list = {},
+    _byident = {},
+    _index = {},
+    _byid = {},
+    _gen = tonumber(C.lb_balancer_generation(c)),
+    _maxit = opts.max_iterations or core.DEFAULT_MAX_ITERATIONS,
+    _discovery = opts.discovery,
+    _check = check,
+    _last_error = {},
+    selection = opts.selection or "round_robin",
+    _keyless = opts.selection == nil or opts.selection == "round_robin"
+               or opts.selection == "random",
+    health_check_frequency = opts.health_check_frequency,
+    update_frequency = opts.update_frequency,
+    parallel_health_check = opts.parallel_health_check == true,
+    on_health_change = opts.on_health_change,
+  }, Balancer)
+
+  -- A static list is the set from the start; with a discovery too, until
+  -- the first successful discovery (so a fresh worker never starts empty).
+  if static_list then
+    ok, err = apply(self, static_list, nil)
+    if not ok then
+      return nil, "lb.new: backends: " .. err
+    end
+  end
+  if type(self._discovery) == "table" and self._discovery.is_static then
+    ok, err = self:update()
+    if not ok then
+      return nil, "lb.new: " .. err
+    end
+  end
+  if check and check.kind ~= "custom" then
+    ok, err = setup_builtin_check(self, check)
+    if not ok then
+      return nil, "lb.new: health_check: " .. err
+    end
+  end
+  return self
+end
+
+return M

@@ -1,0 +1,18 @@
+/*
+ * limits.c - lb.h's limits as data, for bindings that cannot read macros.
+ */
+#include "lb.h"
+
+static const lb_limits limits = {
+    .max_weight = LB_MAX_WEIGHT,
+    .max_backends = LB_MAX_BACKENDS,
+    .max_point_multiple = LB_MAX_POINT_MULTIPLE,
+    .max_points = LB_MAX_POINTS,
+    .max_threshold = LB_MAX_THRESHOLD,
+    .default_max_iterations = LB_DEFAULT_MAX_ITERATIONS,
+    .max_timeout = LB_MAX_TIMEOUT,
+    .min_frequency = LB_MIN_FREQUENCY,
+    .max_frequency = LB_MAX_FREQUENCY,
+};
+
+const lb_limits *lb_limits_get(void) { return &limits; }
