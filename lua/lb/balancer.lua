@@ -441,13 +441,22 @@ end
 
 -- Deliver the flips queued by the checker thread, oldest first.  A flip
 -- of a backend that has left the set since is dropped.
+--
+-- Each batch is copied out of the C buffer before any callback runs: a
+-- callback may drain another balancer (its run_health_check(), poll()) or,
+-- in nginx, yield while other timers drain, and the shared buffer is
+-- theirs meanwhile.  A drain of this same balancer started from inside one
+-- of its callbacks returns at once; the outer drain delivers the rest in
+-- order, so a backend's flips never reach the callback out of order.
 local function drain_events(self)
-  if not self._check or self._check.kind == "custom" then
+  if not self._check or self._check.kind == "custom" or self._draining then
     return
   end
+  self._draining = true
   local c = self._c
   while true do
     local n = C.lb_balancer_events(c, events, EVENTS)
+    local batch = {}
     for i = 0, n - 1 do
       local e = events[i]
       local b = self._byid[tonumber(e.id)]
@@ -457,13 +466,17 @@ local function drain_events(self)
         if not healthy then
           err = builtin_error_text(e.err_kind, e.err_detail)
         end
-        notify(self, b, healthy, err)
+        batch[#batch + 1] = { b, healthy, err }
       end
     end
+    for _, f in ipairs(batch) do
+      notify(self, f[1], f[2], f[3])
+    end
     if n < EVENTS then
-      return
+      break
     end
   end
+  self._draining = false
 end
 
 local function set_str(cfg, field, s, anchors)

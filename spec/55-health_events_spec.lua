@@ -1,0 +1,66 @@
+-- Every flip reaches on_health_change once, also when a callback causes
+-- another drain: another balancer's run_health_check(), or poll(), from
+-- inside on_health_change.  Each drain has its own events; a drain inside
+-- a callback must not overwrite what the outer drain still delivers.
+local lb = require("lb")
+local h = require("helpers")
+
+-- n loopback addresses where nothing listens (connect is refused at once).
+local function dead(n, third)
+  local out = {}
+  for i = 1, n do
+    out[i] = ("127.0.%d.%d:1"):format(third, i)
+  end
+  return out
+end
+
+local function count_by_addr(flips)
+  local seen, dups = {}, 0
+  for _, f in ipairs(flips) do
+    if seen[f] then dups = dups + 1 end
+    seen[f] = true
+  end
+  local n = 0
+  for _ in pairs(seen) do n = n + 1 end
+  return n, dups
+end
+
+describe("health events", function()
+  it("a drain inside on_health_change loses no flip of the outer one", function()
+    local N = 150 -- more flips than one batch of the drain
+    local inner_flips, outer_flips = {}, {}
+    local inner = h.new({
+      backends = dead(N, 201),
+      health_check = lb.health.tcp({ timeout = 1 }),
+      on_health_change = function(be, healthy)
+        assert(not healthy)
+        inner_flips[#inner_flips + 1] = be.addr
+      end,
+    })
+    local nested = 0
+    local outer
+    outer = h.new({
+      backends = dead(N, 202),
+      health_check = lb.health.tcp({ timeout = 1 }),
+      on_health_change = function(be, healthy)
+        assert(not healthy)
+        outer_flips[#outer_flips + 1] = be.addr
+        if #outer_flips == 1 then
+          -- another balancer's round, drained from inside this callback
+          nested = nested + 1
+          assert(inner:run_health_check(true))
+        end
+        outer:poll() -- and a drain of this balancer itself
+      end,
+    })
+    assert(outer:run_health_check(true))
+    assert.equal(1, nested)
+    local n, dups = count_by_addr(outer_flips)
+    assert.equal(0, dups)
+    assert.equal(N, n)
+    n, dups = count_by_addr(inner_flips)
+    assert.equal(0, dups)
+    assert.equal(N, n)
+    for _, row in ipairs(outer:status()) do assert.is_false(row.healthy) end
+  end)
+end)
