@@ -1,0 +1,165 @@
+/*
+ * checker.h - the private API between the files of src/checker/, the
+ * background health checker: one thread per process, serving every
+ * balancer.
+ *
+ *   thread.c     the thread's life (start on first use, stop on last) and
+ *                its loop: epoll, expiries, wake-ups
+ *   heap.c       the binary min-heap of probe deadlines
+ *   round.c      rounds and their slots: targets, kept connections,
+ *                probes started and finished, results recorded
+ *   schedule.c   which round starts and which probe launches next
+ *   fork.c       the checker's fork hooks (called by the fork handler)
+ *   api.c        the public functions of lb.h's health-checks section
+ *   core_link.c  the only door into the core (core_link.h)
+ *
+ * Each balancer with a built-in check has a job: its configuration, its
+ * schedule, its rounds in flight, the connections kept alive between
+ * rounds and its queue of health-change events.  A round copies the
+ * published set's targets (core_link.h), then runs its probes
+ * (src/check/) on the thread's epoll set, one at a time or all at once,
+ * each bounded by one deadline kept in the heap.
+ *
+ * Locking: one mutex, `lb_ck.lock`, guards every job and the thread's
+ * state; every function here is called with it held (the `_locked` suffix
+ * is left off inside this folder: nothing here runs without it).  The
+ * thread holds it while it works and drops it only to sleep in epoll_wait,
+ * so when fork() takes it in the prepare handler the thread is asleep and
+ * holds nothing else (no OpenSSL, no RCU read-side section, no malloc
+ * lock).  Readers (select, ready) never take it; they see results through
+ * the records' atomic words.
+ *
+ * Lifetime: `lb_ck.users` counts periodic jobs plus callers waiting in
+ * lb_balancer_check_round.  The first user starts the thread; whoever
+ * drops the count to zero stops it and joins it.
+ */
+#ifndef LB_CHECKER_H
+#define LB_CHECKER_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "check/check.h"
+#include "checker/core_link.h"
+
+struct round {
+    struct lb_checker_job *job;
+    struct lb_check_cfg *cfg;
+    uint64_t cfg_gen;
+    bool parallel;
+    size_t n, next, inflight, checked;
+    struct lb_check_target *tg; /* n targets, handles held (core_link.h) */
+    struct lb_conn *kept;       /* n kept-alive connections, claimed */
+};
+
+/* A probe in flight, registered in the epoll set and the deadline heap. */
+struct slot {
+    struct lb_probe p;
+    struct round *round;
+    size_t i; /* the target's index in the round */
+    uint64_t deadline;
+    size_t heap_idx;
+    uint32_t reg_want; /* events registered (p.conn.epfd >= 0: registered) */
+    bool done;
+    struct slot *next_dead;
+};
+
+/* A caller of lb_balancer_check_round; lives on that caller's stack. */
+struct waiter {
+    struct waiter *next;
+    bool parallel;
+    bool done;
+    int checked;
+};
+
+struct kept {
+    uint64_t id;
+    struct lb_conn conn;
+};
+
+struct lb_checker_job {
+    lb_balancer *b;
+    struct lb_checker_job *next; /* lb_ck.jobs */
+    struct lb_check_cfg *cfg;    /* NULL: no built-in check */
+    uint64_t cfg_gen;            /* bumped by every set_check */
+    bool periodic, periodic_parallel, cancel;
+    uint64_t period_ns, next_due;
+    struct round *round;    /* in flight, or NULL */
+    struct waiter *pending; /* want a round that has not started */
+    struct waiter *serving; /* wait for the round in flight */
+    struct kept *pool;      /* sorted by record id */
+    size_t npool;
+    uint64_t pool_gen; /* the cfg_gen the pool's connections belong to */
+    struct lb_events *events;
+};
+
+enum { LB_CK_STOPPED, LB_CK_RUNNING, LB_CK_STOPPING };
+
+struct lb_checker {
+    pthread_mutex_t lock;
+    pthread_cond_t cond; /* round done, thread stopped */
+    int state;
+    bool quit;
+    pthread_t thread;
+    unsigned users;
+    int epfd, wakefd;
+    struct lb_checker_job *jobs;
+    struct slot **heap;
+    size_t nheap, capheap;
+    size_t inflight, max_inflight;
+    struct slot *dead; /* finished this batch; freed after it */
+};
+
+/* The one checker of the process (thread.c). */
+extern struct lb_checker lb_ck __attribute__((visibility("hidden")));
+
+/* thread.c */
+uint64_t lb_ck_now_ns(void);
+/* Wake the thread from epoll_wait (an eventfd write; never blocks). */
+void lb_ck_wake(void);
+/* Start the thread unless it runs; LB_OK or LB_ERROR (nothing started). */
+int lb_ck_thread_start(void);
+/* Count a user (starting the thread), or LB_ERROR with *err. */
+int lb_ck_use(const char **err);
+/* Drop a user; the last one stops and joins the thread, dropping the
+ * lock while it waits. */
+void lb_ck_unuse(void);
+
+/* heap.c: the probes in flight by deadline; room for max_inflight. */
+void lb_ck_heap_push(struct slot *s);
+void lb_ck_heap_remove(struct slot *s);
+
+/* round.c */
+/* The last unref hands the config back through *f, so callers that can
+ * free it after dropping the lock do (SSL_CTX_free takes OpenSSL's locks). */
+void lb_ck_cfg_unref(struct lb_check_cfg *c, struct lb_check_cfg **f);
+/* Close the job's kept connections (in a forked child: our descriptors
+ * only, never the epoll set shared with the parent). */
+void lb_ck_pool_close(struct lb_checker_job *job, bool child);
+/* A round over the published set, or NULL (out of memory). */
+struct round *lb_ck_round_new(struct lb_checker_job *job, bool parallel);
+/* Start what the round may start now (up to the process-wide cap). */
+void lb_ck_round_launch(struct round *r);
+/* Free a round whose slots are gone (no waiter told, no pool fed). */
+void lb_ck_round_free(struct round *r);
+/* Release the round and tell its waiters; results are complete only when
+ * `observed`. */
+void lb_ck_round_end(struct round *r, bool observed);
+/* Abandon a round: close its probes, record nothing more, end it. */
+void lb_ck_round_abort(struct round *r);
+/* A probe finished with rc (LB_PROBE_OK / LB_PROBE_FAIL): record it. */
+void lb_ck_slot_result(struct slot *s, int rc);
+/* Keep the epoll registration in step with the probe's wants. */
+void lb_ck_slot_watch(struct slot *s);
+/* Free the slots finished in this batch. */
+void lb_ck_bury_dead(void);
+
+/* schedule.c */
+/* Start due rounds, launch queued probes, end finished rounds. */
+void lb_ck_schedule(uint64_t now);
+/* Milliseconds epoll_wait may sleep (-1: nothing is due). */
+int lb_ck_wait_ms(uint64_t now);
+
+#endif /* LB_CHECKER_H */
