@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -351,6 +352,53 @@ static int closed_port(void)
 }
 
 /* ---- balancers ---- */
+
+/* A listener on 127.0.0.1 whose accept queue (backlog 0: one connection)
+ * is full and never drained: the SYN of every further connection is
+ * dropped, so a connect to it times out.  *filler is the connection that
+ * fills it; the caller closes both. */
+static int full_listener(int *port, int *filler)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in in = {.sin_family = AF_INET};
+    socklen_t sl = sizeof(in);
+
+    in.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (bind(fd, (struct sockaddr *)&in, sizeof(in)) < 0 || listen(fd, 0) < 0) {
+        perror("full_listener");
+        exit(2);
+    }
+    getsockname(fd, (struct sockaddr *)&in, &sl);
+    *port = ntohs(in.sin_port);
+    *filler = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (connect(*filler, (struct sockaddr *)&in, sizeof(in)) < 0) {
+        perror("full_listener: connect");
+        exit(2);
+    }
+    return fd;
+}
+
+/* n backends 127.0.0.1:port with weights 1..n (distinct identities on one
+ * address). */
+static void bal_weights(lb_balancer *b, int port, int n)
+{
+    lb_backend *be = calloc((size_t)n, sizeof(*be));
+    char addr[32];
+    const char *err = NULL;
+
+    snprintf(addr, sizeof(addr), "127.0.0.1:%d", port);
+    for (int i = 0; i < n; i++)
+        if (lb_backend_parse(addr, strlen(addr), (uint32_t)i + 1, &be[i],
+                             &err)) {
+            fprintf(stderr, "parse %s: %s\n", addr, err);
+            exit(2);
+        }
+    if (lb_balancer_update(b, be, (size_t)n, NULL, NULL, &err) < 0) {
+        fprintf(stderr, "update: %s\n", err);
+        exit(2);
+    }
+    free(be);
+}
 
 static lb_balancer *bal_new(int start_unhealthy)
 {
@@ -1205,6 +1253,86 @@ static __attribute__((unused)) void test_fork(void)
     srv_stop(s);
 }
 
+/* lb_balancer_check_round runs its own round at once, beside a periodic
+ * round in flight: a sequential periodic round over 8 backends that time
+ * out takes 8 s, the parallel round asked for meanwhile about 1 s. */
+static void test_round_beside_periodic(void)
+{
+    enum { N = 8 };
+    int port, filler, lfd = full_listener(&port, &filler);
+    lb_balancer *b = bal_new(0);
+    lb_check_config c = tcp_cfg(1);
+    const char *err = NULL;
+    double t0, el;
+
+    bal_weights(b, port, N);
+    set_check(b, &c);
+    CHECK_EQ(lb_balancer_checks_start(b, 60, 0, &err), LB_OK);
+    /* the periodic round is in flight once its first probe timed out */
+    CHECK(WAIT_FOR(!health(b, 0).healthy, 5));
+    CHECK_EQ(health(b, 0).err_kind, LB_CHECK_ERR_TIMEOUT);
+    t0 = now_s();
+    CHECK_EQ(round_(b, 1), N);
+    el = now_s() - t0;
+    printf("# check_round beside a periodic round of %d timeouts: %.2f s\n", N,
+           el);
+    CHECK(el < 3);
+    for (int i = 0; i < N; i++)
+        CHECK_EQ(health(b, (size_t)i).healthy, 0);
+    lb_balancer_free(b);
+    close(filler);
+    close(lfd);
+}
+
+/*
+ * One broken balancer does not starve another's checks: beside a balancer
+ * whose 300 backends all time out (more than the cap of probes in flight,
+ * here 128 from a soft descriptor limit of 256), a balancer checked every
+ * 0.1 s gets at least 90% of its rounds.
+ */
+static void test_fair_share(void)
+{
+    enum { BROKEN = 300 };
+    int port, filler, lfd = full_listener(&port, &filler);
+    struct srv *s = srv_start(M_HTTP);
+    lb_balancer *broken = bal_new(0), *ok;
+    lb_check_config c = tcp_cfg(1);
+    const char *err = NULL;
+    struct rlimit rl, low;
+    double t0, el, share;
+    int c0, got;
+
+    CHECK_EQ(checker_threads(), 0);
+    getrlimit(RLIMIT_NOFILE, &rl);
+    low = rl;
+    low.rlim_cur = 256;
+    setrlimit(RLIMIT_NOFILE, &low);
+    bal_weights(broken, port, BROKEN);
+    set_check(broken, &c);
+    CHECK_EQ(lb_balancer_checks_start(broken, 0.1, 1, &err), LB_OK);
+    /* the cap is taken when the thread starts: the host's limit is back */
+    setrlimit(RLIMIT_NOFILE, &rl);
+    CHECK(WAIT_FOR(!health(broken, 0).healthy, 5));
+    ok = bal_one("127.0.0.1", s->port, 0);
+    set_check(ok, &c);
+    c0 = atomic_load(&s->conns);
+    t0 = now_s();
+    CHECK_EQ(lb_balancer_checks_start(ok, 0.1, 0, &err), LB_OK);
+    WAIT_FOR(atomic_load(&s->conns) - c0 >= 45, 6);
+    el = now_s() - t0;
+    got = atomic_load(&s->conns) - c0;
+    share = got / (el / 0.1 + 1);
+    printf("# beside %d timeouts: %d checks in %.2f s (%.0f%% of rounds)\n",
+           BROKEN, got, el, 100 * share);
+    CHECK(share >= 0.9);
+    CHECK_EQ(health(ok, 0).healthy, 1);
+    lb_balancer_free(ok);
+    lb_balancer_free(broken);
+    srv_stop(s);
+    close(filler);
+    close(lfd);
+}
+
 /* Many checks of every kind, then everything is back: descriptors and the
  * thread. */
 static void test_resources(int fds0)
@@ -1275,6 +1403,8 @@ int main(void)
     test_thresholds();
     test_parallel();
     test_periodic();
+    test_round_beside_periodic();
+    test_fair_share();
     test_tls();
 #if defined(__SANITIZE_THREAD__)
     /* ThreadSanitizer cannot start threads in the child of a threaded

@@ -21,12 +21,14 @@ static struct lb_checker_job *job_get_locked(lb_balancer *b)
         return NULL;
     }
     job->b = b;
+    job->due.idx = SIZE_MAX;
     job->next = lb_ck.jobs;
+    if (lb_ck.jobs)
+        lb_ck.jobs->prev = job;
     lb_ck.jobs = job;
     lb_link_job_set(b, job);
     return job;
 }
-
 
 int lb_balancer_set_check(lb_balancer *b, const lb_check_config *cfg,
                           const char **err)
@@ -72,7 +74,7 @@ int lb_balancer_check_round(lb_balancer *b, int parallel, const char **err)
     }
     w.next = job->pending;
     job->pending = &w;
-    lb_ck_wake();
+    lb_ck_attend(job);
     while (!w.done)
         pthread_cond_wait(&lb_ck.cond, &lb_ck.lock);
     lb_ck_unuse();
@@ -100,15 +102,26 @@ int lb_balancer_checks_start(lb_balancer *b, double frequency, int parallel,
     if (period == 0)
         period = 1;
     if (!job->periodic) {
+        /* room in the due heap for every periodic job, so a round's end
+         * can always put its job back */
+        if (lb_ck_heap_reserve(&lb_ck.due, lb_ck.nperiodic + 1) != LB_OK) {
+            pthread_mutex_unlock(&lb_ck.lock);
+            *err = "out of memory";
+            return LB_ERROR;
+        }
         if (lb_ck_use(err) != LB_OK) {
             pthread_mutex_unlock(&lb_ck.lock);
             return LB_ERROR;
         }
+        lb_ck.nperiodic++;
         job->periodic = true;
-        job->next_due = lb_ck_now_ns();
+        job->due.key = lb_ck_now_ns();
+        if (!job->periodic_round)
+            lb_ck_heap_push(&lb_ck.due, &job->due);
     } else {
         /* the next round is due one new period after the last one began */
-        job->next_due = job->next_due - job->period_ns + period;
+        lb_ck_heap_update(&lb_ck.due, &job->due,
+                          job->due.key - job->period_ns + period);
     }
     job->period_ns = period;
     job->periodic_parallel = parallel != 0;
@@ -117,22 +130,25 @@ int lb_balancer_checks_start(lb_balancer *b, double frequency, int parallel,
     return LB_OK;
 }
 
-/* Caller holds lb_ck.lock and is a user (so the thread runs to see cancel). */
-static void stop_periodic_locked(struct lb_checker_job *job, bool force)
+/* Caller holds lb_ck.lock and is a user (so the thread runs to see the
+ * cancel).  Only the periodic round is abandoned: a demand round belongs
+ * to the callers waiting for it. */
+static void stop_periodic_locked(struct lb_checker_job *job)
 {
     if (!job->periodic)
         return;
     job->periodic = false;
-    if (job->round && (force || !job->serving)) {
+    lb_ck.nperiodic--;
+    lb_ck_heap_remove(&lb_ck.due, &job->due);
+    if (job->periodic_round) {
         job->cancel = true;
-        lb_ck_wake();
-        /* lb_ck_round_end clears it: a round queued callers started meanwhile
-         * is theirs, and runs on */
+        lb_ck_attend(job);
+        /* cleared when the round ended (or was seen already gone) */
         while (job->cancel)
             pthread_cond_wait(&lb_ck.cond, &lb_ck.lock);
     }
     /* kept-alive connections are not held open while nothing checks */
-    if (!job->round)
+    if (!job->demand_round)
         lb_ck_pool_close(job, false);
     lb_ck_unuse();
 }
@@ -144,7 +160,7 @@ void lb_balancer_checks_stop(lb_balancer *b)
     pthread_mutex_lock(&lb_ck.lock);
     job = lb_link_job(b);
     if (job)
-        stop_periodic_locked(job, false);
+        stop_periodic_locked(job);
     pthread_mutex_unlock(&lb_ck.lock);
 }
 
@@ -159,23 +175,31 @@ void lb_balancer_checks_free(lb_balancer *b)
         pthread_mutex_unlock(&lb_ck.lock);
         return;
     }
-    stop_periodic_locked(job, true);
+    stop_periodic_locked(job);
     /* No caller may still wait on this balancer (lb_balancer_free's
      * contract), so a round left in flight has no user: when the thread
      * still runs for others, have it dropped; else the thread dropped it
      * when it stopped. */
-    if (job->round && lb_ck.state == LB_CK_RUNNING) {
-        job->cancel = true;
-        lb_ck_wake();
-        while (job->round && lb_ck.state == LB_CK_RUNNING)
+    if ((job->periodic_round || job->demand_round) &&
+        lb_ck.state == LB_CK_RUNNING) {
+        job->drop = true;
+        lb_ck_attend(job);
+        while ((job->periodic_round || job->demand_round) &&
+               lb_ck.state == LB_CK_RUNNING)
             pthread_cond_wait(&lb_ck.cond, &lb_ck.lock);
     }
-    for (pp = &lb_ck.jobs; *pp; pp = &(*pp)->next) {
-        if (*pp == job) {
-            *pp = job->next;
-            break;
-        }
+    if (job->in_attn) {
+        for (pp = &lb_ck.attn; *pp != job; pp = &(*pp)->attn)
+            ;
+        *pp = job->attn;
+        job->in_attn = false;
     }
+    if (job->prev)
+        job->prev->next = job->next;
+    else
+        lb_ck.jobs = job->next;
+    if (job->next)
+        job->next->prev = job->prev;
     lb_ck_pool_close(job, false);
     lb_ck_cfg_unref(job->cfg, &f);
     lb_link_job_set(b, NULL);

@@ -5,10 +5,11 @@
  *
  *   thread.c     the thread's life (start on first use, stop on last) and
  *                its loop: epoll, expiries, wake-ups
- *   heap.c       the binary min-heap of probe deadlines
+ *   heap.c       a binary min-heap (probes by deadline, jobs by due time)
  *   round.c      rounds and their slots: targets, kept connections,
  *                probes started and finished, results recorded
- *   schedule.c   which round starts and which probe launches next
+ *   schedule.c   which round starts when and which probe launches next:
+ *                the cap of probes in flight shared by turns
  *   fork.c       the checker's fork hooks (called by the fork handler)
  *   api.c        the public functions of lb.h's health-checks section
  *   core_link.c  the only door into the core (core_link.h)
@@ -44,8 +45,29 @@
 #include "check/check.h"
 #include "checker/core_link.h"
 
+/* A heap entry (heap.c); idx is SIZE_MAX while out of the heap. */
+struct lb_ck_heap_node {
+    uint64_t key;
+    size_t idx;
+};
+
+struct lb_ck_heap {
+    struct lb_ck_heap_node **v;
+    size_t n, cap;
+};
+
+#define lb_ck_container_of(p, type, member)                                    \
+    ((type *)(void *)((char *)(p)-offsetof(type, member)))
+
+/* The queues of rounds waiting for their turn to launch a probe
+ * (schedule.c). */
+enum { LB_CK_Q_NONE, LB_CK_Q_FIRST, LB_CK_Q_MORE };
+
 struct round {
     struct lb_checker_job *job;
+    bool periodic; /* the job's periodic round, else on demand */
+    int queue;     /* LB_CK_Q_* */
+    struct round *qprev, *qnext;
     struct lb_check_cfg *cfg;
     uint64_t cfg_gen;
     bool parallel;
@@ -58,9 +80,8 @@ struct round {
 struct slot {
     struct lb_probe p;
     struct round *round;
-    size_t i; /* the target's index in the round */
-    uint64_t deadline;
-    size_t heap_idx;
+    size_t i;                      /* the target's index in the round */
+    struct lb_ck_heap_node expiry; /* key: the deadline */
     uint32_t reg_want; /* events registered (p.conn.epfd >= 0: registered) */
     bool done;
     struct slot *next_dead;
@@ -81,15 +102,21 @@ struct kept {
 
 struct lb_checker_job {
     lb_balancer *b;
-    struct lb_checker_job *next; /* lb_ck.jobs */
-    struct lb_check_cfg *cfg;    /* NULL: no built-in check */
-    uint64_t cfg_gen;            /* bumped by every set_check */
-    bool periodic, periodic_parallel, cancel;
-    uint64_t period_ns, next_due;
-    struct round *round;    /* in flight, or NULL */
-    struct waiter *pending; /* want a round that has not started */
-    struct waiter *serving; /* wait for the round in flight */
-    struct kept *pool;      /* sorted by record id */
+    struct lb_checker_job *prev, *next; /* lb_ck.jobs */
+    struct lb_check_cfg *cfg;           /* NULL: no built-in check */
+    uint64_t cfg_gen;                   /* bumped by every set_check */
+    bool periodic, periodic_parallel;
+    bool cancel; /* abort the periodic round (cleared when it ended) */
+    bool drop;   /* abort every round (lb_balancer_checks_free) */
+    uint64_t period_ns;
+    struct lb_ck_heap_node due;  /* key: the next periodic round's start */
+    struct lb_checker_job *attn; /* lb_ck.attn: has a request to serve */
+    bool in_attn;
+    struct round *periodic_round; /* in flight, or NULL */
+    struct round *demand_round;   /* lb_balancer_check_round's, or NULL */
+    struct waiter *pending;       /* want a round that has not started */
+    struct waiter *serving;       /* wait for the demand round */
+    struct kept *pool;            /* sorted by record id */
     size_t npool;
     uint64_t pool_gen; /* the cfg_gen the pool's connections belong to */
     struct lb_events *events;
@@ -106,9 +133,13 @@ struct lb_checker {
     unsigned users;
     int epfd, wakefd;
     struct lb_checker_job *jobs;
-    struct slot **heap;
-    size_t nheap, capheap;
-    size_t inflight, max_inflight;
+    struct lb_checker_job *attn; /* jobs with a request (LIFO) */
+    struct lb_ck_heap expiry;    /* slots in flight, by deadline */
+    struct lb_ck_heap due;       /* periodic jobs between rounds, by due */
+    size_t nperiodic;            /* room reserved in `due` */
+    size_t inflight, max_inflight, reserve;
+    struct round *first_head, *first_tail; /* rounds with none in flight */
+    struct round *more_head, *more_tail;   /* rounds wanting more */
     struct slot *dead; /* finished this batch; freed after it */
 };
 
@@ -127,9 +158,14 @@ int lb_ck_use(const char **err);
  * lock while it waits. */
 void lb_ck_unuse(void);
 
-/* heap.c: the probes in flight by deadline; room for max_inflight. */
-void lb_ck_heap_push(struct slot *s);
-void lb_ck_heap_remove(struct slot *s);
+/* heap.c: push needs room (lb_ck_heap_reserve: LB_OK or LB_ERROR, out of
+ * memory); remove and update accept a node out of the heap. */
+int lb_ck_heap_reserve(struct lb_ck_heap *h, size_t n);
+void lb_ck_heap_push(struct lb_ck_heap *h, struct lb_ck_heap_node *x);
+void lb_ck_heap_remove(struct lb_ck_heap *h, struct lb_ck_heap_node *x);
+void lb_ck_heap_update(struct lb_ck_heap *h, struct lb_ck_heap_node *x,
+                       uint64_t key);
+struct lb_ck_heap_node *lb_ck_heap_top(const struct lb_ck_heap *h);
 
 /* round.c */
 /* The last unref hands the config back through *f, so callers that can
@@ -140,16 +176,19 @@ void lb_ck_cfg_unref(struct lb_check_cfg *c, struct lb_check_cfg **f);
 void lb_ck_pool_close(struct lb_checker_job *job, bool child);
 /* A round over the published set, or NULL (out of memory). */
 struct round *lb_ck_round_new(struct lb_checker_job *job, bool parallel);
-/* Start what the round may start now (up to the process-wide cap). */
-void lb_ck_round_launch(struct round *r);
+/* Launch the round's next probe (the caller checked it has one and the
+ * cap has room).  The probe may finish at once. */
+void lb_ck_round_launch_one(struct round *r);
 /* Free a round whose slots are gone (no waiter told, no pool fed). */
 void lb_ck_round_free(struct round *r);
 /* Release the round and tell its waiters; results are complete only when
- * `observed`. */
+ * `observed`.  A periodic round puts its job back in the due heap, a
+ * demand round serves the callers that queued meanwhile next. */
 void lb_ck_round_end(struct round *r, bool observed);
 /* Abandon a round: close its probes, record nothing more, end it. */
 void lb_ck_round_abort(struct round *r);
-/* A probe finished with rc (LB_PROBE_OK / LB_PROBE_FAIL): record it. */
+/* A probe finished with rc (LB_PROBE_OK / LB_PROBE_FAIL): record it.  The
+ * round lives on: the caller then calls lb_ck_round_progress. */
 void lb_ck_slot_result(struct slot *s, int rc);
 /* Keep the epoll registration in step with the probe's wants. */
 void lb_ck_slot_watch(struct slot *s);
@@ -157,8 +196,16 @@ void lb_ck_slot_watch(struct slot *s);
 void lb_ck_bury_dead(void);
 
 /* schedule.c */
-/* Start due rounds, launch queued probes, end finished rounds. */
+/* Serve the jobs' requests, start due rounds, launch probes by turns. */
 void lb_ck_schedule(uint64_t now);
+/* After a probe of r launched or finished: end r when it is complete,
+ * else give it its turn in a queue when it may launch more.  r may be
+ * freed. */
+void lb_ck_round_progress(struct round *r);
+/* Take r out of its queue (a no-op when it is in none). */
+void lb_ck_queue_remove(struct round *r);
+/* Ask the thread to look at the job (a request to serve); wakes it. */
+void lb_ck_attend(struct lb_checker_job *job);
 /* Milliseconds epoll_wait may sleep (-1: nothing is due). */
 int lb_ck_wait_ms(uint64_t now);
 

@@ -51,8 +51,7 @@ void lb_link_targets_release(struct lb_check_target *t, size_t n);
  * compare-and-swap on the record, one on the queue); any thread.
  */
 bool lb_link_observe(struct lb_events *q, const struct lb_check_target *t,
-                     bool ok, uint32_t threshold, int err_kind,
-                     int err_detail);
+                     bool ok, uint32_t threshold, int err_kind, int err_detail);
 
 /* The balancer's pointer to its checker job (NULL: none).  The getter is
  * an acquire load, so lock-free readers (lb_balancer_events) see a fully

@@ -7,7 +7,6 @@
 
 #include "checker/checker.h"
 
-
 /* Take the checker's lock (the thread is then asleep in epoll_wait, holding
  * nothing) and every event queue's consumer lock, so no child inherits one
  * held by a thread that does not exist there. */
@@ -36,15 +35,23 @@ void lb_checker_fork_child(void)
 {
     struct lb_check_cfg *f;
 
-    for (size_t i = 0; i < lb_ck.nheap; i++) {
-        struct slot *s = lb_ck.heap[i];
+    for (size_t i = 0; i < lb_ck.expiry.n; i++) {
+        struct slot *s =
+            lb_ck_container_of(lb_ck.expiry.v[i], struct slot, expiry);
 
         s->p.conn.epfd = -1;
         lb_probe_finish(&s->p, false, NULL);
         free(s);
     }
-    lb_ck.nheap = 0;
+    lb_ck.expiry.n = 0;
     lb_ck.inflight = 0;
+    lb_ck.first_head = lb_ck.first_tail = NULL;
+    lb_ck.more_head = lb_ck.more_tail = NULL;
+    lb_ck.attn = NULL;
+    /* rebuilt below: every periodic job waits for its next round */
+    for (size_t i = 0; i < lb_ck.due.n; i++)
+        lb_ck.due.v[i]->idx = SIZE_MAX;
+    lb_ck.due.n = 0;
     lb_ck_bury_dead();
     if (lb_ck.epfd >= 0)
         close(lb_ck.epfd);
@@ -56,9 +63,13 @@ void lb_checker_fork_child(void)
     lb_ck.users = 0;
     pthread_cond_init(&lb_ck.cond, NULL);
     for (struct lb_checker_job *job = lb_ck.jobs; job; job = job->next) {
-        struct round *r = job->round;
+        struct round *rs[2] = {job->periodic_round, job->demand_round};
 
-        if (r) {
+        for (int k = 0; k < 2; k++) {
+            struct round *r = rs[k];
+
+            if (!r)
+                continue;
             for (size_t i = 0; i < r->n; i++) {
                 r->kept[i].epfd = -1;
                 lb_conn_close(&r->kept[i]);
@@ -66,13 +77,17 @@ void lb_checker_fork_child(void)
             lb_ck_cfg_unref(r->cfg, &f);
             lb_check_cfg_free(f);
             lb_ck_round_free(r);
-            job->round = NULL;
         }
+        job->periodic_round = job->demand_round = NULL;
         job->pending = job->serving = NULL;
-        job->cancel = false;
+        job->cancel = job->drop = false;
+        job->attn = NULL;
+        job->in_attn = false;
         lb_ck_pool_close(job, true);
-        if (job->periodic)
+        if (job->periodic) {
             lb_ck.users++;
+            lb_ck_heap_push(&lb_ck.due, &job->due);
+        }
         lb_link_events_unlock(job->events);
     }
     if (lb_ck.users > 0)

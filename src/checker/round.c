@@ -105,41 +105,82 @@ static int kept_cmp(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-/* Release the round: kept connections go back to the job's pool (sorted
- * by record id for the next round), handles are dropped, waiters are
- * told.  Only when `observed` are the results complete. */
+/* Give the round's kept connections back to the job's pool, sorted by
+ * record id for the next round's lookups.  Two rounds of one job (a
+ * periodic and a demand round) may both give some back: the pool then
+ * keeps one connection per record, and only connections of the newer
+ * configuration. */
+static void pool_give_back(struct lb_checker_job *job, struct round *r)
+{
+    struct kept *pool;
+    size_t nk = 0, n, w;
+
+    if (job->npool && job->pool_gen != r->cfg_gen) {
+        if (job->pool_gen > r->cfg_gen) {
+            for (size_t i = 0; i < r->n; i++)
+                lb_conn_close(&r->kept[i]);
+            return;
+        }
+        lb_ck_pool_close(job, false);
+    }
+    for (size_t i = 0; i < r->n; i++)
+        if (r->kept[i].fd >= 0)
+            nk++;
+    if (!nk)
+        return;
+    pool = realloc(job->pool, (job->npool + nk) * sizeof(*pool));
+    if (!pool) {
+        for (size_t i = 0; i < r->n; i++)
+            lb_conn_close(&r->kept[i]);
+        return;
+    }
+    n = job->npool;
+    for (size_t i = 0; i < r->n; i++) {
+        if (r->kept[i].fd < 0)
+            continue;
+        pool[n].id = r->tg[i].id;
+        pool[n].conn = r->kept[i];
+        r->kept[i].fd = -1;
+        r->kept[i].ssl = NULL;
+        n++;
+    }
+    qsort(pool, n, sizeof(*pool), kept_cmp);
+    for (size_t i = w = 0; i < n; i++) {
+        if (w && pool[w - 1].id == pool[i].id)
+            lb_conn_close(&pool[i].conn);
+        else
+            pool[w++] = pool[i];
+    }
+    job->pool = pool;
+    job->npool = w;
+    job->pool_gen = r->cfg_gen;
+}
+
+/* Release the round: kept connections go back to the job's pool, handles
+ * are dropped, waiters are told, a periodic job waits for its next round
+ * in the due heap.  Only when `observed` are the results complete. */
 void lb_ck_round_end(struct round *r, bool observed)
 {
     struct lb_checker_job *job = r->job;
     struct lb_check_cfg *f;
-    size_t nk = 0;
 
-    for (size_t i = 0; i < r->n; i++)
-        if (r->kept[i].fd >= 0)
-            nk++;
-    if (nk)
-        job->pool = malloc(nk * sizeof(*job->pool));
-    for (size_t i = 0; i < r->n; i++) {
-        if (r->kept[i].fd < 0)
-            continue;
-        if (job->pool) {
-            job->pool[job->npool].id = r->tg[i].id;
-            job->pool[job->npool].conn = r->kept[i];
-            job->npool++;
-        } else {
-            lb_conn_close(&r->kept[i]);
+    lb_ck_queue_remove(r);
+    pool_give_back(job, r);
+    if (r->periodic) {
+        job->periodic_round = NULL;
+        job->cancel = false; /* a cancel is for the round that just ended */
+        if (job->periodic)
+            lb_ck_heap_push(&lb_ck.due, &job->due);
+    } else {
+        for (struct waiter *w = job->serving; w; w = w->next) {
+            w->done = true;
+            w->checked = observed ? (int)r->checked : 0;
         }
+        job->serving = NULL;
+        job->demand_round = NULL;
+        if (job->pending)
+            lb_ck_attend(job);
     }
-    if (job->npool > 1)
-        qsort(job->pool, job->npool, sizeof(*job->pool), kept_cmp);
-    job->pool_gen = r->cfg_gen;
-    for (struct waiter *w = job->serving; w; w = w->next) {
-        w->done = true;
-        w->checked = observed ? (int)r->checked : 0;
-    }
-    job->serving = NULL;
-    job->round = NULL;
-    job->cancel = false; /* a cancel is for the round that just ended */
     lb_ck_cfg_unref(r->cfg, &f);
     lb_ck_round_free(r);
     pthread_cond_broadcast(&lb_ck.cond);
@@ -155,7 +196,7 @@ void lb_ck_round_end(struct round *r, bool observed)
  * slot is freed after the batch (lb_ck_bury_dead). */
 static void slot_retire(struct slot *s, bool ok, struct lb_conn *kept)
 {
-    lb_ck_heap_remove(s);
+    lb_ck_heap_remove(&lb_ck.expiry, &s->expiry);
     s->done = true;
     lb_probe_finish(&s->p, ok, kept);
     s->round->inflight--;
@@ -171,11 +212,15 @@ void lb_ck_round_abort(struct round *r)
 {
     struct slot *mine = NULL;
 
-    for (size_t i = 0; i < lb_ck.nheap; i++)
-        if (lb_ck.heap[i]->round == r) {
-            lb_ck.heap[i]->next_dead = mine;
-            mine = lb_ck.heap[i];
+    for (size_t i = 0; i < lb_ck.expiry.n; i++) {
+        struct slot *s =
+            lb_ck_container_of(lb_ck.expiry.v[i], struct slot, expiry);
+
+        if (s->round == r) {
+            s->next_dead = mine;
+            mine = s;
         }
+    }
     while (mine) {
         struct slot *s = mine;
 
@@ -202,7 +247,7 @@ static void slot_launch(struct round *r, size_t i)
     struct slot *s = calloc(1, sizeof(*s));
     int rc;
 
-    if (!s || lb_ck.nheap >= lb_ck.capheap) {
+    if (!s || lb_ck_heap_reserve(&lb_ck.expiry, lb_ck.expiry.n + 1) != LB_OK) {
         free(s);
         record(r, i, false, LB_CHECK_ERR_RESOURCE, ENOMEM);
         return;
@@ -211,13 +256,13 @@ static void slot_launch(struct round *r, size_t i)
     s->i = i;
     s->p.cfg = r->cfg;
     s->p.be = &r->tg[i].be;
-    s->heap_idx = SIZE_MAX;
-    s->deadline = lb_ck_now_ns() + r->cfg->timeout_ns;
+    s->expiry.idx = SIZE_MAX;
+    s->expiry.key = lb_ck_now_ns() + r->cfg->timeout_ns;
     r->inflight++;
     lb_ck.inflight++;
     rc = lb_probe_start(&s->p, &r->kept[i]);
     if (rc == LB_PROBE_AGAIN) {
-        lb_ck_heap_push(s);
+        lb_ck_heap_push(&lb_ck.expiry, &s->expiry);
         lb_ck_slot_watch(s);
     } else {
         lb_ck_slot_result(s, rc);
@@ -234,7 +279,8 @@ void lb_ck_slot_watch(struct slot *s)
 
     if (s->p.conn.epfd < 0) {
         if (epoll_ctl(lb_ck.epfd, EPOLL_CTL_ADD, s->p.conn.fd, &ev) < 0) {
-            lb_ck_slot_result(s, lb_probe_fail(&s->p, LB_CHECK_ERR_RESOURCE, errno));
+            lb_ck_slot_result(
+                s, lb_probe_fail(&s->p, LB_CHECK_ERR_RESOURCE, errno));
             return;
         }
         s->p.conn.epfd = lb_ck.epfd;
@@ -256,14 +302,7 @@ void lb_ck_slot_result(struct slot *s, int rc)
     record(r, s->i, ok, s->p.err_kind, s->p.err_detail);
 }
 
-/* Start what the round may start now: everything (up to the process-wide
- * cap) when parallel, else the next backend once the previous is done. */
-void lb_ck_round_launch(struct round *r)
-{
-    while (r->next < r->n && lb_ck.inflight < lb_ck.max_inflight &&
-           (r->parallel || r->inflight == 0))
-        slot_launch(r, r->next++);
-}
+void lb_ck_round_launch_one(struct round *r) { slot_launch(r, r->next++); }
 
 void lb_ck_bury_dead(void)
 {

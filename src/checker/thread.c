@@ -65,6 +65,8 @@ int lb_ck_thread_start(void)
     lb_ck.max_inflight = 512;
     if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY)
         lb_ck.max_inflight = rl.rlim_cur / 2 > 16 ? rl.rlim_cur / 2 : 16;
+    /* schedule.c says why an eighth */
+    lb_ck.reserve = lb_ck.max_inflight / 8;
     lb_ck.quit = false;
     /* The thread takes no process signals (nor SIGPIPE from a TLS write
      * on a reset socket): they stay with the host's threads. */
@@ -126,20 +128,18 @@ static void *thread_main(void *arg)
         uint64_t now = lb_ck_now_ns();
         int n, timeout;
 
-        if (lb_ck.capheap < lb_ck.max_inflight) {
-            struct slot **h = realloc(lb_ck.heap, lb_ck.max_inflight * sizeof(*h));
-            if (h) {
-                lb_ck.heap = h;
-                lb_ck.capheap = lb_ck.max_inflight;
-            }
-        }
+        struct lb_ck_heap_node *top;
+
         lb_ck_schedule(now);
         /* Expired probes fail with the phase they were in. */
         now = lb_ck_now_ns();
-        while (lb_ck.nheap && lb_ck.heap[0]->deadline <= now) {
-            struct slot *s = lb_ck.heap[0];
-            lb_ck_slot_result(s,
-                        lb_probe_fail(&s->p, LB_CHECK_ERR_TIMEOUT, s->p.phase));
+        while ((top = lb_ck_heap_top(&lb_ck.expiry)) && top->key <= now) {
+            struct slot *s = lb_ck_container_of(top, struct slot, expiry);
+            struct round *r = s->round;
+
+            lb_ck_slot_result(
+                s, lb_probe_fail(&s->p, LB_CHECK_ERR_TIMEOUT, s->p.phase));
+            lb_ck_round_progress(r);
         }
         lb_ck_schedule(now);
         lb_ck_bury_dead();
@@ -149,6 +149,7 @@ static void *thread_main(void *arg)
         pthread_mutex_lock(&lb_ck.lock);
         for (int i = 0; i < n; i++) {
             struct slot *s = evs[i].data.ptr;
+            struct round *r;
             int rc;
 
             if (evs[i].data.ptr == &wake_marker) {
@@ -160,18 +161,23 @@ static void *thread_main(void *arg)
             }
             if (s->done)
                 continue;
+            r = s->round;
             rc = lb_probe_step(&s->p, evs[i].events);
             if (rc == LB_PROBE_AGAIN)
                 lb_ck_slot_watch(s);
             else
                 lb_ck_slot_result(s, rc);
+            lb_ck_round_progress(r);
         }
     }
     /* Stopping with rounds in flight happens only when their users left
      * (a forked child's, or a stop that raced a free): drop them. */
-    for (struct lb_checker_job *job = lb_ck.jobs; job; job = job->next)
-        if (job->round)
-            lb_ck_round_abort(job->round);
+    for (struct lb_checker_job *job = lb_ck.jobs; job; job = job->next) {
+        if (job->periodic_round)
+            lb_ck_round_abort(job->periodic_round);
+        if (job->demand_round)
+            lb_ck_round_abort(job->demand_round);
+    }
     lb_ck_bury_dead();
     close(lb_ck.epfd);
     close(lb_ck.wakefd);
