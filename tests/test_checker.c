@@ -1333,6 +1333,78 @@ static void test_fair_share(void)
     close(lfd);
 }
 
+static lb_check_stats stats(lb_balancer *b)
+{
+    lb_check_stats st;
+
+    lb_balancer_check_stats(b, &st);
+    return st;
+}
+
+/*
+ * Out of descriptors, a check cannot even start: that is no verdict on the
+ * backend.  In a forked child (so this process keeps its limit), with the
+ * soft RLIMIT_NOFILE lowered to the lowest free descriptor, a healthy
+ * backend stays healthy and the skipped count rises; with the limit back,
+ * checks pass again.
+ */
+static __attribute__((unused)) void test_out_of_descriptors(void)
+{
+    int status = -1;
+    pid_t pid = fork();
+
+    if (pid == 0) {
+        struct srv *s = srv_start(M_HTTP);
+        lb_balancer *b = bal_one("127.0.0.1", s->port, 0);
+        lb_check_config c = tcp_cfg(1);
+        const char *err = NULL;
+        struct rlimit rl, low;
+        lb_check_stats st0;
+        int fd, bad = 0;
+
+        alarm(30);
+        set_check(b, &c);
+        bad |= lb_balancer_checks_start(b, 0.02, 0, &err) != LB_OK;
+        bad |= !WAIT_FOR(stats(b).ok >= 2, 5) << 1;
+        getrlimit(RLIMIT_NOFILE, &rl);
+        low = rl;
+        fd = dup(0);
+        close(fd);
+        low.rlim_cur = (rlim_t)fd;
+        st0 = stats(b);
+        setrlimit(RLIMIT_NOFILE, &low);
+        /* every check now fails to get a socket: EMFILE */
+        WAIT_FOR(stats(b).skipped >= st0.skipped + 5 ||
+                     stats(b).failed > st0.failed,
+                 5);
+        bad |= (stats(b).skipped < st0.skipped + 5) << 2;
+        bad |= (stats(b).failed != st0.failed) << 3;
+        bad |= (health(b, 0).healthy != 1) << 4;
+        setrlimit(RLIMIT_NOFILE, &rl);
+        st0 = stats(b);
+        bad |= !WAIT_FOR(stats(b).ok >= st0.ok + 2, 5) << 5;
+        bad |= (health(b, 0).healthy != 1) << 6;
+        lb_balancer_free(b);
+        srv_stop(s);
+        _exit(bad);
+    }
+    CHECK(pid > 0);
+    if (pid > 0) {
+        double end = now_s() + 40;
+        pid_t w = 0;
+
+        while ((w = waitpid(pid, &status, WNOHANG)) == 0 && now_s() < end)
+            usleep(2000);
+        if (w == 0) {
+            kill(pid, SIGKILL);
+            waitpid(pid, &status, 0);
+        }
+        if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+            printf("# out of descriptors: child status %#x\n", status);
+        CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    }
+}
+
 /* Many checks of every kind, then everything is back: descriptors and the
  * thread. */
 static void test_resources(int fds0)
@@ -1412,6 +1484,7 @@ int main(void)
     printf("# fork test skipped under ThreadSanitizer\n");
 #else
     test_fork();
+    test_out_of_descriptors();
 #endif
     test_resources(fds0);
     CHECK_EQ(count_fds(), fds0);

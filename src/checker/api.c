@@ -3,6 +3,7 @@
  */
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "checker/checker.h"
 
@@ -207,6 +208,22 @@ void lb_balancer_checks_free(lb_balancer *b)
     lb_check_cfg_free(f);
     lb_link_events_free(job->events);
     free(job);
+}
+
+int lb_balancer_check_stats(lb_balancer *b, lb_check_stats *out)
+{
+    struct lb_checker_job *job;
+    int rc = LB_DECLINED;
+
+    memset(out, 0, sizeof(*out));
+    pthread_mutex_lock(&lb_ck.lock);
+    job = lb_link_job(b);
+    if (job) {
+        *out = job->stats;
+        rc = LB_OK;
+    }
+    pthread_mutex_unlock(&lb_ck.lock);
+    return rc;
 }
 
 int lb_balancer_events(lb_balancer *b, lb_health_event *out, int max)

@@ -118,8 +118,9 @@ struct lb_checker_job {
     struct waiter *serving;       /* wait for the demand round */
     struct kept *pool;            /* sorted by record id */
     size_t npool;
-    uint64_t pool_gen; /* the cfg_gen the pool's connections belong to */
-    struct lb_events *events;
+    uint64_t pool_gen;        /* the cfg_gen the pool's connections belong to */
+    lb_check_stats stats;     /* counts of the results recorded */
+    struct lb_events *events; /* the balancer's queue (core_link.h) */
 };
 
 enum { LB_CK_STOPPED, LB_CK_RUNNING, LB_CK_STOPPING };

@@ -231,14 +231,32 @@ void lb_ck_round_abort(struct round *r)
     lb_ck_round_end(r, false);
 }
 
+/* A check that could not even start for want of descriptors or memory in
+ * this process: no verdict on the backend (lb.h, lb_check_stats). */
+static bool skipped(bool ok, int kind, int detail)
+{
+    return !ok && kind == LB_CHECK_ERR_RESOURCE &&
+           (detail == EMFILE || detail == ENFILE || detail == ENOMEM ||
+            detail == ENOBUFS || detail == ENOSPC);
+}
+
 /* Pingora's thresholds on the record; a flip goes to the balancer's event
- * queue (core_link.h). */
+ * queue (core_link.h).  A skipped check leaves the record as it was; the
+ * next round checks the backend again. */
 static void record(struct round *r, size_t i, bool ok, int kind, int detail)
 {
     const struct lb_check_cfg *cfg = r->cfg;
 
+    if (skipped(ok, kind, detail)) {
+        r->job->stats.skipped++;
+        return;
+    }
     lb_link_observe(r->job->events, &r->tg[i], ok,
                     ok ? cfg->success : cfg->failure, kind, detail);
+    if (ok)
+        r->job->stats.ok++;
+    else
+        r->job->stats.failed++;
     r->checked++;
 }
 
