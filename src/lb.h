@@ -315,7 +315,9 @@ typedef struct lb_check_config {
     size_t nheaders;
     const uint16_t *expected_status; /* NULL or 0 entries: { 200 } */
     size_t nexpected;
-    int32_t reuse_connection; /* 1: keep-alive between rounds */
+    int32_t reuse_connection; /* 1: keep-alive between rounds; a fresh
+                                 connection once the kept one served 3
+                                 checks and is 1 s old (src/checker/round.c) */
 
     uint16_t port; /* 0: the backend's port; else the port checked (inet) */
 } lb_check_config;

@@ -811,6 +811,47 @@ static void test_reuse(void)
     srv_stop(s);
 }
 
+/*
+ * reuse_connection does not hide a dead listener: with the unix socket's
+ * path deleted, every new connection fails while the kept one still
+ * answers; a fresh connection at least every second (and every third
+ * round) finds it within a few seconds.
+ */
+static void test_reuse_dead_listener(void)
+{
+    struct srv *s = srv_new(AF_UNIX, M_HTTP);
+    lb_balancer *b = bal_new(0);
+    lb_check_config c = http_cfg(1);
+    char addr[128];
+    const char *a = addr, *err = NULL;
+    double t0, el;
+    int req, conns;
+
+    s->keepalive = true;
+    srv_run(s);
+    snprintf(addr, sizeof(addr), "unix:%s", s->path);
+    bal_set(b, &a, 1);
+    c.reuse_connection = 1;
+    set_check(b, &c);
+    CHECK_EQ(lb_balancer_checks_start(b, 0.05, 0, &err), LB_OK);
+    /* reuse still works: ~20 checks a second on ~1 connection a second */
+    CHECK(WAIT_FOR(atomic_load(&s->requests) >= 40, 10));
+    req = atomic_load(&s->requests);
+    conns = atomic_load(&s->conns);
+    printf("# reuse at 0.05 s: %d checks on %d connections\n", req, conns);
+    CHECK(conns >= 2 && conns * 5 <= req);
+    unlink(s->path);
+    t0 = now_s();
+    CHECK(WAIT_FOR(!health(b, 0).healthy, 5));
+    el = now_s() - t0;
+    printf("# deleted unix socket found down after %.2f s (%s)\n", el,
+           errtext(health(b, 0)));
+    CHECK_EQ(health(b, 0).err_kind, LB_CHECK_ERR_CONNECT);
+    CHECK_EQ(health(b, 0).err_detail, ENOENT);
+    lb_balancer_free(b);
+    srv_stop(s);
+}
+
 static void test_bad_responses(void)
 {
     static const char garbage[] = "garbage\r\n\r\n";
@@ -1470,6 +1511,7 @@ int main(void)
     test_http_status();
     test_http_request();
     test_reuse();
+    test_reuse_dead_listener();
     test_bad_responses();
     test_slow_and_silent();
     test_thresholds();

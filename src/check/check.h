@@ -59,6 +59,10 @@ struct lb_conn {
     int fd;
     int epfd; /* the epoll set fd is registered in, or -1 */
     SSL *ssl;
+    /* For the checker's reuse policy: when the connection first served a
+     * check (0: not yet) and how many it served.  Zero for a new one. */
+    uint64_t born_ns;
+    uint32_t uses;
 };
 
 /* Response parser state (http_parse.c).  Fields after `status` are what a

@@ -133,6 +133,8 @@ static int connect_start(struct lb_probe *p)
     p->conn.fd = fd;
     p->conn.epfd = -1;
     p->conn.ssl = NULL;
+    p->conn.born_ns = 0;
+    p->conn.uses = 0;
     if (ss.ss_family != AF_UNIX)
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     if (connect(fd, (struct sockaddr *)&ss, sl) == 0)

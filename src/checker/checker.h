@@ -82,6 +82,7 @@ struct slot {
     struct round *round;
     size_t i;                      /* the target's index in the round */
     struct lb_ck_heap_node expiry; /* key: the deadline */
+    uint64_t started;
     uint32_t reg_want; /* events registered (p.conn.epfd >= 0: registered) */
     bool done;
     struct slot *next_dead;

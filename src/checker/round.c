@@ -260,6 +260,27 @@ static void record(struct round *r, size_t i, bool ok, int kind, int detail)
     r->checked++;
 }
 
+/*
+ * reuse_connection: a kept connection proves that one server process still
+ * answers on it, not that the backend still accepts connections (a unix
+ * socket deleted, a listener closed by a restart that left old workers
+ * draining).  So a kept connection is replaced by a fresh one once it has
+ * served LB_CK_REUSE_ROUNDS checks AND is LB_CK_REUSE_NS old, whichever
+ * comes later: at short periods a fresh connection about once a second,
+ * at long ones every third round, so a dead listener is found within
+ * max(1 s, 3 periods) plus a timeout, and reuse still saves most
+ * connections.
+ */
+#define LB_CK_REUSE_ROUNDS 3
+#define LB_CK_REUSE_NS 1000000000ull
+
+static void kept_expire(struct lb_conn *kept, uint64_t now)
+{
+    if (kept->fd >= 0 && kept->uses >= LB_CK_REUSE_ROUNDS &&
+        now - kept->born_ns >= LB_CK_REUSE_NS)
+        lb_conn_close(kept);
+}
+
 static void slot_launch(struct round *r, size_t i)
 {
     struct slot *s = calloc(1, sizeof(*s));
@@ -275,7 +296,9 @@ static void slot_launch(struct round *r, size_t i)
     s->p.cfg = r->cfg;
     s->p.be = &r->tg[i].be;
     s->expiry.idx = SIZE_MAX;
-    s->expiry.key = lb_ck_now_ns() + r->cfg->timeout_ns;
+    s->started = lb_ck_now_ns();
+    s->expiry.key = s->started + r->cfg->timeout_ns;
+    kept_expire(&r->kept[i], s->started);
     r->inflight++;
     lb_ck.inflight++;
     rc = lb_probe_start(&s->p, &r->kept[i]);
@@ -317,6 +340,11 @@ void lb_ck_slot_result(struct slot *s, int rc)
     bool ok = rc == LB_PROBE_OK;
 
     slot_retire(s, ok, &r->kept[s->i]);
+    if (r->kept[s->i].fd >= 0) {
+        if (!r->kept[s->i].born_ns)
+            r->kept[s->i].born_ns = s->started;
+        r->kept[s->i].uses++;
+    }
     record(r, s->i, ok, s->p.err_kind, s->p.err_detail);
 }
 
