@@ -96,7 +96,8 @@ static int build_request(struct lb_http_cfg *c, const lb_check_config *in,
         *err = "invalid HTTP method";
         return LB_ERROR;
     }
-    if (path_len == 0 || path_len > MAX_PATH || !lb_check_text_visible(path, path_len)) {
+    if (path_len == 0 || path_len > MAX_PATH ||
+        !lb_check_text_visible(path, path_len)) {
         *err = "invalid HTTP path";
         return LB_ERROR;
     }
@@ -131,7 +132,8 @@ static int build_request(struct lb_http_cfg *c, const lb_check_config *in,
                 *err = "Host header given twice";
                 goto fail;
             }
-            if (h->value_len == 0 || !lb_check_text_visible(h->value, h->value_len)) {
+            if (h->value_len == 0 ||
+                !lb_check_text_visible(h->value, h->value_len)) {
                 *err = "invalid Host header";
                 goto fail;
             }

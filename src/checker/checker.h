@@ -148,11 +148,25 @@ struct lb_checker {
 /* The one checker of the process (thread.c). */
 extern struct lb_checker lb_ck __attribute__((visibility("hidden")));
 
+/*
+ * Contracts, for every function below: the caller holds lb_ck.lock
+ * (except lb_ck_now_ns, pure).  Functions that touch slots, rounds in
+ * flight, the epoll set or the queues run on the checker thread only
+ * (rounds, heap of slots, schedule), or in a forked child before the
+ * thread restarts (fork.c); the others (use, unuse, wake, attend, the due
+ * heap, the pool close) also on callers' threads.  None takes an RCU
+ * read-side section except lb_ck_round_new, briefly, through core_link.h.
+ * Nothing here fails except where a result says so.
+ */
+
 /* thread.c */
+/* CLOCK_MONOTONIC in nanoseconds. */
 uint64_t lb_ck_now_ns(void);
 /* Wake the thread from epoll_wait (an eventfd write; never blocks). */
 void lb_ck_wake(void);
-/* Start the thread unless it runs; LB_OK or LB_ERROR (nothing started). */
+/* Start the thread unless it runs (waiting for one stopping to be
+ * joined); takes the cap of probes from RLIMIT_NOFILE.  LB_OK or LB_ERROR
+ * (nothing started, descriptors closed). */
 int lb_ck_thread_start(void);
 /* Count a user (starting the thread), or LB_ERROR with *err. */
 int lb_ck_use(const char **err);
@@ -176,7 +190,9 @@ void lb_ck_cfg_unref(struct lb_check_cfg *c, struct lb_check_cfg **f);
 /* Close the job's kept connections (in a forked child: our descriptors
  * only, never the epoll set shared with the parent). */
 void lb_ck_pool_close(struct lb_checker_job *job, bool child);
-/* A round over the published set, or NULL (out of memory). */
+/* A round over the published set: the targets' handles held, the job's
+ * kept connections claimed, a config reference taken.  NULL when out of
+ * memory (nothing held). */
 struct round *lb_ck_round_new(struct lb_checker_job *job, bool parallel);
 /* Launch the round's next probe (the caller checked it has one and the
  * cap has room).  The probe may finish at once. */
