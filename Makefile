@@ -150,10 +150,10 @@ soak-tsan: $(BUILD)/tsan/soak
 # bench/select.lua are small shared libraries.
 BENCH_CFLAGS := -O2 -g
 LUAJIT_INC ?= /usr/include/luajit-2.1
-BENCH_BINS := $(addprefix $(BUILD)/bench/,build select_c rcu_memb rcu_bp \
-	libfloor_ffi.so floor_cfunc.so)
+BENCH_BINS := $(addprefix $(BUILD)/bench/,build select_c checker_scale rcu_memb \
+	rcu_bp libfloor_ffi.so floor_cfunc.so)
 
-$(BUILD)/bench/build $(BUILD)/bench/select_c: $(BUILD)/bench/%: bench/%.c bench/bench.h $(SRC) $(HDR)
+$(BUILD)/bench/build $(BUILD)/bench/select_c $(BUILD)/bench/checker_scale: $(BUILD)/bench/%: bench/%.c bench/bench.h $(SRC) $(HDR)
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(BENCH_CFLAGS) $(WARN) -o $@ $< $(SRC) $(LDLIBS) $(EXTRA_LIBS)
 

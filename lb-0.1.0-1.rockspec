@@ -24,16 +24,19 @@ build = {
    modules = {
       ["lb.core"] = {
          sources = {
-            "src/backend.c", "src/balancer.c", "src/checker.c",
-            "src/limits.c",
+            "src/backend.c", "src/balancer.c", "src/limits.c",
             "src/events.c", "src/health.c", "src/rcu.c", "src/selector.c",
             "src/snapshot.c",
             "src/select/consistent.c", "src/select/fnv.c",
             "src/select/random.c", "src/select/round_robin.c",
             "src/select/weighted.c",
             "src/check/config.c", "src/check/conn.c", "src/check/errors.c",
-            "src/check/http.c", "src/check/http_parse.c", "src/check/tcp.c",
+            "src/check/http.c", "src/check/http_config.c",
+            "src/check/http_parse.c", "src/check/probe.c", "src/check/tcp.c",
             "src/check/tls.c",
+            "src/checker/api.c", "src/checker/core_link.c",
+            "src/checker/fork.c", "src/checker/heap.c", "src/checker/round.c",
+            "src/checker/schedule.c", "src/checker/thread.c",
          },
          defines = { "_GNU_SOURCE" },
          incdirs = { "src" },

@@ -34,6 +34,8 @@ bench build/bench/rcu_memb
 bench build/bench/rcu_bp
 bench build/bench/build
 bench build/bench/select_c
+# checker CPU at 2,000 probes/s: 2,000 balancers, then 16,000
+bench build/bench/checker_scale
 bench "$LUAJIT" bench/select.lua
 # 10,000 loopback backends checked at once: one descriptor each in flight
 bench sh -c "ulimit -n \$(ulimit -Hn) 2>/dev/null; exec $LUAJIT bench/checks_scale.lua"

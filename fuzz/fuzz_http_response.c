@@ -7,7 +7,7 @@
  * statuses are expected), one byte k (low 3 bits: k cut points), k 16-bit
  * cut offsets, then the bytes the server sends before it closes.
  *
- * The driver below does what lb_http_step (src/check/http.c) does with
+ * The driver below does what http_step (src/check/http.c) does with
  * what a socket read returns: the head accumulates in a buffer of
  * LB_HTTP_MAX_HEADER bytes (each read bounded by the room left) and is
  * parsed again after every read; once the head is complete, the status is
@@ -25,7 +25,7 @@
  */
 #include <stdbool.h>
 
-#include "check/check.h"
+#include "check/http.h"
 #include "fuzz.h"
 
 #define V_OK 1

@@ -354,7 +354,9 @@ typedef struct lb_check_config {
     size_t nheaders;
     const uint16_t *expected_status; /* NULL or 0 entries: { 200 } */
     size_t nexpected;
-    int32_t reuse_connection; /* 1: keep-alive between rounds */
+    int32_t reuse_connection; /* 1: keep-alive between rounds; a fresh
+                                 connection once the kept one served 3
+                                 checks and is 1 s old (src/checker/round.c) */
 
     uint16_t port; /* 0: the backend's port; else the port checked (inet) */
 } lb_check_config;
@@ -406,9 +408,11 @@ int lb_balancer_set_check(lb_balancer *b, const lb_check_config *cfg,
  * Run one round of the built-in check on every backend of the published
  * snapshot and wait for it: parallel = 1 starts all checks at once, 0 one
  * backend at a time.  Returns after every result is recorded and every
- * flip of the round is queued for lb_balancer_events.  If a periodic round
- * of the same balancer is in flight, this one starts when it ends.
- * Returns the number of backends checked (>= 0), LB_DECLINED when no
+ * flip of the round is queued for lb_balancer_events.  It starts at once,
+ * beside a periodic round of the same balancer in flight; callers that
+ * ask while another caller's round runs share the next one.
+ * Returns the number of backends checked (>= 0; a skipped check, see
+ * lb_check_stats, is not counted), LB_DECLINED when no
  * built-in check is set, or LB_ERROR with *err (the thread could not
  * start).  Blocks the calling thread (never call it from the checker's own
  * callbacks; there are none); takes no RCU read lock while waiting.
@@ -435,6 +439,23 @@ int lb_balancer_checks_start(lb_balancer *b, double frequency, int parallel,
  * thread; blocks briefly.
  */
 void lb_balancer_checks_stop(lb_balancer *b);
+
+/*
+ * What the balancer's built-in checks did since its check was first set.
+ * A check that cannot even start because this process is out of
+ * descriptors or memory (EMFILE, ENFILE, ENOMEM, ENOBUFS; ENOSPC from
+ * epoll) is no verdict on the backend: it is counted as skipped, the
+ * backend keeps its state and is checked again next round.
+ */
+typedef struct lb_check_stats {
+    uint64_t ok;      /* checks that passed */
+    uint64_t failed;  /* checks that failed (recorded on the backend) */
+    uint64_t skipped; /* checks that could not start (see above) */
+} lb_check_stats;
+
+/* Fill *out.  LB_OK, or LB_DECLINED (all zero) when the balancer never had
+ * a built-in check.  Any thread; takes the checker's mutex briefly. */
+int lb_balancer_check_stats(lb_balancer *b, lb_check_stats *out);
 
 /* A health flip found by the checker thread.  `id` is lb_health_info.id. */
 typedef struct lb_health_event {

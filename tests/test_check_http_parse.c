@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "check/check.h"
+#include "check/http.h"
 #include "tap.h"
 
 /* Feed a whole response in pieces of `step` bytes, as reads would. */

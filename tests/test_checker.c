@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -351,6 +352,53 @@ static int closed_port(void)
 }
 
 /* ---- balancers ---- */
+
+/* A listener on 127.0.0.1 whose accept queue (backlog 0: one connection)
+ * is full and never drained: the SYN of every further connection is
+ * dropped, so a connect to it times out.  *filler is the connection that
+ * fills it; the caller closes both. */
+static int full_listener(int *port, int *filler)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in in = {.sin_family = AF_INET};
+    socklen_t sl = sizeof(in);
+
+    in.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (bind(fd, (struct sockaddr *)&in, sizeof(in)) < 0 || listen(fd, 0) < 0) {
+        perror("full_listener");
+        exit(2);
+    }
+    getsockname(fd, (struct sockaddr *)&in, &sl);
+    *port = ntohs(in.sin_port);
+    *filler = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (connect(*filler, (struct sockaddr *)&in, sizeof(in)) < 0) {
+        perror("full_listener: connect");
+        exit(2);
+    }
+    return fd;
+}
+
+/* n backends 127.0.0.1:port with weights 1..n (distinct identities on one
+ * address). */
+static void bal_weights(lb_balancer *b, int port, int n)
+{
+    lb_backend *be = calloc((size_t)n, sizeof(*be));
+    char addr[32];
+    const char *err = NULL;
+
+    snprintf(addr, sizeof(addr), "127.0.0.1:%d", port);
+    for (int i = 0; i < n; i++)
+        if (lb_backend_parse(addr, strlen(addr), (uint32_t)i + 1, &be[i],
+                             &err)) {
+            fprintf(stderr, "parse %s: %s\n", addr, err);
+            exit(2);
+        }
+    if (lb_balancer_update(b, be, (size_t)n, NULL, NULL, &err) < 0) {
+        fprintf(stderr, "update: %s\n", err);
+        exit(2);
+    }
+    free(be);
+}
 
 static lb_balancer *bal_new(int start_unhealthy)
 {
@@ -759,6 +807,47 @@ static void test_reuse(void)
     round_(b, 0);
     CHECK_EQ(health(b, 0).healthy, 1);
     CHECK_EQ(atomic_load(&s->conns), 2);
+    lb_balancer_free(b);
+    srv_stop(s);
+}
+
+/*
+ * reuse_connection does not hide a dead listener: with the unix socket's
+ * path deleted, every new connection fails while the kept one still
+ * answers; a fresh connection at least every second (and every third
+ * round) finds it within a few seconds.
+ */
+static void test_reuse_dead_listener(void)
+{
+    struct srv *s = srv_new(AF_UNIX, M_HTTP);
+    lb_balancer *b = bal_new(0);
+    lb_check_config c = http_cfg(1);
+    char addr[128];
+    const char *a = addr, *err = NULL;
+    double t0, el;
+    int req, conns;
+
+    s->keepalive = true;
+    srv_run(s);
+    snprintf(addr, sizeof(addr), "unix:%s", s->path);
+    bal_set(b, &a, 1);
+    c.reuse_connection = 1;
+    set_check(b, &c);
+    CHECK_EQ(lb_balancer_checks_start(b, 0.05, 0, &err), LB_OK);
+    /* reuse still works: ~20 checks a second on ~1 connection a second */
+    CHECK(WAIT_FOR(atomic_load(&s->requests) >= 40, 10));
+    req = atomic_load(&s->requests);
+    conns = atomic_load(&s->conns);
+    printf("# reuse at 0.05 s: %d checks on %d connections\n", req, conns);
+    CHECK(conns >= 2 && conns * 5 <= req);
+    unlink(s->path);
+    t0 = now_s();
+    CHECK(WAIT_FOR(!health(b, 0).healthy, 5));
+    el = now_s() - t0;
+    printf("# deleted unix socket found down after %.2f s (%s)\n", el,
+           errtext(health(b, 0)));
+    CHECK_EQ(health(b, 0).err_kind, LB_CHECK_ERR_CONNECT);
+    CHECK_EQ(health(b, 0).err_detail, ENOENT);
     lb_balancer_free(b);
     srv_stop(s);
 }
@@ -1205,6 +1294,158 @@ static __attribute__((unused)) void test_fork(void)
     srv_stop(s);
 }
 
+/* lb_balancer_check_round runs its own round at once, beside a periodic
+ * round in flight: a sequential periodic round over 8 backends that time
+ * out takes 8 s, the parallel round asked for meanwhile about 1 s. */
+static void test_round_beside_periodic(void)
+{
+    enum { N = 8 };
+    int port, filler, lfd = full_listener(&port, &filler);
+    lb_balancer *b = bal_new(0);
+    lb_check_config c = tcp_cfg(1);
+    const char *err = NULL;
+    double t0, el;
+
+    bal_weights(b, port, N);
+    set_check(b, &c);
+    CHECK_EQ(lb_balancer_checks_start(b, 60, 0, &err), LB_OK);
+    /* the periodic round is in flight once its first probe timed out */
+    CHECK(WAIT_FOR(!health(b, 0).healthy, 5));
+    CHECK_EQ(health(b, 0).err_kind, LB_CHECK_ERR_TIMEOUT);
+    t0 = now_s();
+    CHECK_EQ(round_(b, 1), N);
+    el = now_s() - t0;
+    printf("# check_round beside a periodic round of %d timeouts: %.2f s\n", N,
+           el);
+    CHECK(el < 3);
+    for (int i = 0; i < N; i++)
+        CHECK_EQ(health(b, (size_t)i).healthy, 0);
+    lb_balancer_free(b);
+    close(filler);
+    close(lfd);
+}
+
+/*
+ * One broken balancer does not starve another's checks: beside a balancer
+ * whose 300 backends all time out (more than the cap of probes in flight,
+ * here 128 from a soft descriptor limit of 256), a balancer checked every
+ * 0.1 s gets at least 90% of its rounds.
+ */
+static void test_fair_share(void)
+{
+    enum { BROKEN = 300 };
+    int port, filler, lfd = full_listener(&port, &filler);
+    struct srv *s = srv_start(M_HTTP);
+    lb_balancer *broken = bal_new(0), *ok;
+    lb_check_config c = tcp_cfg(1);
+    const char *err = NULL;
+    struct rlimit rl, low;
+    double t0, el, share;
+    int c0, got;
+
+    CHECK_EQ(checker_threads(), 0);
+    getrlimit(RLIMIT_NOFILE, &rl);
+    low = rl;
+    low.rlim_cur = 256;
+    setrlimit(RLIMIT_NOFILE, &low);
+    bal_weights(broken, port, BROKEN);
+    set_check(broken, &c);
+    CHECK_EQ(lb_balancer_checks_start(broken, 0.1, 1, &err), LB_OK);
+    /* the cap is taken when the thread starts: the host's limit is back */
+    setrlimit(RLIMIT_NOFILE, &rl);
+    CHECK(WAIT_FOR(!health(broken, 0).healthy, 5));
+    ok = bal_one("127.0.0.1", s->port, 0);
+    set_check(ok, &c);
+    c0 = atomic_load(&s->conns);
+    t0 = now_s();
+    CHECK_EQ(lb_balancer_checks_start(ok, 0.1, 0, &err), LB_OK);
+    WAIT_FOR(atomic_load(&s->conns) - c0 >= 45, 6);
+    el = now_s() - t0;
+    got = atomic_load(&s->conns) - c0;
+    share = got / (el / 0.1 + 1);
+    printf("# beside %d timeouts: %d checks in %.2f s (%.0f%% of rounds)\n",
+           BROKEN, got, el, 100 * share);
+    CHECK(share >= 0.9);
+    CHECK_EQ(health(ok, 0).healthy, 1);
+    lb_balancer_free(ok);
+    lb_balancer_free(broken);
+    srv_stop(s);
+    close(filler);
+    close(lfd);
+}
+
+static lb_check_stats stats(lb_balancer *b)
+{
+    lb_check_stats st;
+
+    lb_balancer_check_stats(b, &st);
+    return st;
+}
+
+/*
+ * Out of descriptors, a check cannot even start: that is no verdict on the
+ * backend.  In a forked child (so this process keeps its limit), with the
+ * soft RLIMIT_NOFILE lowered to the lowest free descriptor, a healthy
+ * backend stays healthy and the skipped count rises; with the limit back,
+ * checks pass again.
+ */
+static __attribute__((unused)) void test_out_of_descriptors(void)
+{
+    int status = -1;
+    pid_t pid = fork();
+
+    if (pid == 0) {
+        struct srv *s = srv_start(M_HTTP);
+        lb_balancer *b = bal_one("127.0.0.1", s->port, 0);
+        lb_check_config c = tcp_cfg(1);
+        const char *err = NULL;
+        struct rlimit rl, low;
+        lb_check_stats st0;
+        int fd, bad = 0;
+
+        alarm(30);
+        set_check(b, &c);
+        bad |= lb_balancer_checks_start(b, 0.02, 0, &err) != LB_OK;
+        bad |= !WAIT_FOR(stats(b).ok >= 2, 5) << 1;
+        getrlimit(RLIMIT_NOFILE, &rl);
+        low = rl;
+        fd = dup(0);
+        close(fd);
+        low.rlim_cur = (rlim_t)fd;
+        st0 = stats(b);
+        setrlimit(RLIMIT_NOFILE, &low);
+        /* every check now fails to get a socket: EMFILE */
+        WAIT_FOR(stats(b).skipped >= st0.skipped + 5 ||
+                     stats(b).failed > st0.failed,
+                 5);
+        bad |= (stats(b).skipped < st0.skipped + 5) << 2;
+        bad |= (stats(b).failed != st0.failed) << 3;
+        bad |= (health(b, 0).healthy != 1) << 4;
+        setrlimit(RLIMIT_NOFILE, &rl);
+        st0 = stats(b);
+        bad |= !WAIT_FOR(stats(b).ok >= st0.ok + 2, 5) << 5;
+        bad |= (health(b, 0).healthy != 1) << 6;
+        lb_balancer_free(b);
+        srv_stop(s);
+        _exit(bad);
+    }
+    CHECK(pid > 0);
+    if (pid > 0) {
+        double end = now_s() + 40;
+        pid_t w = 0;
+
+        while ((w = waitpid(pid, &status, WNOHANG)) == 0 && now_s() < end)
+            usleep(2000);
+        if (w == 0) {
+            kill(pid, SIGKILL);
+            waitpid(pid, &status, 0);
+        }
+        if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+            printf("# out of descriptors: child status %#x\n", status);
+        CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    }
+}
+
 /* Many checks of every kind, then everything is back: descriptors and the
  * thread. */
 static void test_resources(int fds0)
@@ -1270,11 +1511,14 @@ int main(void)
     test_http_status();
     test_http_request();
     test_reuse();
+    test_reuse_dead_listener();
     test_bad_responses();
     test_slow_and_silent();
     test_thresholds();
     test_parallel();
     test_periodic();
+    test_round_beside_periodic();
+    test_fair_share();
     test_tls();
 #if defined(__SANITIZE_THREAD__)
     /* ThreadSanitizer cannot start threads in the child of a threaded
@@ -1282,6 +1526,7 @@ int main(void)
     printf("# fork test skipped under ThreadSanitizer\n");
 #else
     test_fork();
+    test_out_of_descriptors();
 #endif
     test_resources(fds0);
     CHECK_EQ(count_fds(), fds0);

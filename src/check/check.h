@@ -1,14 +1,20 @@
 /*
- * check.h - the private API between the checker thread (src/checker.c) and
- * the check kinds (src/check/): one probe is one check of one backend in
- * flight, a non-blocking state machine driven by epoll readiness.
+ * check.h - the API of src/check/ to the checker (src/checker/): one probe
+ * is one check of one backend in flight, a non-blocking state machine
+ * driven by epoll readiness.  The dependency points one way: src/check/
+ * knows nothing of the checker or the core.
  *
- *   conn.c        connect, liveness of a kept connection, I/O, close
- *   tls.c         TLS context from the configuration, handshake, verify
- *   tcp.c         the TCP check: connected (and handshaken) is healthy
- *   http.c        the HTTP check: request, response, keep-alive
- *   http_parse.c  the bounded HTTP/1.x response parser
- *   config.c      validating and copying lb_check_config
+ *   probe.c        the phase machine: connect (or reuse), TLS, the kind
+ *   conn.c         connect, liveness of a kept connection, I/O, close
+ *   tls.c          TLS context from the configuration, handshake, verify
+ *   config.c       validating and copying lb_check_config; the kinds
+ *   tcp.c          the TCP kind: connected (and handshaken) is healthy
+ *   http.c         the HTTP kind: request, response, keep-alive
+ *   http_config.c  the HTTP kind's configuration: the prebuilt request
+ *   http_parse.c   the bounded HTTP/1.x response parser (http.h)
+ *
+ * A check kind is one file behind struct lb_check_kind_ops; its state (of the
+ * configuration, of a probe) is its own and opaque here.
  *
  * Everything here runs on the checker thread only, except the config
  * functions (caller's thread, before the configuration is published).
@@ -25,78 +31,73 @@
 typedef struct ssl_st SSL;
 typedef struct ssl_ctx_st SSL_CTX;
 
+struct lb_probe;
+struct lb_check_cfg;
+
+/*
+ * A check kind (HAProxy's one file per algorithm, here one per check).
+ * config validates and copies the kind's part of `in` into c->kind_cfg
+ * (LB_OK, or LB_ERROR with *err a static string; cfg_free then releases
+ * what was built), and may set c->sni when TLS has no explicit name;
+ * cfg_free frees c->kind_cfg (NULL allowed).  begin starts the kind's
+ * exchange once the connection is up (and handshaken), step advances it
+ * on readiness, both returning LB_PROBE_*; release frees the probe's
+ * kind state, at any point and more than once.  Caller's thread for the
+ * config functions, the checker thread for the others.
+ */
+struct lb_check_kind_ops {
+    const char *name;
+    int kind; /* LB_CHECK_* */
+    int (*config)(struct lb_check_cfg *c, const lb_check_config *in,
+                  const char **err);
+    void (*cfg_free)(struct lb_check_cfg *c);
+    int (*begin)(struct lb_probe *p);
+    int (*step)(struct lb_probe *p, uint32_t events);
+    void (*release)(struct lb_probe *p);
+};
+
+extern const struct lb_check_kind_ops lb_check_kind_tcp;
+extern const struct lb_check_kind_ops lb_check_kind_http;
+
 /* A copied, validated configuration; immutable once built, shared by
  * reference between the job and the rounds that started with it. */
 struct lb_check_cfg {
     uint32_t refs; /* under the checker mutex */
-    int kind;
+    const struct lb_check_kind_ops *ops;
     uint64_t timeout_ns;
     uint32_t success;
     uint32_t failure;
+    uint16_t port; /* 0: the backend's */
     bool tls;
     bool verify;
     char *sni; /* NULL: none */
     SSL_CTX *ctx;
-    /* HTTP: the request is prefix + Host value + suffix */
-    bool head; /* HEAD: the response has no body */
-    bool keepalive;
-    uint16_t port;
-    char *host; /* NULL: the backend's address text */
-    char *prefix;
-    size_t prefix_len;
-    char *suffix;
-    size_t suffix_len;
-    uint16_t *expected;
-    size_t nexpected;
+    void *kind_cfg; /* the kind's own (ops->config) */
 };
 
+/* Validate and copy `in` (only borrowed for the call).  NULL with *err (a
+ * static string) on a bad value or out of memory.  Any thread. */
 struct lb_check_cfg *lb_check_cfg_new(const lb_check_config *in,
                                       const char **err);
+/* Free a configuration (NULL allowed) no probe uses any more.  Any
+ * thread; takes OpenSSL's locks when it has a TLS context. */
 void lb_check_cfg_free(struct lb_check_cfg *c);
+
+/* Text helpers of the config functions: no spaces or controls at all
+ * (paths, names); a NUL-terminated copy (NULL: out of memory). */
+bool lb_check_text_visible(const char *s, size_t len);
+char *lb_check_text_dup(const char *s, size_t len);
 
 /* A connection: the socket and, with TLS, its session. */
 struct lb_conn {
     int fd;
     int epfd; /* the epoll set fd is registered in, or -1 */
     SSL *ssl;
+    /* For the checker's reuse policy: when the connection first served a
+     * check (0: not yet) and how many it served.  Zero for a new one. */
+    uint64_t born_ns;
+    uint32_t uses;
 };
-
-/* Response parser state (http_parse.c).  Fields after `status` are what a
- * caller reads once the head is complete. */
-enum lb_http_body {
-    LB_BODY_NONE,
-    LB_BODY_LENGTH,
-    LB_BODY_CHUNKED,
-    LB_BODY_CLOSE
-};
-
-struct lb_http_resp {
-    /* head */
-    int status;
-    int minor; /* HTTP/1.minor */
-    bool keepalive;
-    bool head_done;
-    int body;        /* enum lb_http_body */
-    uint64_t length; /* LB_BODY_LENGTH: bytes left */
-    uint64_t body_seen;
-    /* chunked decoder */
-    int cstate;
-    uint64_t chunk_left;
-    unsigned line_len;
-    unsigned hex_digits;
-    bool body_done;
-};
-
-/* Parse the response head from buf[0..len).  Returns the head's length
- * when complete (resp->head_done set), 0 when more bytes are needed, or
- * -LB_HTTP_BAD_* on a malformed or oversized head.  `head_request`: the
- * response to HEAD has no body. */
-int lb_http_parse_head(struct lb_http_resp *r, const char *buf, size_t len,
-                       bool head_request);
-/* Feed body bytes; returns 0 (more wanted), 1 (body complete: r->body_done)
- * or -LB_HTTP_BAD_*.  *used receives how many bytes belonged to the body. */
-int lb_http_parse_body(struct lb_http_resp *r, const char *buf, size_t len,
-                       size_t *used);
 
 /* Results of a probe step. */
 #define LB_PROBE_AGAIN 0
@@ -115,29 +116,38 @@ struct lb_probe {
     const lb_backend *be;
     struct lb_conn conn;
     int phase;
-    uint32_t want; /* EPOLLIN / EPOLLOUT wanted next */
-    bool reused;   /* the connection was kept from an earlier round */
-    bool got_bytes;
-    bool keep; /* on success: the connection may be kept */
+    uint32_t want;  /* EPOLLIN / EPOLLOUT wanted next */
+    bool reused;    /* the connection was kept from an earlier round */
+    bool got_bytes; /* the kind received bytes on this connection */
+    bool keep;      /* on success: the connection may be kept */
     int err_kind;
     int err_detail;
-    /* HTTP */
-    char *out;
-    size_t out_len, out_off;
-    char *in;
-    size_t in_len, in_cap;
-    struct lb_http_resp resp;
+    void *state; /* the kind's (begin allocates, release frees) */
 };
 
-/* conn.c */
-/* Start a probe: reuse *kept when it is still open (ownership moves into
- * the probe; a dead one is closed), else connect.  Returns LB_PROBE_*. */
+/* probe.c: the checker thread drives a probe through these. */
+/* Start a probe (p->cfg and p->be set): reuse *kept when it is still open
+ * (ownership moves into the probe; a dead one is closed), else connect.
+ * Returns LB_PROBE_*; on AGAIN, p->want says what to wait for. */
 int lb_probe_start(struct lb_probe *p, struct lb_conn *kept);
 /* Advance on readiness `events` (EPOLL*); returns LB_PROBE_*. */
 int lb_probe_step(struct lb_probe *p, uint32_t events);
 /* Release what the probe holds; with keep and a successful result, the
  * connection moves to *kept instead of being closed. */
 void lb_probe_finish(struct lb_probe *p, bool ok, struct lb_conn *kept);
+/* Record a failure (LB_CHECK_ERR_*, detail) and return LB_PROBE_FAIL. */
+int lb_probe_fail(struct lb_probe *p, int kind, int detail);
+
+/* conn.c: socket I/O, no policy. */
+/* Open a non-blocking socket and connect it to the backend (the port
+ * overridden by cfg->port): LB_PROBE_OK when connected at once,
+ * LB_PROBE_AGAIN (p->want = EPOLLOUT), or LB_PROBE_FAIL with p->err_*. */
+int lb_conn_connect(struct lb_probe *p);
+/* After readiness in the connect phase: the same three results. */
+int lb_conn_connect_result(struct lb_probe *p);
+/* A kept connection is reusable: reading would block (no EOF, reset or
+ * unsolicited bytes; TLS records without data are consumed). */
+bool lb_conn_alive(const struct lb_conn *c);
 /* Deregister (from conn->epfd, when set) and close; sends nothing, so it
  * is also how a forked child drops connections it shares with its parent
  * (after setting epfd to -1: the epoll set is shared too). */
@@ -149,18 +159,12 @@ void lb_conn_move(struct lb_conn *dst, struct lb_conn *src);
  * (p->want set), -2 error (p->err_* set). */
 ssize_t lb_conn_read(struct lb_probe *p, char *buf, size_t len);
 ssize_t lb_conn_write(struct lb_probe *p, const char *buf, size_t len);
-int lb_probe_fail(struct lb_probe *p, int kind, int detail);
 
-/* tls.c */
+/* tls.c: a context per configuration (caller's thread), a session per
+ * connection (checker thread); begin and step return LB_PROBE_*. */
 SSL_CTX *lb_tls_ctx_new(const char *ca_file, bool verify, const char **err);
 void lb_tls_ctx_free(SSL_CTX *ctx);
 int lb_tls_begin(struct lb_probe *p);
 int lb_tls_step(struct lb_probe *p);
-
-/* tcp.c / http.c: the kind's work once connected (and handshaken). */
-int lb_tcp_connected(struct lb_probe *p);
-int lb_http_begin(struct lb_probe *p);
-int lb_http_step(struct lb_probe *p);
-void lb_http_release(struct lb_probe *p);
 
 #endif /* LB_CHECK_H */

@@ -1,70 +1,36 @@
 /*
- * config.c - validate and copy an lb_check_config.
+ * config.c - validate and copy an lb_check_config: the part every kind
+ * shares (timeout, thresholds, port, TLS), then the kind's own part
+ * through its ops (one row per kind below).
  *
  * The caller's struct (often filled by LuaJIT's FFI from a Lua table) is
- * only borrowed for the call: everything kept is copied here, and the HTTP
- * request is prebuilt around the one part that depends on the backend (the
- * Host value when none is configured).  Every string that ends up on the
- * wire is checked so a configuration cannot inject a header or a request.
+ * only borrowed for the call: everything kept is copied.
  */
-#include <arpa/inet.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
 #include "check/check.h"
 
-static bool is_token(const char *s, size_t len);
-static bool is_field_value(const char *s, size_t len);
-static bool is_visible(const char *s, size_t len);
-static char *dup_text(const char *s, size_t len);
-static char *sni_from_host(const char *host);
-static int build_request(struct lb_check_cfg *c, const lb_check_config *in,
-                         const char **err);
-
-/* Bounds that keep the request well under one read of a server's header
- * buffer (nginx: 1 KiB first, 8 KiB large buffers). */
-#define MAX_METHOD 32
-#define MAX_PATH 4096
 #define MAX_NAME 255
-#define MAX_HEADER_VALUE 4096
-#define MAX_REQUEST 16384
-#define MAX_EXPECTED 64
 #define MAX_TIMEOUT LB_MAX_TIMEOUT
 #define MAX_THRESHOLD LB_MAX_THRESHOLD
 
-/* RFC 9110 tchar */
-static bool is_token(const char *s, size_t len)
-{
-    if (len == 0)
-        return false;
-    for (size_t i = 0; i < len; i++) {
-        unsigned char ch = (unsigned char)s[i];
-        if ((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'z') ||
-            (ch >= 'A' && ch <= 'Z'))
-            continue;
-        if (!strchr("!#$%&'*+-.^_`|~", ch) || ch == 0)
-            return false;
-    }
-    return true;
-}
+/* The check kinds: a new kind is one file and one row. */
+static const struct lb_check_kind_ops *const kinds[] = {
+    &lb_check_kind_tcp,
+    &lb_check_kind_http,
+};
 
-/* field-value: visible characters, spaces and tabs; never CR, LF, NUL. */
-static bool is_field_value(const char *s, size_t len)
+static const struct lb_check_kind_ops *kind_find(int kind)
 {
-    for (size_t i = 0; i < len; i++) {
-        unsigned char ch = (unsigned char)s[i];
-        if (ch < 0x20 && ch != '\t')
-            return false;
-        if (ch == 0x7f)
-            return false;
-    }
-    return true;
+    for (size_t i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++)
+        if (kinds[i]->kind == kind)
+            return kinds[i];
+    return NULL;
 }
 
 /* No spaces or controls at all (path, host, SNI). */
-static bool is_visible(const char *s, size_t len)
+bool lb_check_text_visible(const char *s, size_t len)
 {
     for (size_t i = 0; i < len; i++) {
         unsigned char ch = (unsigned char)s[i];
@@ -74,7 +40,7 @@ static bool is_visible(const char *s, size_t len)
     return true;
 }
 
-static char *dup_text(const char *s, size_t len)
+char *lb_check_text_dup(const char *s, size_t len)
 {
     char *d = malloc(len + 1);
 
@@ -85,127 +51,13 @@ static char *dup_text(const char *s, size_t len)
     return d;
 }
 
-/* The SNI name implied by a Host value: without the port and brackets, and
- * none for an IP literal (RFC 6066 forbids addresses in server_name). */
-static char *sni_from_host(const char *host)
-{
-    unsigned char ip[16];
-    char name[256];
-    size_t len = strlen(host);
-    const char *colon;
-
-    if (host[0] == '[')
-        return NULL;
-    colon = strrchr(host, ':');
-    if (colon)
-        len = (size_t)(colon - host);
-    if (len == 0 || len >= sizeof(name))
-        return NULL;
-    memcpy(name, host, len);
-    name[len] = '\0';
-    if (inet_pton(AF_INET, name, ip) == 1 || inet_pton(AF_INET6, name, ip) == 1)
-        return NULL;
-    return dup_text(name, len);
-}
-
-static int build_request(struct lb_check_cfg *c, const lb_check_config *in,
-                         const char **err)
-{
-    const char *method = in->method ? in->method : "GET";
-    size_t method_len = in->method ? in->method_len : 3;
-    const char *path = in->path ? in->path : "/";
-    size_t path_len = in->path ? in->path_len : 1;
-    bool has_connection = false, has_agent = false;
-    size_t cap = MAX_REQUEST + 64, len = 0;
-    char *suffix;
-    int n;
-
-    if (!is_token(method, method_len) || method_len > MAX_METHOD) {
-        *err = "invalid HTTP method";
-        return LB_ERROR;
-    }
-    if (path_len == 0 || path_len > MAX_PATH || !is_visible(path, path_len)) {
-        *err = "invalid HTTP path";
-        return LB_ERROR;
-    }
-    c->head = method_len == 4 && memcmp(method, "HEAD", 4) == 0;
-    c->prefix = malloc(method_len + path_len + 32);
-    suffix = malloc(cap);
-    if (!c->prefix || !suffix) {
-        free(suffix);
-        *err = "out of memory";
-        return LB_ERROR;
-    }
-    c->prefix_len = (size_t)sprintf(
-        c->prefix, "%.*s %.*s HTTP/1.1\r\nHost: ", (int)method_len, method,
-        (int)path_len, path);
-    suffix[len++] = '\r';
-    suffix[len++] = '\n';
-    for (size_t i = 0; i < in->nheaders; i++) {
-        const lb_check_header *h = &in->headers[i];
-
-        if (!h->name || !is_token(h->name, h->name_len) ||
-            h->name_len > MAX_NAME) {
-            *err = "invalid HTTP header name";
-            goto fail;
-        }
-        if ((!h->value && h->value_len) || h->value_len > MAX_HEADER_VALUE ||
-            (h->value && !is_field_value(h->value, h->value_len))) {
-            *err = "invalid HTTP header value";
-            goto fail;
-        }
-        if (h->name_len == 4 && strncasecmp(h->name, "host", 4) == 0) {
-            if (c->host) {
-                *err = "Host header given twice";
-                goto fail;
-            }
-            if (h->value_len == 0 || !is_visible(h->value, h->value_len)) {
-                *err = "invalid Host header";
-                goto fail;
-            }
-            c->host = dup_text(h->value, h->value_len);
-            if (!c->host) {
-                *err = "out of memory";
-                goto fail;
-            }
-            continue;
-        }
-        if (h->name_len == 10 && strncasecmp(h->name, "connection", 10) == 0)
-            has_connection = true;
-        if (h->name_len == 10 && strncasecmp(h->name, "user-agent", 10) == 0)
-            has_agent = true;
-        if (len + h->name_len + h->value_len + 4 > MAX_REQUEST) {
-            *err = "HTTP headers too large";
-            goto fail;
-        }
-        memcpy(suffix + len, h->name, h->name_len);
-        len += h->name_len;
-        suffix[len++] = ':';
-        suffix[len++] = ' ';
-        if (h->value_len)
-            memcpy(suffix + len, h->value, h->value_len);
-        len += h->value_len;
-        suffix[len++] = '\r';
-        suffix[len++] = '\n';
-    }
-    n = snprintf(suffix + len, cap - len, "%s%s\r\n",
-                 has_agent ? "" : "User-Agent: lb/" LB_VERSION "\r\n",
-                 has_connection || c->keepalive ? "" : "Connection: close\r\n");
-    len += (size_t)n;
-    c->suffix = suffix;
-    c->suffix_len = len;
-    return LB_OK;
-fail:
-    free(suffix);
-    return LB_ERROR;
-}
-
 struct lb_check_cfg *lb_check_cfg_new(const lb_check_config *in,
                                       const char **err)
 {
     struct lb_check_cfg *c;
+    const struct lb_check_kind_ops *ops = kind_find(in->kind);
 
-    if (in->kind != LB_CHECK_TCP && in->kind != LB_CHECK_HTTP) {
+    if (!ops) {
         *err = "unknown health check kind";
         return NULL;
     }
@@ -218,17 +70,13 @@ struct lb_check_cfg *lb_check_cfg_new(const lb_check_config *in,
         *err = "consecutive_success/failure out of range";
         return NULL;
     }
-    if (in->kind == LB_CHECK_HTTP && in->nheaders && !in->headers) {
-        *err = "headers missing";
-        return NULL;
-    }
     c = calloc(1, sizeof(*c));
     if (!c) {
         *err = "out of memory";
         return NULL;
     }
     c->refs = 1;
-    c->kind = in->kind;
+    c->ops = ops;
     c->timeout_ns =
         in->timeout > 0 ? (uint64_t)(in->timeout * 1e9) : 1000000000u;
     if (c->timeout_ns == 0)
@@ -239,62 +87,27 @@ struct lb_check_cfg *lb_check_cfg_new(const lb_check_config *in,
     c->tls = in->tls != 0;
     c->verify = in->tls_verify != 0;
 
-    if (in->kind == LB_CHECK_HTTP) {
-        c->keepalive = in->reuse_connection != 0;
-        if (in->host) {
-            if (in->host_len == 0 || in->host_len > MAX_NAME ||
-                !is_visible(in->host, in->host_len)) {
-                *err = "invalid Host";
-                goto fail;
-            }
-            c->host = dup_text(in->host, in->host_len);
-            if (!c->host) {
-                *err = "out of memory";
-                goto fail;
-            }
-        }
-        if (build_request(c, in, err) != LB_OK)
-            goto fail;
-        if (in->nexpected > MAX_EXPECTED ||
-            (in->nexpected && !in->expected_status)) {
-            *err = "expected_status: too many entries";
-            goto fail;
-        }
-        c->nexpected = in->nexpected ? in->nexpected : 1;
-        c->expected = malloc(c->nexpected * sizeof(*c->expected));
-        if (!c->expected) {
-            *err = "out of memory";
-            goto fail;
-        }
-        c->expected[0] = 200;
-        for (size_t i = 0; i < in->nexpected; i++) {
-            if (in->expected_status[i] < 100 || in->expected_status[i] > 999) {
-                *err = "expected_status out of range (100-999)";
-                goto fail;
-            }
-            c->expected[i] = in->expected_status[i];
-        }
-    }
+    if (ops->config && ops->config(c, in, err) != LB_OK)
+        goto fail;
 
     if (c->tls) {
         char *ca = NULL;
 
         if (in->tls_sni) {
             if (in->tls_sni_len == 0 || in->tls_sni_len > MAX_NAME ||
-                !is_visible(in->tls_sni, in->tls_sni_len)) {
+                !lb_check_text_visible(in->tls_sni, in->tls_sni_len)) {
                 *err = "invalid TLS server name";
                 goto fail;
             }
-            c->sni = dup_text(in->tls_sni, in->tls_sni_len);
-        } else if (c->host) {
-            c->sni = sni_from_host(c->host);
+            free(c->sni);
+            c->sni = lb_check_text_dup(in->tls_sni, in->tls_sni_len);
         }
         if (in->tls_ca) {
             if (in->tls_ca_len == 0 || memchr(in->tls_ca, 0, in->tls_ca_len)) {
                 *err = "invalid CA file name";
                 goto fail;
             }
-            ca = dup_text(in->tls_ca, in->tls_ca_len);
+            ca = lb_check_text_dup(in->tls_ca, in->tls_ca_len);
             if (!ca) {
                 *err = "out of memory";
                 goto fail;
@@ -317,10 +130,8 @@ void lb_check_cfg_free(struct lb_check_cfg *c)
         return;
     if (c->ctx)
         lb_tls_ctx_free(c->ctx);
+    if (c->ops && c->ops->cfg_free)
+        c->ops->cfg_free(c);
     free(c->sni);
-    free(c->host);
-    free(c->prefix);
-    free(c->suffix);
-    free(c->expected);
     free(c);
 }

@@ -1,9 +1,9 @@
 /*
- * conn.c - a probe's connection: non-blocking connect, reuse of a kept
- * connection, plain or TLS I/O, and the phase machine that hands a
- * connected (and handshaken) socket to the check kind.
+ * conn.c - a probe's connection, and nothing more: non-blocking connect,
+ * liveness of a kept connection, plain or TLS I/O, close.  What to do
+ * with a connection (the phases, the kind, reuse) is probe.c's.
  *
- * Every step either finishes (LB_PROBE_OK / LB_PROBE_FAIL with err_*) or
+ * Every call either finishes (LB_PROBE_OK / LB_PROBE_FAIL with err_*) or
  * returns LB_PROBE_AGAIN with p->want set to the readiness it waits for;
  * the checker thread owns the epoll set and the deadline.
  */
@@ -21,20 +21,8 @@
 
 #include "check/check.h"
 
-static bool conn_alive(const struct lb_conn *c);
-static int connect_start(struct lb_probe *p);
-static int connected(struct lb_probe *p);
-static int kind_begin(struct lb_probe *p);
-static int kind_step(struct lb_probe *p);
 static socklen_t backend_sockaddr(const struct lb_probe *p,
                                   struct sockaddr_storage *ss);
-
-int lb_probe_fail(struct lb_probe *p, int kind, int detail)
-{
-    p->err_kind = kind;
-    p->err_detail = detail;
-    return LB_PROBE_FAIL;
-}
 
 void lb_conn_close(struct lb_conn *c)
 {
@@ -66,7 +54,7 @@ void lb_conn_move(struct lb_conn *dst, struct lb_conn *src)
 
 /* A kept connection is reusable when reading would block: no EOF, no
  * reset, no unsolicited bytes (a server's timeout notice, a TLS alert). */
-static bool conn_alive(const struct lb_conn *c)
+bool lb_conn_alive(const struct lb_conn *c)
 {
     char ch;
     ssize_t n = recv(c->fd, &ch, 1, MSG_PEEK | MSG_DONTWAIT);
@@ -116,15 +104,12 @@ static socklen_t backend_sockaddr(const struct lb_probe *p,
     }
 }
 
-static int connect_start(struct lb_probe *p)
+int lb_conn_connect(struct lb_probe *p)
 {
     struct sockaddr_storage ss;
     socklen_t sl = backend_sockaddr(p, &ss);
     int fd, one = 1;
 
-    p->phase = LB_PHASE_CONNECT;
-    p->reused = false;
-    p->got_bytes = false;
     if (sl == 0)
         return lb_probe_fail(p, LB_CHECK_ERR_CONNECT, ENAMETOOLONG);
     fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -133,10 +118,12 @@ static int connect_start(struct lb_probe *p)
     p->conn.fd = fd;
     p->conn.epfd = -1;
     p->conn.ssl = NULL;
+    p->conn.born_ns = 0;
+    p->conn.uses = 0;
     if (ss.ss_family != AF_UNIX)
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     if (connect(fd, (struct sockaddr *)&ss, sl) == 0)
-        return connected(p);
+        return LB_PROBE_OK;
     if (errno == EINPROGRESS || errno == EINTR) {
         p->want = EPOLLOUT;
         return LB_PROBE_AGAIN;
@@ -144,99 +131,20 @@ static int connect_start(struct lb_probe *p)
     return lb_probe_fail(p, LB_CHECK_ERR_CONNECT, errno);
 }
 
-static int connected(struct lb_probe *p)
+int lb_conn_connect_result(struct lb_probe *p)
 {
-    if (p->cfg->tls && !p->conn.ssl) {
-        /* The handshake may complete in its first step on loopback. */
-        int rc = lb_tls_begin(p);
-        return rc == LB_PROBE_OK ? kind_begin(p) : rc;
-    }
-    return kind_begin(p);
-}
+    int err = 0;
+    socklen_t len = sizeof(err);
 
-static int kind_begin(struct lb_probe *p)
-{
-    if (p->cfg->kind == LB_CHECK_HTTP)
-        return lb_http_begin(p);
-    return lb_tcp_connected(p);
-}
-
-/* A kept connection the server closed just as we reused it: the request
- * never reached a live server, so try once more on a fresh connection,
- * within the same deadline, as HTTP clients do.  Whichever step finds it
- * (the first one, run as the probe starts, or a later one). */
-static int reuse_outcome(struct lb_probe *p, int rc)
-{
-    if (rc == LB_PROBE_FAIL && p->reused && !p->got_bytes &&
-        (p->err_kind == LB_CHECK_ERR_CLOSED ||
-         p->err_kind == LB_CHECK_ERR_IO)) {
-        lb_http_release(p);
-        lb_conn_close(&p->conn);
-        p->err_kind = p->err_detail = 0;
-        return connect_start(p);
+    if (getsockopt(p->conn.fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+        err = errno;
+    if (err == EINPROGRESS || err == EALREADY) {
+        p->want = EPOLLOUT;
+        return LB_PROBE_AGAIN;
     }
-    return rc;
-}
-
-static int kind_step(struct lb_probe *p)
-{
-    return reuse_outcome(p, lb_http_step(p));
-}
-
-int lb_probe_start(struct lb_probe *p, struct lb_conn *kept)
-{
-    p->conn.fd = -1;
-    p->conn.epfd = -1;
-    p->conn.ssl = NULL;
-    p->err_kind = p->err_detail = 0;
-    p->keep = false;
-    if (kept && kept->fd >= 0) {
-        if (conn_alive(kept)) {
-            lb_conn_move(&p->conn, kept);
-            p->reused = true;
-            p->got_bytes = false;
-            return reuse_outcome(p, kind_begin(p));
-        }
-        lb_conn_close(kept);
-    }
-    return connect_start(p);
-}
-
-int lb_probe_step(struct lb_probe *p, uint32_t events)
-{
-    switch (p->phase) {
-    case LB_PHASE_CONNECT: {
-        int err = 0;
-        socklen_t len = sizeof(err);
-
-        (void)events;
-        if (getsockopt(p->conn.fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
-            err = errno;
-        if (err == EINPROGRESS || err == EALREADY) {
-            p->want = EPOLLOUT;
-            return LB_PROBE_AGAIN;
-        }
-        if (err)
-            return lb_probe_fail(p, LB_CHECK_ERR_CONNECT, err);
-        return connected(p);
-    }
-    case LB_PHASE_TLS: {
-        int rc = lb_tls_step(p);
-        return rc == LB_PROBE_OK ? kind_begin(p) : rc;
-    }
-    default:
-        return kind_step(p);
-    }
-}
-
-void lb_probe_finish(struct lb_probe *p, bool ok, struct lb_conn *kept)
-{
-    lb_http_release(p);
-    if (ok && p->keep && kept && p->conn.fd >= 0) {
-        lb_conn_move(kept, &p->conn);
-        return;
-    }
-    lb_conn_close(&p->conn);
+    if (err)
+        return lb_probe_fail(p, LB_CHECK_ERR_CONNECT, err);
+    return LB_PROBE_OK;
 }
 
 /*

@@ -15,7 +15,7 @@
 #include <string.h>
 #include <strings.h>
 
-#include "check/check.h"
+#include "check/http.h"
 
 enum chunk_state {
     C_SIZE,
