@@ -62,6 +62,16 @@ describe("lb.health.tcp", function()
     assert.is_nil(row(b, srv:addr()).last_error)
   end)
 
+  it("counts the checks: ok, failed and skipped", function()
+    local b = balancer({ srv:addr(), closed_addr() }, lb.health.tcp())
+    assert.same({ ok = 0, failed = 0, skipped = 0 }, b:check_stats())
+    assert.is_true(b:run_health_check())
+    assert.is_true(b:run_health_check(true))
+    assert.same({ ok = 2, failed = 2, skipped = 0 }, b:check_stats())
+    assert.same({ ok = 0, failed = 0, skipped = 0 },
+                h.new({ backends = { srv:addr() } }):check_stats())
+  end)
+
   it("checks an IPv6 loopback listener", function()
     if not nginx.has_ipv6() then
       pending("no IPv6 loopback")

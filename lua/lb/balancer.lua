@@ -45,6 +45,7 @@ M.EVENT_INTERVAL = 0.1
 
 local errbuf = ffi_new("const char *[1]")
 local hinfo = ffi_new("lb_health_info")
+local cstats = ffi_new("lb_check_stats")
 local EVENTS = 64
 local events = ffi_new("lb_health_event[?]", EVENTS)
 local textbuf = ffi_new("char[256]")
@@ -619,6 +620,18 @@ end
 
 -- Run one round of health checks now and return when it is done, after
 -- on_health_change has been called for every flip of the round.
+-- Counts of the built-in checks since the balancer was made: `ok`,
+-- `failed` (recorded on the backend) and `skipped` (could not start for
+-- want of descriptors or memory in this process: the backend keeps its
+-- state and is checked again next round).  All zero without a built-in
+-- check.
+function Balancer:check_stats()
+  check_self(self, "check_stats")
+  C.lb_balancer_check_stats(self._c, cstats)
+  return { ok = tonumber(cstats.ok), failed = tonumber(cstats.failed),
+           skipped = tonumber(cstats.skipped) }
+end
+
 function Balancer:run_health_check(parallel)
   check_self(self, "run_health_check")
   if parallel ~= nil and type(parallel) ~= "boolean" then

@@ -117,6 +117,12 @@ typedef struct lb_check_config {
     uint16_t port;
 } lb_check_config;
 
+typedef struct lb_check_stats {
+    uint64_t ok;
+    uint64_t failed;
+    uint64_t skipped;
+} lb_check_stats;
+
 typedef struct lb_health_event {
     uint64_t id;
     int32_t healthy;
@@ -131,6 +137,7 @@ int lb_balancer_check_round(lb_balancer *b, int parallel, const char **err);
 int lb_balancer_checks_start(lb_balancer *b, double frequency, int parallel,
                              const char **err);
 void lb_balancer_checks_stop(lb_balancer *b);
+int lb_balancer_check_stats(lb_balancer *b, lb_check_stats *out);
 int lb_balancer_events(lb_balancer *b, lb_health_event *out, int max);
 int lb_check_error_text(int kind, int detail, char *buf, size_t size);
 
