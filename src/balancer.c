@@ -411,18 +411,39 @@ static int iter_mark(lb_iter *it, uint32_t idx)
     return 1;
 }
 
+/* End a walk that can yield nothing new.  Round robin's steps advance the
+ * shared counter (its ops have `skip`): the steps left up to max_steps are
+ * taken at once, one atomic add, so the counter moves exactly as if each had
+ * been taken (as Pingora's iterator takes them), at no cost per step. */
+static inline void walk_skip_rest(struct lb_snapshot *s, lb_iter *it)
+{
+    if (s->ops->skip && it->steps < it->max_steps) {
+        s->ops->skip(s->selector, &it->state, it->max_steps - it->steps);
+        it->steps = it->max_steps;
+    }
+}
+
+/* Any backend of s ready?  n relaxed loads: cheaper than the walk it saves
+ * when none is (an outage), and only taken when the first pick was not
+ * ready. */
+static bool any_ready(const struct lb_snapshot *s)
+{
+    for (size_t i = 0; i < s->n; i++)
+        if (lb_health_ready(s->health[i]))
+            return true;
+    return false;
+}
+
 /* The walk's core, inside the caller's read-side section: the next unique
  * index, or LB_DECLINED once max_steps underlying steps are used. */
 static inline int walk_next(struct lb_snapshot *s, lb_iter *it)
 {
     /* Once every backend has been returned, no step can yield a new one:
      * stop there instead of stepping on to max_iterations (Pingora's
-     * iterator would, returning nothing more).  A select over a set that
-     * is all down then ends when the walk has seen every backend, however
-     * large max_iterations is.  Round robin's steps advance the shared
-     * counter, so there every step is taken, as in Pingora. */
-    while (it->steps < it->max_steps &&
-           (it->nseen < s->n || s->ops->observable_steps)) {
+     * iterator would, returning nothing more), so a walk costs at most the
+     * steps it takes to see every backend, however large max_iterations
+     * is.  Round robin's remaining steps are taken in one (walk_skip_rest). */
+    while (it->steps < it->max_steps && it->nseen < s->n) {
         uint32_t idx = s->ops->next(s->selector, &it->state);
         it->steps++;
         if (idx >= s->n)
@@ -433,6 +454,7 @@ static inline int walk_next(struct lb_snapshot *s, lb_iter *it)
             return (int)idx;
         }
     }
+    walk_skip_rest(s, it);
     return LB_DECLINED;
 }
 
@@ -516,6 +538,13 @@ int lb_balancer_select(lb_balancer *b, const char *key, size_t len,
         goto out;
     }
     rc = walk_begin(s, it, first, 0, max_iterations);
+    if (rc >= 0 && !any_ready(s)) {
+        /* An outage: nothing to find, whatever the cap.  The walk is over
+         * (lb_iter_next declines), with round robin's steps taken. */
+        walk_skip_rest(s, it);
+        it->max_steps = it->steps;
+        rc = LB_DECLINED;
+    }
     while (rc >= 0 && !it->ready)
         rc = walk_next(s, it);
 out:

@@ -15,10 +15,6 @@
 
 struct lb_selector_ops {
     const char *name;
-    /* Steps have an effect others can see (round robin's shared counter):
-     * a walk then takes every step up to max_iterations, as Pingora's does,
-     * even once every backend has been returned. */
-    int observable_steps;
     /* Build for backends[0..n) (sorted, n >= 0).  NULL with *err on
      * failure (a static string).  Called by writers only. */
     void *(*build)(const lb_backend *backends, size_t n, const lb_config *cfg,
@@ -28,6 +24,11 @@ struct lb_selector_ops {
      * allocation. */
     uint32_t (*first)(void *sel, const char *key, size_t len, uint64_t *state);
     uint32_t (*next)(void *sel, uint64_t *state);
+    /* Optional: steps have an effect others can see (round robin's shared
+     * counter).  Advance *state as `steps` calls of next() would, for a
+     * walk that ends before max_iterations because it can find nothing
+     * new: Pingora's iterator would take those steps.  Lock-free, O(1). */
+    void (*skip)(void *sel, uint64_t *state, uint64_t steps);
     void (*destroy)(void *sel);
 };
 

@@ -8,6 +8,7 @@
 
 #include "lb.h"
 #include "tap.h"
+#include "util.h"
 
 static lb_backend parse(const char *s, uint32_t w)
 {
@@ -249,6 +250,55 @@ static void test_iter_other_balancer(void)
     lb_balancer_free(b);
 }
 
+/*
+ * No select spins: every backend down and max_iterations = 2^31.  Pingora's
+ * iterator would take every step (7-10 s for round robin); a walk must
+ * cost O(backends) whatever the cap, for every algorithm.  Round robin's
+ * counter still advances as if every step was taken: with 3 backends of
+ * weight 1, the next first pick is expanded[2^31 % 3] = index 2.
+ */
+static void test_no_spin(void)
+{
+    const char *a[] = {"10.0.0.1:1", "10.0.0.2:1", "10.0.0.3:1"};
+    const uint32_t big = 1u << 31;
+    int algs[] = {LB_SELECT_ROUND_ROBIN, LB_SELECT_RANDOM, LB_SELECT_FNV,
+                  LB_SELECT_CONSISTENT};
+
+    for (size_t k = 0; k < sizeof(algs) / sizeof(algs[0]); k++) {
+        lb_balancer *b = make(algs[k], a, NULL, 3);
+        lb_iter *it = lb_iter_new();
+        uint64_t g = lb_balancer_generation(b);
+        double t0;
+        int rc, walked = 0;
+
+        for (size_t i = 0; i < 3; i++)
+            lb_balancer_set_enable(b, g, i, 0);
+        t0 = now_s();
+        CHECK_EQ(lb_balancer_select(b, "key", 3, big, it), LB_DECLINED);
+        CHECK_EQ(lb_iter_next(b, it), LB_DECLINED);
+        rc = lb_iter_first(b, "key", 3, big, it);
+        while (rc >= 0 && walked < 10) {
+            walked++;
+            rc = lb_iter_next(b, it);
+        }
+        CHECK_EQ(rc, LB_DECLINED);
+        CHECK_EQ(walked, 3);
+        /* generous for a shared, sanitised CPU; the spin took seconds */
+        CHECK(now_s() - t0 < 1.0);
+        if (algs[k] == LB_SELECT_ROUND_ROBIN) {
+            /* select took 2^31 steps, the walk 2^31: the counter is at 2^32 */
+            for (size_t i = 0; i < 3; i++)
+                lb_balancer_set_enable(b, g, i, 1);
+            CHECK_EQ(lb_balancer_select(b, "", 0, 1, it),
+                     (int)((2ull << 31) % 3));
+            CHECK_EQ(lb_balancer_select(b, "", 0, 1, it),
+                     (int)(((2ull << 31) + 1) % 3));
+        }
+        lb_iter_free(it);
+        lb_balancer_free(b);
+    }
+}
+
 int main(void)
 {
     test_parse();
@@ -259,5 +309,6 @@ int main(void)
     test_thresholds();
     test_update_keeps_health();
     test_iter_other_balancer();
+    test_no_spin();
     return tap_done("test_core");
 }

@@ -60,8 +60,8 @@ static int open_threads(int *threads)
         fclose(f);
         for (size_t i = 0; i < sizeof(host_signals) / sizeof(int); i++) {
             if (!(blocked & (1ull << (host_signals[i] - 1)))) {
-                fprintf(stderr, "# thread %s (%s) takes signal %d\n",
-                        e->d_name, comm, host_signals[i]);
+                fprintf(stderr, "# thread %s (%s) takes signal %d\n", e->d_name,
+                        comm, host_signals[i]);
                 bad++;
                 break;
             }
