@@ -24,6 +24,9 @@ static int sort_item_cmp(const void *pa, const void *pb);
 static int same_set(const struct lb_snapshot *s, const struct sort_item *items,
                     size_t n);
 static void apply_enable(struct lb_health *h, int8_t enable);
+static int inherit_records(lb_balancer *b, const struct lb_snapshot *old,
+                           const lb_backend *sorted, size_t m,
+                           struct lb_health **health);
 static int iter_reserve(lb_iter *it, size_t n);
 static void iter_reset(lb_iter *it);
 static int iter_mark(lb_iter *it, uint32_t idx);
@@ -133,6 +136,80 @@ static void apply_enable(struct lb_health *h, int8_t enable)
         lb_health_set_enable(h, enable != 0);
 }
 
+/*
+ * Give each backend of sorted[0..m) its record: the old snapshot's record
+ * of the same (address, weight), else a record of the same address that no
+ * exact match claimed (a weight-only change keeps health, enablement and
+ * counters, as nginx, Envoy and Kong do), else a new one.  Both arrays are
+ * sorted by address then weight, so one merge walk over address groups
+ * pairs them without a hash table: exact matches first, then the group's
+ * unclaimed old records to its unmatched new entries, in weight order.
+ * Caller holds b->write_lock.  On LB_ERROR (out of memory) no reference is
+ * left taken.
+ */
+static int inherit_records(lb_balancer *b, const struct lb_snapshot *old,
+                           const lb_backend *sorted, size_t m,
+                           struct lb_health **health)
+{
+    size_t i = 0, oi = 0;
+    bool *claimed = calloc(old->n ? old->n : 1, sizeof(*claimed));
+
+    if (!claimed)
+        return LB_ERROR;
+    while (i < m) {
+        size_t i1 = i, o0, o1, next_free;
+        int c = 1;
+
+        while (i1 < m &&
+               lb_backend_compare_address(&sorted[i1], &sorted[i]) == 0)
+            i1++;
+        while (oi < old->n && (c = lb_backend_compare_address(
+                                   &old->backends[oi], &sorted[i])) < 0)
+            oi++;
+        o0 = o1 = oi;
+        if (c == 0)
+            while (o1 < old->n && lb_backend_compare_address(&old->backends[o1],
+                                                             &sorted[i]) == 0)
+                o1++;
+        for (size_t j = i, o = o0; j < i1; j++) {
+            health[j] = NULL;
+            while (o < o1 && old->backends[o].weight < sorted[j].weight)
+                o++;
+            if (o < o1 && old->backends[o].weight == sorted[j].weight) {
+                health[j] = old->health[o];
+                claimed[o] = true;
+            }
+        }
+        next_free = o0;
+        for (size_t j = i; j < i1; j++) {
+            if (health[j])
+                continue;
+            while (next_free < o1 && claimed[next_free])
+                next_free++;
+            if (next_free < o1) {
+                health[j] = old->health[next_free];
+                claimed[next_free] = true;
+            }
+        }
+        i = i1;
+        oi = o1;
+    }
+    free(claimed);
+    for (i = 0; i < m; i++) {
+        if (health[i]) {
+            lb_health_ref(health[i]);
+            continue;
+        }
+        health[i] = lb_health_new(!b->cfg.start_unhealthy);
+        if (!health[i]) {
+            for (size_t j = 0; j < i; j++)
+                lb_health_unref(health[j]);
+            return LB_ERROR;
+        }
+    }
+    return LB_OK;
+}
+
 int lb_balancer_update(lb_balancer *b, const lb_backend *in, size_t n,
                        uint32_t *order, size_t *count, const char **err)
 {
@@ -140,7 +217,7 @@ int lb_balancer_update(lb_balancer *b, const lb_backend *in, size_t n,
     struct lb_health **health = NULL;
     lb_backend *sorted = NULL;
     struct lb_snapshot *old, *neu;
-    size_t m = 0, oi = 0;
+    size_t m = 0;
     int rc = LB_ERROR;
 
     if (n > 0 && !in) {
@@ -211,28 +288,12 @@ int lb_balancer_update(lb_balancer *b, const lb_backend *in, size_t n,
         *err = "out of memory";
         goto out;
     }
-    /* Merge walk: both arrays are sorted by the same order, so a backend
-     * that stays is found without a hash table. */
-    for (size_t i = 0; i < m; i++) {
-        int c = 1;
-
+    for (size_t i = 0; i < m; i++)
         sorted[i] = items[i].b;
-        while (oi < old->n &&
-               (c = lb_backend_compare(&old->backends[oi], &items[i].b)) < 0)
-            oi++;
-        if (oi < old->n && c == 0) {
-            health[i] = old->health[oi];
-            lb_health_ref(health[i]);
-        } else {
-            health[i] = lb_health_new(!b->cfg.start_unhealthy);
-            if (!health[i]) {
-                for (size_t j = 0; j < i; j++)
-                    lb_health_unref(health[j]);
-                pthread_mutex_unlock(&b->write_lock);
-                *err = "out of memory";
-                goto out;
-            }
-        }
+    if (inherit_records(b, old, sorted, m, health) != LB_OK) {
+        pthread_mutex_unlock(&b->write_lock);
+        *err = "out of memory";
+        goto out;
     }
     neu =
         lb_snapshot_new(b->ops, &b->cfg, sorted, m, health, old->gen + 1, err);

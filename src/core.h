@@ -55,6 +55,10 @@ static inline bool lb_health_ready(const struct lb_health *h)
     return (w & (LB_H_HEALTHY | LB_H_ENABLED)) == (LB_H_HEALTHY | LB_H_ENABLED);
 }
 
+/* lb_backend_compare without the weight: the order of addresses alone
+ * (family, address bytes or path, port).  Pure function, any thread. */
+int lb_backend_compare_address(const lb_backend *a, const lb_backend *b);
+
 /* An immutable snapshot: what one RCU pointer publishes. */
 struct lb_snapshot {
     lb_rcu_head rcu;

@@ -124,7 +124,8 @@ void lb_balancer_free(lb_balancer *b);
  * Replace the backend set with `in[0..n)` (any order, duplicates of the
  * same (address, weight) collapse into one).  Builds the new snapshot off
  * to the side: sorted backends, selector, health records (a backend that
- * stays keeps its record; a new one starts healthy, or unhealthy with
+ * stays keeps its record, and so does one whose weight alone changed, as in
+ * nginx, Envoy and Kong; a new one starts healthy, or unhealthy with
  * start_unhealthy), then applies each entry's `enable`, then publishes it
  * with one pointer swap.  When the set is unchanged, only `enable` is
  * applied and nothing is published.

@@ -299,6 +299,70 @@ static void test_no_spin(void)
     }
 }
 
+/*
+ * A weight-only change keeps the backend's record (health, enablement,
+ * id), as nginx, Envoy and Kong do: an operator's disable survives a
+ * re-weight by discovery, and with start_unhealthy a re-weighted backend
+ * that passed its checks stays ready.  Exact (address, weight) matches are
+ * paired first; the address's other records go to its re-weighted entries
+ * in weight order; an address new to the set starts afresh.
+ */
+static void test_reweight_keeps_record(void)
+{
+    lb_config cfg = {.selection = LB_SELECT_ROUND_ROBIN, .start_unhealthy = 1};
+    const char *err = NULL;
+    lb_balancer *b = lb_balancer_new(&cfg, &err);
+    lb_backend in[3] = {parse("10.0.0.1:1", 1), parse("10.0.0.2:1", 1),
+                        parse("10.0.0.3:1", 1)};
+    lb_health_info h[3], k;
+    uint64_t g;
+
+    CHECK_EQ(lb_balancer_update(b, in, 2, NULL, NULL, &err), 1);
+    g = lb_balancer_generation(b);
+    CHECK_EQ(lb_balancer_observe(b, g, 0, 1, 1, 0, 0), 1);
+    CHECK_EQ(lb_balancer_observe(b, g, 1, 1, 1, 0, 0), 1);
+    CHECK_EQ(lb_balancer_set_enable(b, g, 0, 0), LB_OK);
+    lb_balancer_health(b, 0, &h[0]);
+    lb_balancer_health(b, 1, &h[1]);
+
+    in[0].weight = 5;
+    in[1].weight = 3;
+    CHECK_EQ(lb_balancer_update(b, in, 2, NULL, NULL, &err), 1);
+    g = lb_balancer_generation(b);
+    lb_balancer_health(b, 0, &k);
+    CHECK_EQ(k.id, h[0].id);
+    CHECK_EQ(k.enabled, 0); /* the operator's disable stays */
+    CHECK_EQ(k.healthy, 1);
+    lb_balancer_health(b, 1, &k);
+    CHECK_EQ(k.id, h[1].id);
+    CHECK_EQ(k.healthy, 1);
+    CHECK_EQ(lb_balancer_ready(b, g, 1), 1); /* no round needed */
+    {
+        lb_iter *it = lb_iter_new();
+        for (int i = 0; i < 8; i++) /* the disabled one is never picked */
+            CHECK_EQ(lb_balancer_select(b, "", 0, 4, it), 1);
+        lb_iter_free(it);
+    }
+
+    /* 10.0.0.2 at weights 3 and 7: the exact match keeps its record, the
+     * new weight starts afresh (unhealthy) */
+    in[2] = parse("10.0.0.2:1", 7);
+    CHECK_EQ(lb_balancer_update(b, in, 3, NULL, NULL, &err), 1);
+    lb_balancer_health(b, 1, &k); /* 10.0.0.2, weight 3 */
+    CHECK_EQ(k.id, h[1].id);
+    lb_balancer_health(b, 2, &h[2]); /* weight 7 */
+    CHECK(h[2].id != h[1].id);
+    CHECK_EQ(h[2].healthy, 0);
+    /* both go, weight 4 arrives: it takes the first of the address's
+     * records (weight 3's) */
+    in[1].weight = 4;
+    CHECK_EQ(lb_balancer_update(b, in, 2, NULL, NULL, &err), 1);
+    lb_balancer_health(b, 1, &k);
+    CHECK_EQ(k.id, h[1].id);
+    CHECK_EQ(k.healthy, 1);
+    lb_balancer_free(b);
+}
+
 int main(void)
 {
     test_parse();
@@ -310,5 +374,6 @@ int main(void)
     test_update_keeps_health();
     test_iter_other_balancer();
     test_no_spin();
+    test_reweight_keeps_record();
     return tap_done("test_core");
 }
