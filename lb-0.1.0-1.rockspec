@@ -25,11 +25,11 @@ build = {
       ["lb.core"] = {
          sources = {
             "src/backend.c", "src/balancer.c", "src/checker.c",
-            "src/events.c", "src/health.c", "src/rcu.c", "src/selector.c",
+            "src/events.c", "src/fork.c", "src/health.c", "src/rcu.c",
             "src/snapshot.c",
             "src/select/consistent.c", "src/select/fnv.c",
-            "src/select/random.c", "src/select/round_robin.c",
-            "src/select/weighted.c",
+            "src/select/random.c", "src/select/registry.c",
+            "src/select/round_robin.c", "src/select/weighted.c",
             "src/check/config.c", "src/check/conn.c", "src/check/errors.c",
             "src/check/http.c", "src/check/http_parse.c", "src/check/tcp.c",
             "src/check/tls.c",

@@ -34,7 +34,8 @@ static int iter_mark(lb_iter *it, uint32_t idx);
 lb_balancer *lb_balancer_new(const lb_config *cfg, const char **err)
 {
     lb_balancer *b;
-    const struct lb_selector_ops *ops = lb_selector_by_id(cfg->selection);
+    const struct lb_selection_row *row = lb_selection_at(cfg->selection);
+    const struct lb_selector_ops *ops = row ? row->ops : NULL;
 
     if (!ops) {
         *err = "unknown selection algorithm";

@@ -10,7 +10,7 @@
 
 #include "lb.h"
 #include "rcu.h"
-#include "selector.h"
+#include "select/select.h"
 
 /*
  * A health record: one 64-bit word updated by compare-and-swap, so a flip
@@ -79,8 +79,9 @@ struct lb_balancer {
     struct lb_balancer *prev, *next; /* every balancer, for fork */
 };
 
-/* Fork hooks of the balancers: every balancer's write lock is held across
- * fork(), so a child never inherits one taken by a writer thread. */
+/* Fork steps of the balancers, called by the one fork handler
+ * (src/fork.c): every balancer's write lock is held across fork(), so a
+ * child never inherits one taken by a writer thread. */
 void lb_balancers_fork_prepare(void);
 void lb_balancers_fork_parent(void);
 void lb_balancers_fork_child(void);
@@ -128,8 +129,8 @@ struct lb_snapshot *lb_snapshot_new(const struct lb_selector_ops *ops,
 /* Free after a grace period (call_rcu); drops the health references. */
 void lb_snapshot_retire(struct lb_snapshot *s);
 
-/* Fork hooks of the checker (its lock and the event queues), called in
- * order by the one pthread_atfork handler of src/rcu.c. */
+/* Fork steps of the checker (src/checker.c: its lock and the event
+ * queues), called in order by the one fork handler, src/fork.c. */
 void lb_checker_fork_prepare(void);
 void lb_checker_fork_parent(void);
 void lb_checker_fork_child(void);

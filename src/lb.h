@@ -91,6 +91,9 @@ int lb_backend_compare(const lb_backend *a, const lb_backend *b);
 
 typedef struct lb_balancer lb_balancer;
 
+/* Ids of the first algorithms, for C callers; lb_selection_find gives the
+ * id of any algorithm by name (the registry, src/select/registry.c, is the
+ * one list). */
 enum lb_selection {
     LB_SELECT_ROUND_ROBIN = 0,
     LB_SELECT_RANDOM = 1,
@@ -98,8 +101,30 @@ enum lb_selection {
     LB_SELECT_CONSISTENT = 3,
 };
 
+/* Flags of an algorithm (lb_selection_find). */
+#define LB_SELECTION_KEYLESS 1u /* ignores the key: select may take none */
+#define LB_SELECTION_OBSERVABLE_STEPS                                          \
+    2u                         /* steps move shared state (round               \
+                                  robin's counter) */
+#define LB_SELECTION_POINTS 4u /* a ring: lb_config.point_multiple applies */
+
+/*
+ * The id (for lb_config.selection) of the algorithm named name[0..len),
+ * with its LB_SELECTION_* flags in *flags (when flags is not NULL), or
+ * LB_DECLINED for an unknown name.  Pure function, any thread.
+ */
+int lb_selection_find(const char *name, size_t len, uint32_t *flags);
+
+/*
+ * The name of algorithm `id` (a static string), or NULL when there is no
+ * such id.  Ids are dense from 0: a caller lists every algorithm (for an
+ * error message) by asking 0, 1, ... until NULL.  Pure function, any
+ * thread.
+ */
+const char *lb_selection_name(int id);
+
 typedef struct lb_config {
-    int selection;           /* enum lb_selection */
+    int selection;           /* an id: enum lb_selection, lb_selection_find */
     uint32_t point_multiple; /* consistent only; 0 means 160 */
     int start_unhealthy; /* new backends are not ready until a check passes */
 } lb_config;

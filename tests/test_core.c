@@ -363,6 +363,41 @@ static void test_reweight_keeps_record(void)
     lb_balancer_free(b);
 }
 
+/* The registry: ids by name, flags, the list of names, unknown names. */
+static void test_registry(void)
+{
+    uint32_t flags = 0;
+    int n = 0;
+
+    CHECK_EQ(lb_selection_find("round_robin", 11, &flags),
+             LB_SELECT_ROUND_ROBIN);
+    CHECK(flags & LB_SELECTION_KEYLESS);
+    CHECK(flags & LB_SELECTION_OBSERVABLE_STEPS);
+    CHECK_EQ(lb_selection_find("random", 6, &flags), LB_SELECT_RANDOM);
+    CHECK_EQ(flags, LB_SELECTION_KEYLESS);
+    CHECK_EQ(lb_selection_find("fnv", 3, &flags), LB_SELECT_FNV);
+    CHECK_EQ(flags, 0);
+    CHECK_EQ(lb_selection_find("consistent", 10, &flags), LB_SELECT_CONSISTENT);
+    CHECK_EQ(flags, LB_SELECTION_POINTS);
+    CHECK_EQ(lb_selection_find("fnvx", 3, NULL), LB_SELECT_FNV); /* len */
+    CHECK_EQ(lb_selection_find("fnv", 2, NULL), LB_DECLINED);
+    CHECK_EQ(lb_selection_find("round_robin ", 12, NULL), LB_DECLINED);
+    CHECK_EQ(lb_selection_find(NULL, 0, NULL), LB_DECLINED);
+    while (lb_selection_name(n)) {
+        const char *name = lb_selection_name(n);
+        CHECK_EQ(lb_selection_find(name, strlen(name), NULL), n);
+        n++;
+    }
+    CHECK_EQ(n, 4);
+    CHECK(lb_selection_name(-1) == NULL);
+    {
+        lb_config cfg = {.selection = n};
+        const char *err = NULL;
+        CHECK(lb_balancer_new(&cfg, &err) == NULL);
+        CHECK(strstr(err, "selection") != NULL);
+    }
+}
+
 int main(void)
 {
     test_parse();
@@ -375,5 +410,6 @@ int main(void)
     test_iter_other_balancer();
     test_no_spin();
     test_reweight_keeps_record();
+    test_registry();
     return tap_done("test_core");
 }

@@ -9,7 +9,7 @@
  */
 #include <stdatomic.h>
 
-#include "../selector.h"
+#include "weighted.h"
 
 static inline uint64_t counter_next(struct lb_weighted *w)
 {
@@ -44,7 +44,6 @@ static void rr_skip(void *sel, uint64_t *state, uint64_t steps)
 }
 
 const struct lb_selector_ops lb_select_round_robin = {
-    .name = "round_robin",
     .skip = rr_skip,
     .build = lb_weighted_build,
     .first = rr_first,

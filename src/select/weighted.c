@@ -10,7 +10,7 @@
  */
 #include <stdlib.h>
 
-#include "../selector.h"
+#include "weighted.h"
 
 void *lb_weighted_build(const lb_backend *backends, size_t n,
                         const lb_config *cfg, const char **err)
