@@ -25,8 +25,9 @@ build = {
       ["lb.core"] = {
          sources = {
             "src/backend.c", "src/balancer.c", "src/checker.c",
-            "src/events.c", "src/fork.c", "src/health.c", "src/rcu.c",
-            "src/snapshot.c",
+            "src/events.c", "src/fork.c", "src/rcu.c", "src/record.c",
+            "src/snapshot.c", "src/store_heap.c", "src/store_shared.c",
+            "src/targets.c", "src/update.c", "src/walk.c",
             "src/select/consistent.c", "src/select/fnv.c",
             "src/select/random.c", "src/select/registry.c",
             "src/select/round_robin.c", "src/select/weighted.c",

@@ -33,12 +33,13 @@
 #include <unistd.h>
 
 #include "check/check.h"
-#include "core.h"
+#include "core.h" /* struct lb_balancer's job pointer, the fork steps */
+#include "targets.h"
 
 struct target {
-    lb_backend be;
-    struct lb_health *health;
-    struct lb_conn kept; /* a kept-alive connection, claimed for the round */
+    lb_backend be;        /* tg->backend, where the probe reads it */
+    struct lb_target *tg; /* the core's handle (targets.h) */
+    struct lb_conn kept;  /* a kept-alive connection, claimed for the round */
 };
 
 struct round {
@@ -48,6 +49,7 @@ struct round {
     bool parallel;
     size_t n, next, inflight, checked;
     struct target *t;
+    struct lb_target *tg; /* n, held until the round ends */
 };
 
 /* A probe in flight, registered in the epoll set and the deadline heap. */
@@ -88,7 +90,6 @@ struct lb_checker_job {
     struct kept *pool;      /* sorted by health id */
     size_t npool;
     uint64_t pool_gen; /* the cfg_gen the pool's connections belong to */
-    struct lb_events events;
 };
 
 enum { STOPPED, RUNNING, STOPPING };
@@ -184,7 +185,6 @@ static struct lb_checker_job *job_get_locked(lb_balancer *b)
     if (!job)
         return NULL;
     job->b = b;
-    lb_events_init(&job->events);
     job->next = g.jobs;
     g.jobs = job;
     __atomic_store_n(&b->job, job, __ATOMIC_RELEASE);
@@ -340,7 +340,8 @@ static void heap_remove(struct slot *s)
 static struct round *round_new(struct lb_checker_job *job, bool parallel)
 {
     struct round *r = calloc(1, sizeof(*r));
-    struct lb_snapshot *s;
+    const char *err = NULL;
+    size_t n = 0;
 
     if (!r)
         return NULL;
@@ -349,20 +350,20 @@ static struct round *round_new(struct lb_checker_job *job, bool parallel)
     r->cfg->refs++;
     r->cfg_gen = job->cfg_gen;
     r->parallel = parallel;
-    lb_rcu_read_lock();
-    s = lb_rcu_deref(&job->b->snap);
-    r->t = calloc(s->n ? s->n : 1, sizeof(*r->t));
+    if (lb_targets_get(job->b, &r->tg, &n, &err) == LB_OK) {
+        r->t = calloc(n ? n : 1, sizeof(*r->t));
+        if (!r->t)
+            lb_targets_put(job->b, r->tg, n);
+    }
     if (r->t) {
-        r->n = s->n;
-        for (size_t i = 0; i < s->n; i++) {
-            r->t[i].be = s->backends[i];
-            r->t[i].health = s->health[i];
-            lb_health_ref(s->health[i]);
+        r->n = n;
+        for (size_t i = 0; i < n; i++) {
+            r->t[i].be = r->tg[i].backend;
+            r->t[i].tg = &r->tg[i];
             r->t[i].kept.fd = -1;
             r->t[i].kept.epfd = -1;
         }
     }
-    lb_rcu_read_unlock();
     if (!r->t) {
         struct lb_check_cfg *f;
 
@@ -375,7 +376,7 @@ static struct round *round_new(struct lb_checker_job *job, bool parallel)
      * set (or the configuration changed) and theirs are closed. */
     if (job->npool && job->pool_gen == r->cfg_gen) {
         for (size_t i = 0; i < r->n; i++) {
-            uint64_t id = r->t[i].health->id;
+            uint64_t id = r->t[i].tg->id;
             size_t lo = 0, hi = job->npool;
 
             while (lo < hi) {
@@ -420,15 +421,15 @@ static void round_end(struct round *r, bool observed)
 
         if (t->kept.fd >= 0) {
             if (job->pool) {
-                job->pool[job->npool].id = t->health->id;
+                job->pool[job->npool].id = t->tg->id;
                 job->pool[job->npool].conn = t->kept;
                 job->npool++;
             } else {
                 lb_conn_close(&t->kept);
             }
         }
-        lb_health_unref(t->health);
     }
+    lb_targets_put(job->b, r->tg, r->n);
     if (job->npool > 1)
         qsort(job->pool, job->npool, sizeof(*job->pool), kept_cmp);
     job->pool_gen = r->cfg_gen;
@@ -493,18 +494,9 @@ static void record(struct round *r, struct target *t, bool ok, int kind,
 {
     const struct lb_check_cfg *cfg = r->cfg;
 
-    if (ok)
-        kind = detail = 0;
-    if (lb_health_observe(t->health, ok, ok ? cfg->success : cfg->failure, kind,
-                          detail)) {
-        lb_health_event ev = {
-            .id = t->health->id,
-            .healthy = ok,
-            .err_kind = kind,
-            .err_detail = detail,
-        };
-        lb_events_push(&r->job->events, &ev);
-    }
+    /* LB_STALE: the backend left the set during the round */
+    (void)lb_target_observe(r->job->b, t->tg, ok,
+                            ok ? cfg->success : cfg->failure, kind, detail);
     r->checked++;
 }
 
@@ -731,21 +723,11 @@ static void *thread_main(void *arg)
 /* ---- fork ---- */
 
 /* Take the checker's lock (the thread is then asleep in epoll_wait, holding
- * nothing) and every event queue's consumer lock, so no child inherits one
- * held by a thread that does not exist there. */
-void lb_checker_fork_prepare(void)
-{
-    pthread_mutex_lock(&g.lock);
-    for (struct lb_checker_job *job = g.jobs; job; job = job->next)
-        pthread_mutex_lock(&job->events.lock);
-}
+ * nothing), so no child inherits it held by a thread that does not exist
+ * there. */
+void lb_checker_fork_prepare(void) { pthread_mutex_lock(&g.lock); }
 
-void lb_checker_fork_parent(void)
-{
-    for (struct lb_checker_job *job = g.jobs; job; job = job->next)
-        pthread_mutex_unlock(&job->events.lock);
-    pthread_mutex_unlock(&g.lock);
-}
+void lb_checker_fork_parent(void) { pthread_mutex_unlock(&g.lock); }
 
 /*
  * In the child only the forking thread exists: the checker thread and every
@@ -784,8 +766,8 @@ void lb_checker_fork_child(void)
             for (size_t i = 0; i < r->n; i++) {
                 r->t[i].kept.epfd = -1;
                 lb_conn_close(&r->t[i].kept);
-                lb_health_unref(r->t[i].health);
             }
+            lb_targets_put(job->b, r->tg, r->n);
             cfg_unref_locked(r->cfg, &f);
             lb_check_cfg_free(f);
             free(r->t);
@@ -797,7 +779,6 @@ void lb_checker_fork_child(void)
         pool_close(job, true);
         if (job->periodic)
             g.users++;
-        pthread_mutex_unlock(&job->events.lock);
     }
     if (g.users > 0)
         thread_start_locked(); /* on failure, the next user retries */
@@ -956,15 +937,5 @@ void lb_balancer_checks_free(lb_balancer *b)
     __atomic_store_n(&b->job, NULL, __ATOMIC_RELEASE);
     pthread_mutex_unlock(&g.lock);
     lb_check_cfg_free(f);
-    lb_events_destroy(&job->events);
     free(job);
-}
-
-int lb_balancer_events(lb_balancer *b, lb_health_event *out, int max)
-{
-    struct lb_checker_job *job = __atomic_load_n(&b->job, __ATOMIC_ACQUIRE);
-
-    if (!job)
-        return 0;
-    return lb_events_drain(&job->events, out, max);
 }

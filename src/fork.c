@@ -39,7 +39,7 @@ typedef void (*fork_step)(void);
 
 static fork_step step_of(const struct lb_selector_ops *ops, int which)
 {
-    return which == 0 ? ops->fork_prepare
+    return which == 0   ? ops->fork_prepare
            : which == 1 ? ops->fork_parent
                         : ops->fork_child;
 }

@@ -248,9 +248,11 @@ int lb_balancer_ready(lb_balancer *b, uint64_t gen, size_t i);
 int lb_balancer_set_enable(lb_balancer *b, uint64_t gen, size_t i, int enable);
 
 /*
- * Health state of one backend.  `id` is unique in the process for the life
- * of the health record: it survives updates that keep the backend, so a
- * binding can map events and rows back to its own objects.
+ * Health state of one backend.  `id` names the backend's record: it stays
+ * the same while the backend stays in the set (also across a weight-only
+ * change), is unique among the balancer's records and is not reused for a
+ * later record, and is below 2^53 (exact as a Lua number), so a binding
+ * can map events and rows back to its own objects.
  * err_kind/err_detail describe the last failed check (LB_CHECK_ERR_*).
  */
 typedef struct lb_health_info {
@@ -262,16 +264,59 @@ typedef struct lb_health_info {
     int32_t err_detail;
 } lb_health_info;
 
-/* Health of backend i of the published snapshot.  LB_OK or LB_DECLINED. */
+/* Health of backend i of the published snapshot.  LB_OK or LB_DECLINED.
+ * Lock-free (one RCU read-side section, relaxed loads). */
 int lb_balancer_health(lb_balancer *b, size_t i, lb_health_info *out);
+
+/*
+ * Every figure of one backend's record: health, load, latency, passive
+ * failures, ejection and counters.  `id` is lb_health_info.id.  Figures
+ * are relaxed atomic loads: each is exact, together they are not one
+ * instant.  Latencies in nanoseconds; ejected_until_ns on CLOCK_MONOTONIC
+ * (0: not ejected).
+ */
+typedef struct lb_record_info {
+    uint64_t id;
+    int32_t healthy;
+    int32_t enabled;
+    uint32_t in_flight;
+    uint32_t passive_failures; /* current run of failed reports */
+    uint32_t ejections;
+    uint32_t reserved;
+    uint64_t ejected_until_ns;
+    uint64_t latency_ewma_ns; /* EWMA of reported latencies, weight 1/8 */
+    uint64_t latency_last_ns;
+    uint64_t selections;
+    uint64_t checks_ok, checks_failed;
+    uint64_t reports_ok, reports_failed;
+} lb_record_info;
+
+/* The record of backend i of the published snapshot.  LB_OK or
+ * LB_DECLINED.  Lock-free. */
+int lb_balancer_record(lb_balancer *b, size_t i, lb_record_info *out);
+
+/*
+ * One outcome of a request to backend i of snapshot `gen` (a passive
+ * observation): result 1 success, 0 failure; latency in seconds, or < 0
+ * when unknown.  Counts it (reports_ok / reports_failed), resets or
+ * extends the passive-failure run, records the latency (last and EWMA).
+ * No ejection yet.  Returns LB_OK, LB_STALE (gen is not the published
+ * generation: the outcome is dropped), or LB_ERROR with *err when result
+ * is not 0 or 1 or latency is not finite or above 10^6 s.  Lock-free
+ * (relaxed atomics on the record), any thread.
+ */
+int lb_balancer_report(lb_balancer *b, uint64_t gen, size_t i, int result,
+                       double latency, const char **err);
 
 /*
  * Record one check result for backend i of snapshot `gen`, with Pingora's
  * observe_health: a result opposite to the current state counts up and
  * flips the state at the threshold (consecutive_success or
  * consecutive_failure); a result equal to the current state resets the
- * count.  Returns 1 when the state flipped, 0 when not, LB_STALE.
- * Lock-free (compare-and-swap on the record).
+ * count.  A flip is pushed onto the balancer's event queue
+ * (lb_balancer_events), as the built-in checker's flips are.  Returns 1
+ * when the state flipped, 0 when not, LB_STALE.  Lock-free
+ * (compare-and-swap on the record, a lock-free push).
  */
 int lb_balancer_observe(lb_balancer *b, uint64_t gen, size_t i, int ok,
                         uint32_t threshold, int err_kind, int err_detail);
@@ -423,7 +468,7 @@ int lb_balancer_checks_start(lb_balancer *b, double frequency, int parallel,
  */
 void lb_balancer_checks_stop(lb_balancer *b);
 
-/* A health flip found by the checker thread.  `id` is lb_health_info.id. */
+/* A health flip.  `id` is lb_health_info.id. */
 typedef struct lb_health_event {
     uint64_t id;
     int32_t healthy;
@@ -433,13 +478,30 @@ typedef struct lb_health_event {
 } lb_health_event;
 
 /*
- * Move up to `max` queued flips, oldest first, into out[0..max).  Returns
- * how many were written (0 when none).  The queue is lock-free for the
- * checker thread; consumers are serialised by a mutex of the balancer, so
- * any thread may drain (normally the Lua thread).  Never blocks on the
- * checker.  Events of a record that left the set are still delivered.
+ * The balancer's event queue holds at most LB_EVENTS_MAX flips.  A flip
+ * that finds it full is not lost as a state: its record is marked, and
+ * the drain that empties the queue delivers each marked record's current
+ * state (so a consumer that missed flips still learns every record's
+ * state; such an event may repeat the state last delivered).  The flips
+ * not queued are counted (lb_balancer_events_dropped).
+ */
+#define LB_EVENTS_MAX 256
+
+/*
+ * Move up to `max` health flips, oldest first, into out[0..max): every
+ * flip of an observation through the core (the built-in checker's,
+ * lb_balancer_observe's), whether or not a built-in check is set, then the
+ * current state of records whose flips found the queue full.  Returns how
+ * many were written (0 when none).  Producers never wait (a lock-free
+ * push); consumers are serialised by a mutex of the balancer, so any
+ * thread may drain (normally the Lua thread).  Events of a record that
+ * left the set are still delivered when they were queued before it left.
  */
 int lb_balancer_events(lb_balancer *b, lb_health_event *out, int max);
+
+/* Flips that found the balancer's queue full since it was made (their
+ * records' states are delivered by a later drain).  Lock-free. */
+uint64_t lb_balancer_events_dropped(lb_balancer *b);
 
 /*
  * Write a message for a check error ("connect: Connection refused",

@@ -275,7 +275,8 @@ static void generate_points(const lb_backend *bs, size_t n, uint32_t mult,
  * point order.
  */
 static void *ketama_build(const lb_backend *backends, size_t n,
-                          const lb_config *cfg, const char **err)
+                          const lb_config *cfg,
+                          const struct lb_record_view *view, const char **err)
 {
     uint32_t mult = cfg->point_multiple; /* lb_balancer_new's default: 160 */
     uint64_t total = 0;
@@ -284,6 +285,7 @@ static void *ketama_build(const lb_backend *backends, size_t n,
     size_t gen_size = 0;
     uint32_t bits, nb, shift, m;
 
+    (void)view; /* bounded loads (hash_balance_factor) will read it */
     pthread_once(&crc_once, crc_init);
     for (size_t i = 0; i < n; i++)
         total += (uint64_t)backends[i].weight * mult;

@@ -17,12 +17,27 @@
 
 #include "lb.h"
 
+/*
+ * The per-backend records, read-only, as a selector may see them: what
+ * least-request, peak EWMA and bounded loads need (in flight, latency).
+ * records[i] is backend i's record (struct lb_record, src/record.h, read
+ * with relaxed atomic loads: figures that move while a pick is made, never
+ * torn).  The view lives in the snapshot beside the backend array the
+ * selector is built for, so it stays valid for the selector's life.
+ */
+struct lb_record;
+struct lb_record_view {
+    struct lb_record *const *records; /* n, same order as the backends */
+    size_t n;
+};
+
 struct lb_selector_ops {
-    /* Build for backends[0..n) (sorted, n >= 0).  NULL with *err on
-     * failure (a static string).  Called by writers only (under the
-     * balancer's write lock), may allocate. */
+    /* Build for backends[0..n) (sorted, n >= 0), with `view` over the same
+     * backends' records (the selector may keep the pointer).  NULL with
+     * *err on failure (a static string).  Called by writers only (under
+     * the balancer's write lock), may allocate. */
     void *(*build)(const lb_backend *backends, size_t n, const lb_config *cfg,
-                   const char **err);
+                   const struct lb_record_view *view, const char **err);
     /* First candidate index for the key; *state is the walk position that
      * next() continues from.  Only called when n > 0, inside the caller's
      * RCU read-side section, from any number of threads at once.

@@ -23,7 +23,8 @@ struct lb_weighted {
  * build allocates one block (NULL with *err "out of memory"), destroy
  * frees it after the snapshot's grace period. */
 void *lb_weighted_build(const lb_backend *backends, size_t n,
-                        const lb_config *cfg, const char **err);
+                        const lb_config *cfg, const struct lb_record_view *view,
+                        const char **err);
 void lb_weighted_destroy(void *sel);
 
 /* Pure, lock-free: the first pick and a fallback for a walk's index. */
