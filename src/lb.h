@@ -208,6 +208,10 @@ typedef struct lb_iter {
 
 #define LB_DEFAULT_MAX_ITERATIONS 256
 
+/* A zeroed iterator (its bitmap is allocated by the first walk that needs
+ * it), or NULL when out of memory.  Owned by the caller, freed with
+ * lb_iter_free (NULL: a no-op), used by one thread at a time.  Any
+ * thread. */
 lb_iter *lb_iter_new(void);
 void lb_iter_free(lb_iter *it);
 
@@ -215,7 +219,8 @@ void lb_iter_free(lb_iter *it);
  * Start a walk for `key` and return the index (sorted order) of the first
  * candidate, or LB_DECLINED when the set is empty or max_iterations is 0.
  * Sets it->gen and it->ready.  Lock-free, allocation-free unless the
- * bitmap must grow for a larger set (once per size).
+ * bitmap must grow for a larger set (once per size): LB_ERROR when that
+ * allocation fails (the iterator keeps its old bitmap and no walk).
  */
 int lb_iter_first(lb_balancer *b, const char *key, size_t len,
                   uint32_t max_iterations, lb_iter *it);
@@ -230,8 +235,15 @@ int lb_iter_next(lb_balancer *b, lb_iter *it);
 
 /*
  * Select: the first ready candidate of the walk for `key`, as an index in
- * sorted order, or LB_DECLINED.  One RCU read-side section, no lock, no
- * allocation.  it->gen tells which snapshot the index belongs to.  It ends
+ * sorted order, or LB_DECLINED.  One RCU read-side section, no lock.  No
+ * allocation when the first candidate is ready (the common case) or the
+ * iterator's bitmap already fits the set; otherwise the walk grows the
+ * bitmap once for the larger set (as lb_iter_first does) and returns
+ * LB_ERROR if that allocation fails (the iterator keeps its old bitmap and
+ * no walk).  A set with no ready backend is declined after one pass over
+ * its records, whatever max_iterations is (round robin's counter still
+ * moves by max_iterations steps).  it->gen tells which snapshot the index
+ * belongs to.  It ends
  * any walk the iterator had in progress: lb_iter_next afterwards continues
  * select's own walk when select had to walk (its first candidate was not
  * ready), and returns LB_DECLINED when it did not (or declined at once).

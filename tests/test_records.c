@@ -183,8 +183,8 @@ static void test_events_bounded(void)
     for (int t = 0; t < NTHREADS; t++)
         pthread_join(th[t], NULL);
     after = rss_kib();
-    printf("# rss before %ld KiB, after %ld KiB; dropped %llu\n", before,
-           after, (unsigned long long)lb_balancer_events_dropped(b));
+    printf("# rss before %ld KiB, after %ld KiB; dropped %llu\n", before, after,
+           (unsigned long long)lb_balancer_events_dropped(b));
 #if defined(__SANITIZE_THREAD__)
     /* ThreadSanitizer's own shadow and history grow with the flips */
     (void)before;
