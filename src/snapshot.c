@@ -53,8 +53,7 @@ static void snapshot_free(lb_rcu_head *head)
 
     lb_tsan_acquire(s);
     s->ops->destroy(s->selector);
-    for (size_t i = 0; i < s->n; i++)
-        lb_store_release(s->store, s->rec[i]);
+    lb_store_release_many(s->store, s->rec, s->n);
 #ifdef LB_POISON
     memset((char *)s + sizeof(s->rcu), POISON_BYTE,
            sizeof(*s) - sizeof(s->rcu) +

@@ -52,6 +52,12 @@ struct lb_store_ops {
     void (*ref)(struct lb_store *st, struct lb_record *r);
     /* Drop one reference; the last one frees the slot for reuse. */
     void (*release)(struct lb_store *st, struct lb_record *r);
+    /* Optional: release each of r[0..n) (a retired snapshot's records),
+     * taking the store's lock once rather than once per record: the
+     * call_rcu thread releasing 10,000 records must not trade the lock
+     * with a writer acquiring the next set's. */
+    void (*release_many)(struct lb_store *st, struct lb_record *const *r,
+                         size_t n);
     uint64_t (*id)(const struct lb_store *st, const struct lb_record *r);
     /* The owner lets go: the store (this process's handle) is freed once
      * its last held record is released, at once when none is. */
@@ -98,6 +104,19 @@ static inline void lb_store_ref(struct lb_store *st, struct lb_record *r)
 static inline void lb_store_release(struct lb_store *st, struct lb_record *r)
 {
     st->ops->release(st, r);
+}
+
+static inline void lb_store_release_many(struct lb_store *st,
+                                         struct lb_record *const *r, size_t n)
+{
+    /* nothing held: the store may be gone already (closed, no records) */
+    if (n == 0)
+        return;
+    if (st->ops->release_many)
+        st->ops->release_many(st, r, n);
+    else
+        for (size_t i = 0; i < n; i++)
+            st->ops->release(st, r[i]);
 }
 
 static inline uint64_t lb_store_id(const struct lb_store *st,

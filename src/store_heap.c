@@ -151,6 +151,41 @@ static void heap_release(struct lb_store *st, struct lb_record *r)
         heap_free(h);
 }
 
+static void heap_release_many(struct lb_store *st, struct lb_record *const *r,
+                              size_t n)
+{
+    struct heap_store *h = (struct heap_store *)st;
+    uint32_t head = NONE, tail = NONE, freed = 0;
+    bool gone;
+
+    /* Chain the slots whose last reference goes here, then splice the
+     * chain onto the free list under one lock. */
+    for (size_t i = 0; i < n; i++) {
+        struct slot *s = slot_of(r[i]);
+
+        if (atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) != 1)
+            continue;
+#ifdef LB_POISON
+        memset(&s->rec, POISON_BYTE, sizeof(s->rec));
+#endif
+        s->next_free = head;
+        head = s->index;
+        if (tail == NONE)
+            tail = s->index;
+        freed++;
+    }
+    if (!freed)
+        return;
+    pthread_mutex_lock(&h->lock);
+    slot_at(h, tail)->next_free = h->free_head;
+    h->free_head = head;
+    h->used -= freed;
+    gone = h->closed && h->used == 0;
+    pthread_mutex_unlock(&h->lock);
+    if (gone)
+        heap_free(h);
+}
+
 static uint64_t heap_id(const struct lb_store *st, const struct lb_record *r)
 {
     const struct slot *s = (const struct slot *)r;
@@ -176,6 +211,7 @@ static const struct lb_store_ops heap_ops = {
     .acquire = heap_acquire,
     .ref = heap_ref,
     .release = heap_release,
+    .release_many = heap_release_many,
     .id = heap_id,
     .close = heap_close,
 };

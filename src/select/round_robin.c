@@ -11,6 +11,9 @@
 
 #include "weighted.h"
 
+/* The one write of round robin's read path: a relaxed atomic counter
+ * (STYLE: relaxed atomic per-backend and per-selector counters only); no
+ * ordering is needed, each caller only wants a distinct value. */
 static inline uint64_t counter_next(struct lb_weighted *w)
 {
     return atomic_fetch_add_explicit((_Atomic uint64_t *)&w->counter, 1,
