@@ -9,7 +9,7 @@ local h = require("helpers")
 local function dead(n, third)
   local out = {}
   for i = 1, n do
-    out[i] = ("127.0.%d.%d:1"):format(third, i)
+    out[i] = ("127.%d.%d.%d:1"):format(third, math.floor(i / 250), i % 250 + 1)
   end
   return out
 end
@@ -62,5 +62,36 @@ describe("health events", function()
     assert.equal(0, dups)
     assert.equal(N, n)
     for _, row in ipairs(outer:status()) do assert.is_false(row.healthy) end
+  end)
+
+  it("custom checks' flips take the same path: once each, also nested", function()
+    local N = 300 -- past the C queue's cap of 256
+    local down = function() return nil, "down by test" end
+    local flips, inner_flips = {}, {}
+    local inner = h.new({
+      backends = dead(N, 203), health_check = down,
+      on_health_change = function(be) inner_flips[#inner_flips + 1] = be.addr end,
+    })
+    local outer
+    outer = h.new({
+      backends = dead(N, 204), health_check = down,
+      on_health_change = function(be, healthy, err)
+        assert.is_false(healthy)
+        assert.equal("down by test", err)
+        flips[#flips + 1] = be.addr
+        if #flips == 1 then assert(inner:run_health_check()) end
+        outer:poll()
+      end,
+    })
+    assert(outer:run_health_check())
+    local n, dups = count_by_addr(flips)
+    assert.equal(0, dups)
+    assert.equal(N, n)
+    n, dups = count_by_addr(inner_flips)
+    assert.equal(0, dups)
+    assert.equal(N, n)
+    -- a second round changes nothing: no flip, no callback
+    assert(outer:run_health_check())
+    assert.equal(N, #flips)
   end)
 end)

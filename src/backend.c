@@ -271,7 +271,7 @@ int lb_backend_resolve(const char *text, size_t len, uint32_t weight,
     return found;
 }
 
-int lb_backend_compare(const lb_backend *a, const lb_backend *b)
+int lb_backend_compare_address(const lb_backend *a, const lb_backend *b)
 {
     int c;
 
@@ -287,8 +287,15 @@ int lb_backend_compare(const lb_backend *a, const lb_backend *b)
         if (c == 0 && a->port != b->port)
             c = a->port < b->port ? -1 : 1;
     }
+    return c < 0 ? -1 : c > 0;
+}
+
+int lb_backend_compare(const lb_backend *a, const lb_backend *b)
+{
+    int c = lb_backend_compare_address(a, b);
+
     if (c != 0)
-        return c < 0 ? -1 : 1;
+        return c;
     if (a->weight != b->weight)
         return a->weight < b->weight ? -1 : 1;
     return 0;

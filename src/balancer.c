@@ -1,38 +1,28 @@
 /*
- * balancer.c - the balancer: publish snapshots, walk selectors.
+ * balancer.c - the balancer's life (new, free, fork), its accessors, and
+ * the outcomes observed through the core (observe, report), which push
+ * their flips onto the balancer's own event queue.
  *
- * Writers (update, free) hold b->write_lock and build aside; readers
- * (select, the iterator, ready) run inside one RCU read-side section each,
+ * Writers (update.c, free) hold b->write_lock and build aside; readers
+ * (walk.c, the accessors here) run inside one RCU read-side section each,
  * take no lock and allocate nothing.
  */
-#include <errno.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core.h"
 #include "iter.h"
 
-struct sort_item {
-    lb_backend b;
-    uint32_t input;
-};
-
-/* Every live balancer, so the fork handler can take their write locks. */
+/* Every live balancer, so the fork handler can take their locks. */
 static pthread_mutex_t all_lock = PTHREAD_MUTEX_INITIALIZER;
 static lb_balancer *all;
-
-static int sort_item_cmp(const void *pa, const void *pb);
-static int same_set(const struct lb_snapshot *s, const struct sort_item *items,
-                    size_t n);
-static void apply_enable(struct lb_health *h, int8_t enable);
-static int iter_reserve(lb_iter *it, size_t n);
-static void iter_reset(lb_iter *it);
-static int iter_mark(lb_iter *it, uint32_t idx);
 
 lb_balancer *lb_balancer_new(const lb_config *cfg, const char **err)
 {
     lb_balancer *b;
-    const struct lb_selector_ops *ops = lb_selector_by_id(cfg->selection);
+    const struct lb_selection_row *row = lb_selection_at(cfg->selection);
+    const struct lb_selector_ops *ops = row ? row->ops : NULL;
 
     if (!ops) {
         *err = "unknown selection algorithm";
@@ -52,10 +42,19 @@ lb_balancer *lb_balancer_new(const lb_config *cfg, const char **err)
     if (b->cfg.point_multiple == 0)
         b->cfg.point_multiple = 160;
     b->ops = ops;
+    b->store = lb_store_heap_new();
+    if (!b->store) {
+        free(b);
+        *err = "out of memory";
+        return NULL;
+    }
     pthread_mutex_init(&b->write_lock, NULL);
-    b->snap = lb_snapshot_new(ops, &b->cfg, NULL, 0, NULL, 1, err);
+    lb_events_init(&b->events);
+    b->snap = lb_snapshot_new(ops, &b->cfg, NULL, 0, NULL, b->store, 1, err);
     if (!b->snap) {
+        lb_events_destroy(&b->events);
         pthread_mutex_destroy(&b->write_lock);
+        b->store->ops->close(b->store);
         free(b);
         return NULL;
     }
@@ -81,11 +80,17 @@ void lb_balancer_free(lb_balancer *b)
     if (b->next)
         b->next->prev = b->prev;
     pthread_mutex_unlock(&all_lock);
-    lb_balancer_checks_free(b);
+    /* the checker's job goes first: its rounds hold records of b */
+    if (b->job_release)
+        b->job_release(b);
     pthread_mutex_lock(&b->write_lock);
     lb_snapshot_retire(b->snap);
     b->snap = NULL;
     pthread_mutex_unlock(&b->write_lock);
+    /* The store outlives the retired snapshot: it goes with the last
+     * record the snapshot's RCU callback releases. */
+    b->store->ops->close(b->store);
+    lb_events_destroy(&b->events);
     pthread_mutex_destroy(&b->write_lock);
     free(b);
 }
@@ -93,168 +98,23 @@ void lb_balancer_free(lb_balancer *b)
 void lb_balancers_fork_prepare(void)
 {
     pthread_mutex_lock(&all_lock);
-    for (lb_balancer *b = all; b; b = b->next)
+    for (lb_balancer *b = all; b; b = b->next) {
         pthread_mutex_lock(&b->write_lock);
+        pthread_mutex_lock(&b->events.lock);
+    }
 }
 
 static void balancers_unlock(void)
 {
-    for (lb_balancer *b = all; b; b = b->next)
+    for (lb_balancer *b = all; b; b = b->next) {
+        pthread_mutex_unlock(&b->events.lock);
         pthread_mutex_unlock(&b->write_lock);
+    }
     pthread_mutex_unlock(&all_lock);
 }
 
 void lb_balancers_fork_parent(void) { balancers_unlock(); }
 void lb_balancers_fork_child(void) { balancers_unlock(); }
-
-static int sort_item_cmp(const void *pa, const void *pb)
-{
-    const struct sort_item *a = pa, *b = pb;
-    int c = lb_backend_compare(&a->b, &b->b);
-
-    if (c)
-        return c;
-    return a->input < b->input ? -1 : a->input > b->input;
-}
-
-static int same_set(const struct lb_snapshot *s, const struct sort_item *items,
-                    size_t n)
-{
-    if (s->n != n)
-        return 0;
-    for (size_t i = 0; i < n; i++)
-        if (lb_backend_compare(&s->backends[i], &items[i].b) != 0)
-            return 0;
-    return 1;
-}
-
-static void apply_enable(struct lb_health *h, int8_t enable)
-{
-    if (enable >= 0)
-        lb_health_set_enable(h, enable != 0);
-}
-
-int lb_balancer_update(lb_balancer *b, const lb_backend *in, size_t n,
-                       uint32_t *order, size_t *count, const char **err)
-{
-    struct sort_item *items = NULL;
-    struct lb_health **health = NULL;
-    lb_backend *sorted = NULL;
-    struct lb_snapshot *old, *neu;
-    size_t m = 0, oi = 0;
-    int rc = LB_ERROR;
-
-    if (n > 0 && !in) {
-        *err = "no backends given";
-        return LB_ERROR;
-    }
-    for (size_t i = 0; i < n; i++) {
-        if (in[i].weight < 1 || in[i].weight > LB_MAX_WEIGHT) {
-            *err = "weight out of range (1-1000)";
-            return LB_ERROR;
-        }
-        if (in[i].family > LB_AF_UNIX) {
-            *err = "unknown address family";
-            return LB_ERROR;
-        }
-        /* Order, hashing and the checker read host[0..host_len): a struct
-         * not filled by lb_backend_parse must not send them past it. */
-        if (in[i].addr_len >= LB_ADDR_MAX || in[i].host_len >= LB_ADDR_MAX) {
-            *err = "malformed backend (address longer than its buffer)";
-            return LB_ERROR;
-        }
-    }
-    items = malloc((n ? n : 1) * sizeof(*items));
-    if (!items) {
-        *err = "out of memory";
-        return LB_ERROR;
-    }
-    for (size_t i = 0; i < n; i++) {
-        items[i].b = in[i];
-        items[i].input = (uint32_t)i;
-    }
-    qsort(items, n, sizeof(*items), sort_item_cmp);
-
-    /* Collapse identical (address, weight) entries, as a BTreeSet does; an
-     * explicit enable on any of them counts, the last one wins. */
-    for (size_t i = 0; i < n; i++) {
-        if (m > 0 && lb_backend_compare(&items[m - 1].b, &items[i].b) == 0) {
-            if (items[i].b.enable >= 0)
-                items[m - 1].b.enable = items[i].b.enable;
-            continue;
-        }
-        items[m++] = items[i];
-    }
-    if (m > LB_MAX_BACKENDS) {
-        *err = "too many backends (at most 65535)";
-        goto out;
-    }
-    if (order)
-        for (size_t i = 0; i < m; i++)
-            order[i] = items[i].input;
-    if (count)
-        *count = m;
-
-    pthread_mutex_lock(&b->write_lock);
-    old = b->snap;
-    if (same_set(old, items, m)) {
-        for (size_t i = 0; i < m; i++)
-            apply_enable(old->health[i], items[i].b.enable);
-        pthread_mutex_unlock(&b->write_lock);
-        rc = 0;
-        goto out;
-    }
-
-    health = calloc(m ? m : 1, sizeof(*health));
-    sorted = malloc((m ? m : 1) * sizeof(*sorted));
-    if (!health || !sorted) {
-        pthread_mutex_unlock(&b->write_lock);
-        *err = "out of memory";
-        goto out;
-    }
-    /* Merge walk: both arrays are sorted by the same order, so a backend
-     * that stays is found without a hash table. */
-    for (size_t i = 0; i < m; i++) {
-        int c = 1;
-
-        sorted[i] = items[i].b;
-        while (oi < old->n &&
-               (c = lb_backend_compare(&old->backends[oi], &items[i].b)) < 0)
-            oi++;
-        if (oi < old->n && c == 0) {
-            health[i] = old->health[oi];
-            lb_health_ref(health[i]);
-        } else {
-            health[i] = lb_health_new(!b->cfg.start_unhealthy);
-            if (!health[i]) {
-                for (size_t j = 0; j < i; j++)
-                    lb_health_unref(health[j]);
-                pthread_mutex_unlock(&b->write_lock);
-                *err = "out of memory";
-                goto out;
-            }
-        }
-    }
-    neu =
-        lb_snapshot_new(b->ops, &b->cfg, sorted, m, health, old->gen + 1, err);
-    if (!neu) {
-        for (size_t j = 0; j < m; j++)
-            lb_health_unref(health[j]);
-        pthread_mutex_unlock(&b->write_lock);
-        goto out;
-    }
-    for (size_t i = 0; i < m; i++)
-        apply_enable(neu->health[i], items[i].b.enable);
-    lb_rcu_publish(&b->snap, neu);
-    pthread_mutex_unlock(&b->write_lock);
-    lb_snapshot_retire(old);
-    rc = 1;
-out:
-    free(items);
-    free(health);
-    free(sorted);
-    return rc;
-}
 
 size_t lb_balancer_count(lb_balancer *b)
 {
@@ -300,7 +160,25 @@ int lb_balancer_health(lb_balancer *b, size_t i, lb_health_info *out)
     {
         struct lb_snapshot *s = lb_rcu_deref(&b->snap);
         if (i < s->n) {
-            lb_health_info_get(s->health[i], out);
+            lb_record_health_get(s->rec[i], out);
+            out->id = lb_store_id(s->store, s->rec[i]);
+            rc = LB_OK;
+        }
+    }
+    lb_rcu_read_unlock();
+    return rc;
+}
+
+int lb_balancer_record(lb_balancer *b, size_t i, lb_record_info *out)
+{
+    int rc = LB_DECLINED;
+
+    lb_rcu_read_lock();
+    {
+        struct lb_snapshot *s = lb_rcu_deref(&b->snap);
+        if (i < s->n) {
+            lb_record_info_get(s->rec[i], out);
+            out->id = lb_store_id(s->store, s->rec[i]);
             rc = LB_OK;
         }
     }
@@ -316,7 +194,7 @@ int lb_balancer_ready(lb_balancer *b, uint64_t gen, size_t i)
     {
         struct lb_snapshot *s = lb_rcu_deref(&b->snap);
         if (s->gen == gen && i < s->n)
-            rc = lb_health_ready(s->health[i]);
+            rc = lb_record_ready(s->rec[i]);
     }
     lb_rcu_read_unlock();
     return rc;
@@ -330,12 +208,33 @@ int lb_balancer_set_enable(lb_balancer *b, uint64_t gen, size_t i, int enable)
     {
         struct lb_snapshot *s = lb_rcu_deref(&b->snap);
         if (s->gen == gen && i < s->n) {
-            lb_health_set_enable(s->health[i], enable != 0);
+            lb_record_set_enable(s->rec[i], enable != 0);
             rc = LB_OK;
         }
     }
     lb_rcu_read_unlock();
     return rc;
+}
+
+/* The one place an active observation becomes a flip on the queue: the
+ * checker (targets.c) and lb_balancer_observe both come here.  Inside the
+ * caller's read-side section or with r held.  Returns 1 when it flipped. */
+int lb_balancer_observe_record(lb_balancer *b, struct lb_store *st,
+                               struct lb_record *r, int ok, uint32_t threshold,
+                               int err_kind, int err_detail)
+{
+    if (ok)
+        err_kind = err_detail = 0;
+    if (!lb_record_observe(r, ok != 0, threshold, err_kind, err_detail))
+        return 0;
+    lb_events_flip(&b->events, r,
+                   &(lb_health_event){
+                       .id = lb_store_id(st, r),
+                       .healthy = ok != 0,
+                       .err_kind = err_kind,
+                       .err_detail = err_detail,
+                   });
+    return 1;
 }
 
 int lb_balancer_observe(lb_balancer *b, uint64_t gen, size_t i, int ok,
@@ -347,179 +246,56 @@ int lb_balancer_observe(lb_balancer *b, uint64_t gen, size_t i, int ok,
     {
         struct lb_snapshot *s = lb_rcu_deref(&b->snap);
         if (s->gen == gen && i < s->n)
-            rc = lb_health_observe(s->health[i], ok != 0, threshold, err_kind,
-                                   err_detail);
+            rc = lb_balancer_observe_record(b, s->store, s->rec[i], ok,
+                                            threshold, err_kind, err_detail);
     }
     lb_rcu_read_unlock();
     return rc;
 }
 
-/* ---- iteration (Pingora's UniqueIterator) ---- */
-
-lb_iter *lb_iter_new(void) { return calloc(1, sizeof(lb_iter)); }
-
-void lb_iter_free(lb_iter *it)
+int lb_balancer_report(lb_balancer *b, uint64_t gen, size_t i, int result,
+                       double latency, const char **err)
 {
-    if (it) {
-        free(it->seen);
-        free(it);
-    }
-}
+    uint64_t ns = UINT64_MAX;
+    int rc = LB_STALE;
 
-static int iter_reserve(lb_iter *it, size_t n)
-{
-    uint32_t words = (uint32_t)((n + 63) / 64);
-
-    if (words > it->nwords) {
-        uint64_t *seen = calloc(words, sizeof(uint64_t));
-        if (!seen)
-            return LB_ERROR;
-        free(it->seen);
-        it->seen = seen;
-        it->nwords = words;
-        it->ntouched = 0;
-    }
-    return LB_OK;
-}
-
-/* Clear only the words the last walk dirtied: a walk is short (bounded by
- * max_iterations and usually one step), the bitmap may be 8 KiB. */
-static void iter_reset(lb_iter *it)
-{
-    if (it->ntouched > LB_ITER_TOUCH)
-        memset(it->seen, 0, it->nwords * sizeof(uint64_t));
-    else
-        for (uint32_t k = 0; k < it->ntouched; k++)
-            it->seen[it->touched[k]] = 0;
-    it->ntouched = 0;
-}
-
-/* Returns 1 when idx is new to this walk. */
-static int iter_mark(lb_iter *it, uint32_t idx)
-{
-    uint32_t w = idx >> 6;
-    uint64_t bit = 1ull << (idx & 63);
-
-    if (it->seen[w] & bit)
-        return 0;
-    if (it->seen[w] == 0) {
-        if (it->ntouched < LB_ITER_TOUCH)
-            it->touched[it->ntouched] = w;
-        if (it->ntouched <= LB_ITER_TOUCH)
-            it->ntouched++;
-    }
-    it->seen[w] |= bit;
-    return 1;
-}
-
-/* The walk's core, inside the caller's read-side section: the next unique
- * index, or LB_DECLINED once max_steps underlying steps are used. */
-static inline int walk_next(struct lb_snapshot *s, lb_iter *it)
-{
-    /* Once every backend has been returned, no step can yield a new one:
-     * stop there instead of stepping on to max_iterations (Pingora's
-     * iterator would, returning nothing more).  A select over a set that
-     * is all down then ends when the walk has seen every backend, however
-     * large max_iterations is.  Round robin's steps advance the shared
-     * counter, so there every step is taken, as in Pingora. */
-    while (it->steps < it->max_steps &&
-           (it->nseen < s->n || s->ops->observable_steps)) {
-        uint32_t idx = s->ops->next(s->selector, &it->state);
-        it->steps++;
-        if (idx >= s->n)
-            continue;
-        if (iter_mark(it, idx)) {
-            it->nseen++;
-            it->head.ready = lb_health_ready(s->health[idx]);
-            return (int)idx;
-        }
-    }
-    return LB_DECLINED;
-}
-
-/* Set up a walk whose first candidate is already known, with its
- * readiness (the selector's first() may have a side effect, round robin's
- * counter, so it is called exactly once per walk by the callers). */
-static inline int walk_begin(struct lb_snapshot *s, lb_iter *it, uint32_t first,
-                             int ready, uint32_t max)
-{
-    if (iter_reserve(it, s->n) != LB_OK)
+    if (result != 0 && result != 1) {
+        *err = "report result must be 0 (failure) or 1 (success)";
         return LB_ERROR;
-    it->steps = 1;
-    it->nseen = 1;
-    it->max_steps = max;
-    iter_reset(it);
-    iter_mark(it, first);
-    it->head.ready = ready;
-    return (int)first;
-}
-
-int lb_iter_first(lb_balancer *b, const char *key, size_t len,
-                  uint32_t max_iterations, lb_iter *it)
-{
-    struct lb_snapshot *s;
-    int rc = LB_DECLINED;
-
-    lb_rcu_read_lock();
-    s = lb_rcu_deref(&b->snap);
-    it->head.gen = s->gen;
-    it->owner = b;
-    it->head.ready = 0;
-    it->max_steps = 0;
-    if (s->n > 0 && max_iterations > 0) {
-        uint32_t first = s->ops->first(s->selector, key, len, &it->state);
-        rc = walk_begin(s, it, first, lb_health_ready(s->health[first]),
-                        max_iterations);
     }
-    lb_rcu_read_unlock();
-    return rc;
-}
-
-int lb_iter_next(lb_balancer *b, lb_iter *it)
-{
-    int rc;
-
+    if (latency >= 0) {
+        if (!isfinite(latency) || latency > 1e6) {
+            *err = "report latency out of range (0-1e6 seconds)";
+            return LB_ERROR;
+        }
+        ns = (uint64_t)(latency * 1e9);
+    } else if (isnan(latency)) {
+        *err = "report latency is not a number";
+        return LB_ERROR;
+    }
     lb_rcu_read_lock();
     {
         struct lb_snapshot *s = lb_rcu_deref(&b->snap);
-        if (s->gen != it->head.gen || it->owner != b)
-            rc = LB_STALE;
-        else
-            rc = walk_next(s, it);
+        if (s->gen == gen && i < s->n) {
+            lb_record_report(s->rec[i], result == 1, ns);
+            rc = LB_OK;
+        }
     }
     lb_rcu_read_unlock();
     return rc;
 }
 
-/* The common case, a ready first candidate, touches neither the bitmap nor
- * the walk's position: one selector lookup and one health load. */
-int lb_balancer_select(lb_balancer *b, const char *key, size_t len,
-                       uint32_t max_iterations, lb_iter *it)
+int lb_balancer_events(lb_balancer *b, lb_health_event *out, int max)
 {
-    struct lb_snapshot *s;
-    uint32_t first;
-    int rc = LB_DECLINED;
+    int k;
 
     lb_rcu_read_lock();
-    s = lb_rcu_deref(&b->snap);
-    it->head.gen = s->gen;
-    it->owner = b;
-    /* End the iterator's previous walk: its gen now names this snapshot,
-     * and an lb_iter_next continuing that walk here would mark indices in
-     * a bitmap sized for another set (walk_begin starts select's own). */
-    it->max_steps = 0;
-    if (s->n == 0 || max_iterations == 0)
-        goto out;
-    first = s->ops->first(s->selector, key, len, &it->state);
-    if (lb_health_ready(s->health[first])) {
-        it->head.ready = 1;
-        rc = (int)first;
-        goto out;
-    }
-    rc = walk_begin(s, it, first, 0, max_iterations);
-    while (rc >= 0 && !it->head.ready)
-        rc = walk_next(s, it);
-out:
+    k = lb_events_drain(&b->events, lb_rcu_deref(&b->snap), out, max);
     lb_rcu_read_unlock();
-    return rc;
+    return k;
+}
+
+uint64_t lb_balancer_events_dropped(lb_balancer *b)
+{
+    return atomic_load_explicit(&b->events.dropped, memory_order_relaxed);
 }

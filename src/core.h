@@ -1,5 +1,7 @@
 /*
- * core.h - private types of the core: health records and snapshots.
+ * core.h - private types of the core: snapshots, the balancer, its event
+ * queue.  Included by the core's files (the .c files of src/) only; the checker
+ * reaches the core through src/targets.h, algorithms see src/select/select.h.
  */
 #ifndef LB_CORE_H
 #define LB_CORE_H
@@ -10,60 +12,48 @@
 
 #include "lb.h"
 #include "rcu.h"
-#include "selector.h"
+#include "record.h"
+#include "select/select.h"
+#include "store.h"
 
 /*
- * A health record: one 64-bit word updated by compare-and-swap, so a flip
- * is one atomic store seen by readers without rebuilding the snapshot.
- *
- *   bit 0       healthy
- *   bit 1       enabled
- *   bits 2..31  consecutive opposite observations (Pingora's counter)
- *   bits 32..39 kind of the last error (LB_CHECK_ERR_*)
- *   bits 40..63 detail of the last error (errno, HTTP status), 24 bits
- *
- * Records are reference counted: every snapshot that lists the backend
- * holds one reference, and so does a check in flight.  Readers reach a
- * record only through a snapshot, and a snapshot drops its references in
- * its RCU callback, so the last unref can free at once.
+ * An immutable snapshot: what one RCU pointer publishes.  It holds one
+ * reference on each of its records (released in its RCU callback, after
+ * which no reader can reach them through it).
  */
-struct lb_health {
-    _Atomic uint64_t word;
-    _Atomic uint32_t refs;
-    uint64_t id;
-};
-
-#define LB_H_HEALTHY 1ull
-#define LB_H_ENABLED 2ull
-#define LB_H_COUNT_SHIFT 2
-#define LB_H_COUNT_MASK (0x3fffffffull << LB_H_COUNT_SHIFT)
-#define LB_H_KIND_SHIFT 32
-#define LB_H_DETAIL_SHIFT 40
-
-struct lb_health *lb_health_new(bool healthy);
-void lb_health_ref(struct lb_health *h);
-void lb_health_unref(struct lb_health *h);
-void lb_health_set_enable(struct lb_health *h, bool enable);
-/* Pingora's observe_health.  Returns true when the state flipped. */
-bool lb_health_observe(struct lb_health *h, bool ok, uint32_t threshold,
-                       int err_kind, int err_detail);
-void lb_health_info_get(const struct lb_health *h, lb_health_info *out);
-
-static inline bool lb_health_ready(const struct lb_health *h)
-{
-    uint64_t w = atomic_load_explicit(&h->word, memory_order_relaxed);
-    return (w & (LB_H_HEALTHY | LB_H_ENABLED)) == (LB_H_HEALTHY | LB_H_ENABLED);
-}
-
-/* An immutable snapshot: what one RCU pointer publishes. */
 struct lb_snapshot {
     lb_rcu_head rcu;
     uint64_t gen;
     size_t n;
     const struct lb_selector_ops *ops;
     void *selector;
-    struct lb_health **health; /* n records, same order as backends */
-    lb_backend *backends;      /* n, sorted */
+    struct lb_store *store;     /* the records' store */
+    struct lb_record **rec;     /* n records, same order as backends */
+    lb_backend *backends;       /* n, sorted */
+    struct lb_record_view view; /* rec[0..n), for the selector */
+};
+
+/*
+ * Health-change events (src/events.c): a bounded multi-producer,
+ * single-consumer ring of LB_EVENTS_MAX cells (Vyukov's bounded queue:
+ * each cell's sequence number says whose turn it is), allocated on the
+ * first push.  Producers never wait (one compare-and-swap on `tail`); the
+ * consumer side is serialised by `lock`.  A flip that finds the ring full
+ * marks its record (LB_R_RESYNC) and counts `resync`; the drain that empties
+ * the ring then delivers each marked record's current state.
+ */
+struct lb_event_cell {
+    _Atomic uint64_t seq;
+    lb_health_event ev;
+};
+
+struct lb_events {
+    _Atomic(struct lb_event_cell *) ring;
+    _Atomic uint64_t tail;    /* next position to fill (producers) */
+    uint64_t head;            /* next position to take (consumer, under lock) */
+    _Atomic uint32_t resync;  /* records marked since the last scan */
+    _Atomic uint64_t dropped; /* flips not queued */
+    pthread_mutex_t lock;
 };
 
 struct lb_balancer {
@@ -71,63 +61,75 @@ struct lb_balancer {
     pthread_mutex_t write_lock; /* serialises writers (update, free) */
     lb_config cfg;
     const struct lb_selector_ops *ops;
-    struct lb_checker_job *job; /* health checks (src/checker.c), or NULL */
-    struct lb_balancer *prev, *next; /* every balancer, for fork */
+    struct lb_store *store;     /* the records (heap store) */
+    struct lb_events events;    /* every flip observed through the core */
+    struct lb_checker_job *job; /* health checks (src/checker/), or NULL */
+    void (*job_release)(lb_balancer *b); /* stops and frees `job` */
+    struct lb_balancer *prev, *next;     /* every balancer, for fork */
 };
 
-/* Fork hooks of the balancers: every balancer's write lock is held across
- * fork(), so a child never inherits one taken by a writer thread. */
+/* lb_backend_compare without the weight: the order of addresses alone
+ * (family, address bytes or path, port).  Pure function, any thread. */
+int lb_backend_compare_address(const lb_backend *a, const lb_backend *b);
+
+/* Fork steps of the balancers, called by the one fork handler
+ * (src/fork.c): every balancer's write lock and event-queue lock are held
+ * across fork(), so a child never inherits one taken by another thread. */
 void lb_balancers_fork_prepare(void);
 void lb_balancers_fork_parent(void);
 void lb_balancers_fork_child(void);
 
-/* Stop and release everything the checker holds for the balancer
- * (src/checker.c): periodic rounds, a round in flight, kept-alive
- * connections, the configuration and the event queue; a no-op when it has
- * none.  Called by lb_balancer_free before the snapshot goes, when no other
- * thread uses `b`. */
-void lb_balancer_checks_free(lb_balancer *b);
+/* Record one active observation on r (reached through the published
+ * snapshot inside a read-side section, or held) with Pingora's thresholds
+ * and push its flip onto b's queue.  Returns 1 when it flipped, else 0.
+ * Lock-free, any thread (src/balancer.c). */
+int lb_balancer_observe_record(lb_balancer *b, struct lb_store *st,
+                               struct lb_record *r, int ok, uint32_t threshold,
+                               int err_kind, int err_detail);
+
+/* ---- events (src/events.c) ---- */
+
+/* An empty queue (no ring yet).  The caller owns q. */
+void lb_events_init(struct lb_events *q);
 
 /*
- * Health-change events (src/events.c): a multi-producer, single-consumer
- * queue.  Producers push with one compare-and-swap on a stack head (never
- * a lock: the checker thread must not wait for the Lua thread); the
- * consumer takes the whole stack with one exchange, reverses it into FIFO
- * order and serves from that private list under `lock`, which only
- * consumers take.  Taking the whole stack at once is what makes the pop
- * side free of ABA.
+ * Queue the flip `ev` of record r.  Lock-free, any thread, never waits.
+ * When r is already marked, nothing is queued (the drain will deliver its
+ * current state); when the ring is full (or cannot be allocated), r is
+ * marked.  Either way the flip counts as dropped.
  */
-struct lb_event_node;
+void lb_events_flip(struct lb_events *q, struct lb_record *r,
+                    const lb_health_event *ev);
 
-struct lb_events {
-    _Atomic(struct lb_event_node *) head;
-    struct lb_event_node *ready; /* FIFO, under lock */
-    pthread_mutex_t lock;
-};
+/*
+ * Consumer side: up to max events, the ring's oldest first, then the
+ * current state of marked records among s's (the published snapshot, in
+ * the caller's read-side section).  Takes q->lock.
+ */
+int lb_events_drain(struct lb_events *q, const struct lb_snapshot *s,
+                    lb_health_event *out, int max);
 
-void lb_events_init(struct lb_events *q);
-/* Any thread, lock-free.  False when out of memory (the event is lost,
- * the health record itself is still right). */
-bool lb_events_push(struct lb_events *q, const lb_health_event *ev);
-/* Consumer side: up to max events, oldest first. */
-int lb_events_drain(struct lb_events *q, lb_health_event *out, int max);
-/* Free every queued event; no other thread may use q. */
+/* Free the ring; no other thread may use q. */
 void lb_events_destroy(struct lb_events *q);
 
-/* Build a snapshot of sorted, unique backends with the given health
- * records (references are taken over by the snapshot).  NULL with *err. */
-struct lb_snapshot *lb_snapshot_new(const struct lb_selector_ops *ops,
-                                    const lb_config *cfg,
-                                    const lb_backend *sorted, size_t n,
-                                    struct lb_health **health, uint64_t gen,
-                                    const char **err);
-/* Free after a grace period (call_rcu); drops the health references. */
+/* ---- snapshots (src/snapshot.c) ---- */
+
+/* Build a snapshot of sorted, unique backends with their records (the
+ * references are taken over by the snapshot on success; on failure the
+ * caller still holds them).  Writers only; NULL with *err. */
+struct lb_snapshot *
+lb_snapshot_new(const struct lb_selector_ops *ops, const lb_config *cfg,
+                const lb_backend *sorted, size_t n, struct lb_record **rec,
+                struct lb_store *store, uint64_t gen, const char **err);
+
+/* Free after a grace period (call_rcu): the selector, then the record
+ * references.  Writers only, once per snapshot. */
 void lb_snapshot_retire(struct lb_snapshot *s);
 
-/* Fork hooks of the checker (its lock and the event queues), called in
- * order by the one pthread_atfork handler of src/rcu.c. */
-void lb_checker_fork_prepare(void);
-void lb_checker_fork_parent(void);
-void lb_checker_fork_child(void);
+/* Index of `rec` among s's backends of r's address `key` (the address
+ * group, found by binary search), or -1 when s no longer lists it.
+ * Inside a read-side section.  O(log n + group). */
+long lb_snapshot_find_record(const struct lb_snapshot *s, const lb_backend *key,
+                             const struct lb_record *rec);
 
 #endif /* LB_CORE_H */

@@ -122,6 +122,9 @@ int lb_backend_compare(const lb_backend *a, const lb_backend *b);
 
 typedef struct lb_balancer lb_balancer;
 
+/* Ids of the first algorithms, for C callers; lb_selection_find gives the
+ * id of any algorithm by name (the registry, src/select/registry.c, is the
+ * one list). */
 enum lb_selection {
     LB_SELECT_ROUND_ROBIN = 0,
     LB_SELECT_RANDOM = 1,
@@ -129,8 +132,30 @@ enum lb_selection {
     LB_SELECT_CONSISTENT = 3,
 };
 
+/* Flags of an algorithm (lb_selection_find). */
+#define LB_SELECTION_KEYLESS 1u /* ignores the key: select may take none */
+#define LB_SELECTION_OBSERVABLE_STEPS                                          \
+    2u                         /* steps move shared state (round               \
+                                  robin's counter) */
+#define LB_SELECTION_POINTS 4u /* a ring: lb_config.point_multiple applies */
+
+/*
+ * The id (for lb_config.selection) of the algorithm named name[0..len),
+ * with its LB_SELECTION_* flags in *flags (when flags is not NULL), or
+ * LB_DECLINED for an unknown name.  Pure function, any thread.
+ */
+int lb_selection_find(const char *name, size_t len, uint32_t *flags);
+
+/*
+ * The name of algorithm `id` (a static string), or NULL when there is no
+ * such id.  Ids are dense from 0: a caller lists every algorithm (for an
+ * error message) by asking 0, 1, ... until NULL.  Pure function, any
+ * thread.
+ */
+const char *lb_selection_name(int id);
+
 typedef struct lb_config {
-    int selection;           /* enum lb_selection */
+    int selection;           /* an id: enum lb_selection, lb_selection_find */
     uint32_t point_multiple; /* consistent only; 0 means 160 */
     int start_unhealthy; /* new backends are not ready until a check passes */
 } lb_config;
@@ -155,7 +180,8 @@ void lb_balancer_free(lb_balancer *b);
  * Replace the backend set with `in[0..n)` (any order, duplicates of the
  * same (address, weight) collapse into one).  Builds the new snapshot off
  * to the side: sorted backends, selector, health records (a backend that
- * stays keeps its record; a new one starts healthy, or unhealthy with
+ * stays keeps its record, and so does one whose weight alone changed, as in
+ * nginx, Envoy and Kong; a new one starts healthy, or unhealthy with
  * start_unhealthy), then applies each entry's `enable`, then publishes it
  * with one pointer swap.  When the set is unchanged, only `enable` is
  * applied and nothing is published.
@@ -213,11 +239,10 @@ static inline const lb_iter_head *lb_iter_head_of(const lb_iter *it)
 
 #define LB_DEFAULT_MAX_ITERATIONS 256
 
-/*
- * Allocate an iterator (all walks ended, gen 0, no bitmap yet).  Returns
- * NULL when out of memory.  The caller owns it and frees it with
- * lb_iter_free; one thread at a time may use it.  Any thread.
- */
+/* A zeroed iterator (its bitmap is allocated by the first walk that needs
+ * it), or NULL when out of memory.  Owned by the caller, freed with
+ * lb_iter_free (NULL: a no-op), used by one thread at a time.  Any
+ * thread. */
 lb_iter *lb_iter_new(void);
 
 /* Free an iterator and its bitmap; NULL is a no-op.  No walk may be in
@@ -228,7 +253,8 @@ void lb_iter_free(lb_iter *it);
  * Start a walk for `key` and return the index (sorted order) of the first
  * candidate, or LB_DECLINED when the set is empty or max_iterations is 0.
  * Sets the head's gen and ready.  Lock-free, allocation-free unless the
- * bitmap must grow for a larger set (once per size).
+ * bitmap must grow for a larger set (once per size): LB_ERROR when that
+ * allocation fails (the iterator keeps its old bitmap and no walk).
  */
 int lb_iter_first(lb_balancer *b, const char *key, size_t len,
                   uint32_t max_iterations, lb_iter *it);
@@ -243,11 +269,18 @@ int lb_iter_next(lb_balancer *b, lb_iter *it);
 
 /*
  * Select: the first ready candidate of the walk for `key`, as an index in
- * sorted order, or LB_DECLINED.  One RCU read-side section, no lock, no
- * allocation.  The head's gen tells which snapshot the index belongs to.  It
- * ends any walk the iterator had in progress: lb_iter_next afterwards continues
- * select's own walk when select had to walk (its first candidate was not
- * ready), and returns LB_DECLINED when it did not (or declined at once).
+ * sorted order, or LB_DECLINED.  One RCU read-side section, no lock.  No
+ * allocation when the first candidate is ready (the common case) or the
+ * iterator's bitmap already fits the set; otherwise the walk grows the
+ * bitmap once for the larger set (as lb_iter_first does) and returns
+ * LB_ERROR if that allocation fails (the iterator keeps its old bitmap and
+ * no walk).  A set with no ready backend is declined after one pass over
+ * its records, whatever max_iterations is (round robin's counter still
+ * moves by max_iterations steps).  The head's gen tells which snapshot the
+ * index belongs to.  It ends any walk the iterator had in progress:
+ * lb_iter_next afterwards continues select's own walk when select had to walk
+ * (its first candidate was not ready), and returns LB_DECLINED when it did not
+ * (or declined at once).
  */
 int lb_balancer_select(lb_balancer *b, const char *key, size_t len,
                        uint32_t max_iterations, lb_iter *it);
@@ -261,9 +294,11 @@ int lb_balancer_ready(lb_balancer *b, uint64_t gen, size_t i);
 int lb_balancer_set_enable(lb_balancer *b, uint64_t gen, size_t i, int enable);
 
 /*
- * Health state of one backend.  `id` is unique in the process for the life
- * of the health record: it survives updates that keep the backend, so a
- * binding can map events and rows back to its own objects.
+ * Health state of one backend.  `id` names the backend's record: it stays
+ * the same while the backend stays in the set (also across a weight-only
+ * change), is unique among the balancer's records and is not reused for a
+ * later record, and is below 2^53 (exact as a Lua number), so a binding
+ * can map events and rows back to its own objects.
  * err_kind/err_detail describe the last failed check (LB_CHECK_ERR_*).
  */
 typedef struct lb_health_info {
@@ -275,16 +310,59 @@ typedef struct lb_health_info {
     int32_t err_detail;
 } lb_health_info;
 
-/* Health of backend i of the published snapshot.  LB_OK or LB_DECLINED. */
+/* Health of backend i of the published snapshot.  LB_OK or LB_DECLINED.
+ * Lock-free (one RCU read-side section, relaxed loads). */
 int lb_balancer_health(lb_balancer *b, size_t i, lb_health_info *out);
+
+/*
+ * Every figure of one backend's record: health, load, latency, passive
+ * failures, ejection and counters.  `id` is lb_health_info.id.  Figures
+ * are relaxed atomic loads: each is exact, together they are not one
+ * instant.  Latencies in nanoseconds; ejected_until_ns on CLOCK_MONOTONIC
+ * (0: not ejected).
+ */
+typedef struct lb_record_info {
+    uint64_t id;
+    int32_t healthy;
+    int32_t enabled;
+    uint32_t in_flight;
+    uint32_t passive_failures; /* current run of failed reports */
+    uint32_t ejections;
+    uint32_t reserved;
+    uint64_t ejected_until_ns;
+    uint64_t latency_ewma_ns; /* EWMA of reported latencies, weight 1/8 */
+    uint64_t latency_last_ns;
+    uint64_t selections;
+    uint64_t checks_ok, checks_failed;
+    uint64_t reports_ok, reports_failed;
+} lb_record_info;
+
+/* The record of backend i of the published snapshot.  LB_OK or
+ * LB_DECLINED.  Lock-free. */
+int lb_balancer_record(lb_balancer *b, size_t i, lb_record_info *out);
+
+/*
+ * One outcome of a request to backend i of snapshot `gen` (a passive
+ * observation): result 1 success, 0 failure; latency in seconds, or < 0
+ * when unknown.  Counts it (reports_ok / reports_failed), resets or
+ * extends the passive-failure run, records the latency (last and EWMA).
+ * No ejection yet.  Returns LB_OK, LB_STALE (gen is not the published
+ * generation: the outcome is dropped), or LB_ERROR with *err when result
+ * is not 0 or 1 or latency is not finite or above 10^6 s.  Lock-free
+ * (relaxed atomics on the record), any thread.
+ */
+int lb_balancer_report(lb_balancer *b, uint64_t gen, size_t i, int result,
+                       double latency, const char **err);
 
 /*
  * Record one check result for backend i of snapshot `gen`, with Pingora's
  * observe_health: a result opposite to the current state counts up and
  * flips the state at the threshold (consecutive_success or
  * consecutive_failure); a result equal to the current state resets the
- * count.  Returns 1 when the state flipped, 0 when not, LB_STALE.
- * Lock-free (compare-and-swap on the record).
+ * count.  A flip is pushed onto the balancer's event queue
+ * (lb_balancer_events), as the built-in checker's flips are.  Returns 1
+ * when the state flipped, 0 when not, LB_STALE.  Lock-free
+ * (compare-and-swap on the record, a lock-free push).
  */
 int lb_balancer_observe(lb_balancer *b, uint64_t gen, size_t i, int ok,
                         uint32_t threshold, int err_kind, int err_detail);
@@ -298,7 +376,7 @@ int lb_balancer_observe(lb_balancer *b, uint64_t gen, size_t i, int ok,
  */
 void lb_quiesce(void);
 
-/* ---- health checks (src/checker.c) ---- */
+/* ---- health checks (src/checker/, src/check/) ---- */
 
 /*
  * Built-in health checks run on one background thread per process (epoll,
@@ -457,7 +535,7 @@ typedef struct lb_check_stats {
  * a built-in check.  Any thread; takes the checker's mutex briefly. */
 int lb_balancer_check_stats(lb_balancer *b, lb_check_stats *out);
 
-/* A health flip found by the checker thread.  `id` is lb_health_info.id. */
+/* A health flip.  `id` is lb_health_info.id. */
 typedef struct lb_health_event {
     uint64_t id;
     int32_t healthy;
@@ -467,13 +545,30 @@ typedef struct lb_health_event {
 } lb_health_event;
 
 /*
- * Move up to `max` queued flips, oldest first, into out[0..max).  Returns
- * how many were written (0 when none).  The queue is lock-free for the
- * checker thread; consumers are serialised by a mutex of the balancer, so
- * any thread may drain (normally the Lua thread).  Never blocks on the
- * checker.  Events of a record that left the set are still delivered.
+ * The balancer's event queue holds at most LB_EVENTS_MAX flips.  A flip
+ * that finds it full is not lost as a state: its record is marked, and
+ * the drain that empties the queue delivers each marked record's current
+ * state (so a consumer that missed flips still learns every record's
+ * state; such an event may repeat the state last delivered).  The flips
+ * not queued are counted (lb_balancer_events_dropped).
+ */
+#define LB_EVENTS_MAX 256
+
+/*
+ * Move up to `max` health flips, oldest first, into out[0..max): every
+ * flip of an observation through the core (the built-in checker's,
+ * lb_balancer_observe's), whether or not a built-in check is set, then the
+ * current state of records whose flips found the queue full.  Returns how
+ * many were written (0 when none).  Producers never wait (a lock-free
+ * push); consumers are serialised by a mutex of the balancer, so any
+ * thread may drain (normally the Lua thread).  Events of a record that
+ * left the set are still delivered when they were queued before it left.
  */
 int lb_balancer_events(lb_balancer *b, lb_health_event *out, int max);
+
+/* Flips that found the balancer's queue full since it was made (their
+ * records' states are delivered by a later drain).  Lock-free. */
+uint64_t lb_balancer_events_dropped(lb_balancer *b);
 
 /*
  * Write a message for a check error ("connect: Connection refused",

@@ -136,7 +136,26 @@ static inline void lb_rcu_synchronize(void)
     lb_tsan_acquire(&urcu_bp_gp);
 }
 
-/* Fork hooks: installed once (pthread_atfork) by lb_rcu_init. */
+/* Once per process, any thread, before the first deferred free (called by
+ * lb_balancer_new): pins the library in memory and starts liburcu's
+ * call_rcu worker with every signal blocked.  Idempotent. */
 void lb_rcu_init(void);
+
+/*
+ * liburcu's fork steps, called by the one fork handler (src/fork.c) on the
+ * forking thread, at the places its lock order gives them:
+ *   worker:  pause the call_rcu worker (it stops between batches, so the
+ *            callbacks it runs must be able to take the locks they need:
+ *            prepare before any lock those callbacks take); the child
+ *            restarts it with every signal blocked;
+ *   readers: liburcu-bp's registry and grace-period locks; the child
+ *            forgets the readers that did not survive fork().
+ */
+void lb_rcu_worker_fork_prepare(void);
+void lb_rcu_worker_fork_parent(void);
+void lb_rcu_worker_fork_child(void);
+void lb_rcu_readers_fork_prepare(void);
+void lb_rcu_readers_fork_parent(void);
+void lb_rcu_readers_fork_child(void);
 
 #endif /* LB_RCU_H */

@@ -13,31 +13,33 @@
 #define POISON_BYTE 0x6b
 #endif
 
-struct lb_snapshot *lb_snapshot_new(const struct lb_selector_ops *ops,
-                                    const lb_config *cfg,
-                                    const lb_backend *sorted, size_t n,
-                                    struct lb_health **health, uint64_t gen,
-                                    const char **err)
+struct lb_snapshot *
+lb_snapshot_new(const struct lb_selector_ops *ops, const lb_config *cfg,
+                const lb_backend *sorted, size_t n, struct lb_record **rec,
+                struct lb_store *store, uint64_t gen, const char **err)
 {
     struct lb_snapshot *s;
-    size_t hsize = n * sizeof(struct lb_health *);
+    size_t rsize = n * sizeof(struct lb_record *);
     size_t bsize = n * sizeof(lb_backend);
 
-    s = calloc(1, sizeof(*s) + hsize + bsize);
+    s = calloc(1, sizeof(*s) + rsize + bsize);
     if (!s) {
         *err = "out of memory";
         return NULL;
     }
-    s->health = (struct lb_health **)(s + 1);
-    s->backends = (lb_backend *)((char *)s->health + hsize);
+    s->rec = (struct lb_record **)(s + 1);
+    s->backends = (lb_backend *)((char *)s->rec + rsize);
     s->n = n;
     s->gen = gen;
     s->ops = ops;
+    s->store = store;
     if (n) {
-        memcpy(s->health, health, hsize);
+        memcpy(s->rec, rec, rsize);
         memcpy(s->backends, sorted, bsize);
     }
-    s->selector = ops->build(s->backends, n, cfg, err);
+    s->view.records = s->rec;
+    s->view.n = n;
+    s->selector = ops->build(s->backends, n, cfg, &s->view, err);
     if (!s->selector) {
         free(s);
         return NULL;
@@ -50,13 +52,12 @@ static void snapshot_free(lb_rcu_head *head)
     struct lb_snapshot *s = caa_container_of(head, struct lb_snapshot, rcu);
 
     lb_tsan_acquire(s);
-    for (size_t i = 0; i < s->n; i++)
-        lb_health_unref(s->health[i]);
     s->ops->destroy(s->selector);
+    lb_store_release_many(s->store, s->rec, s->n);
 #ifdef LB_POISON
     memset((char *)s + sizeof(s->rcu), POISON_BYTE,
            sizeof(*s) - sizeof(s->rcu) +
-               s->n * (sizeof(struct lb_health *) + sizeof(lb_backend)));
+               s->n * (sizeof(struct lb_record *) + sizeof(lb_backend)));
 #endif
     free(s);
 }
@@ -64,4 +65,23 @@ static void snapshot_free(lb_rcu_head *head)
 void lb_snapshot_retire(struct lb_snapshot *s)
 {
     lb_rcu_defer(&s->rcu, snapshot_free);
+}
+
+long lb_snapshot_find_record(const struct lb_snapshot *s, const lb_backend *key,
+                             const struct lb_record *rec)
+{
+    size_t lo = 0, hi = s->n;
+
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (lb_backend_compare_address(&s->backends[mid], key) < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    for (; lo < s->n && lb_backend_compare_address(&s->backends[lo], key) == 0;
+         lo++)
+        if (s->rec[lo] == rec)
+            return (long)lo;
+    return -1;
 }

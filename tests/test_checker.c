@@ -1077,13 +1077,17 @@ static void test_periodic(void)
     /* stopped: the thread is joined and no round runs any more */
     CHECK(WAIT_FOR(checker_threads() == 0, 2));
     /* (a flip made now stays: nothing observes the record any more; the
-     * wait is longer than ten periods) */
+     * wait is longer than ten periods; the observation's own flip is the
+     * one event on the balancer's queue) */
     drain(b, ev, 8);
     lb_balancer_observe(b, lb_balancer_generation(b), 0, 0, 1,
                         LB_CHECK_ERR_CUSTOM, 0);
     usleep(200000);
     CHECK_EQ(health(b, 0).healthy, 0);
     CHECK_EQ(health(b, 0).err_kind, LB_CHECK_ERR_CUSTOM);
+    CHECK_EQ(drain(b, ev, 8), 1);
+    CHECK_EQ(ev[0].healthy, 0);
+    CHECK_EQ(ev[0].err_kind, LB_CHECK_ERR_CUSTOM);
     CHECK_EQ(drain(b, ev, 8), 0);
     lb_balancer_checks_stop(b);
     req = atomic_load(&s->requests);
@@ -1260,8 +1264,9 @@ static __attribute__((unused)) void test_fork(void)
         /* force a flip, then the child's checker must flip it back */
         lb_balancer_observe(b, gen, 0, 0, 1, LB_CHECK_ERR_CUSTOM, 0);
         ok &= lb_balancer_select(b, "", 0, 8, it) == LB_DECLINED;
-        ok &= WAIT_FOR((n += drain(b, ev + n, 8 - n)) >= 1, 5);
-        ok &= n >= 1 && ev[0].healthy == 1;
+        /* the forced flip is queued first, then the checker's flip back */
+        ok &= WAIT_FOR((n += drain(b, ev + n, 8 - n)) >= 2, 5);
+        ok &= n >= 2 && ev[0].healthy == 0 && ev[1].healthy == 1;
         ok &= lb_balancer_select(b, "", 0, 8, it) == 0;
         ok &= round_(b, 0) == 1;
         ok &= health(b, 0).healthy == 1;

@@ -9,6 +9,7 @@
 #include "iter.h"
 #include "lb.h"
 #include "tap.h"
+#include "util.h"
 
 static lb_backend parse(const char *s, uint32_t w)
 {
@@ -250,6 +251,154 @@ static void test_iter_other_balancer(void)
     lb_balancer_free(b);
 }
 
+/*
+ * No select spins: every backend down and max_iterations = 2^31.  Pingora's
+ * iterator would take every step (7-10 s for round robin); a walk must
+ * cost O(backends) whatever the cap, for every algorithm.  Round robin's
+ * counter still advances as if every step was taken: with 3 backends of
+ * weight 1, the next first pick is expanded[2^31 % 3] = index 2.
+ */
+static void test_no_spin(void)
+{
+    const char *a[] = {"10.0.0.1:1", "10.0.0.2:1", "10.0.0.3:1"};
+    const uint32_t big = 1u << 31;
+    int algs[] = {LB_SELECT_ROUND_ROBIN, LB_SELECT_RANDOM, LB_SELECT_FNV,
+                  LB_SELECT_CONSISTENT};
+
+    for (size_t k = 0; k < sizeof(algs) / sizeof(algs[0]); k++) {
+        lb_balancer *b = make(algs[k], a, NULL, 3);
+        lb_iter *it = lb_iter_new();
+        uint64_t g = lb_balancer_generation(b);
+        double t0;
+        int rc, walked = 0;
+
+        for (size_t i = 0; i < 3; i++)
+            lb_balancer_set_enable(b, g, i, 0);
+        t0 = now_s();
+        CHECK_EQ(lb_balancer_select(b, "key", 3, big, it), LB_DECLINED);
+        CHECK_EQ(lb_iter_next(b, it), LB_DECLINED);
+        rc = lb_iter_first(b, "key", 3, big, it);
+        while (rc >= 0 && walked < 10) {
+            walked++;
+            rc = lb_iter_next(b, it);
+        }
+        CHECK_EQ(rc, LB_DECLINED);
+        CHECK_EQ(walked, 3);
+        /* generous for a shared, sanitised CPU; the spin took seconds */
+        CHECK(now_s() - t0 < 1.0);
+        if (algs[k] == LB_SELECT_ROUND_ROBIN) {
+            /* select took 2^31 steps, the walk 2^31: the counter is at 2^32 */
+            for (size_t i = 0; i < 3; i++)
+                lb_balancer_set_enable(b, g, i, 1);
+            CHECK_EQ(lb_balancer_select(b, "", 0, 1, it),
+                     (int)((2ull << 31) % 3));
+            CHECK_EQ(lb_balancer_select(b, "", 0, 1, it),
+                     (int)(((2ull << 31) + 1) % 3));
+        }
+        lb_iter_free(it);
+        lb_balancer_free(b);
+    }
+}
+
+/*
+ * A weight-only change keeps the backend's record (health, enablement,
+ * id), as nginx, Envoy and Kong do: an operator's disable survives a
+ * re-weight by discovery, and with start_unhealthy a re-weighted backend
+ * that passed its checks stays ready.  Exact (address, weight) matches are
+ * paired first; the address's other records go to its re-weighted entries
+ * in weight order; an address new to the set starts afresh.
+ */
+static void test_reweight_keeps_record(void)
+{
+    lb_config cfg = {.selection = LB_SELECT_ROUND_ROBIN, .start_unhealthy = 1};
+    const char *err = NULL;
+    lb_balancer *b = lb_balancer_new(&cfg, &err);
+    lb_backend in[3] = {parse("10.0.0.1:1", 1), parse("10.0.0.2:1", 1),
+                        parse("10.0.0.3:1", 1)};
+    lb_health_info h[3], k;
+    uint64_t g;
+
+    CHECK_EQ(lb_balancer_update(b, in, 2, NULL, NULL, &err), 1);
+    g = lb_balancer_generation(b);
+    CHECK_EQ(lb_balancer_observe(b, g, 0, 1, 1, 0, 0), 1);
+    CHECK_EQ(lb_balancer_observe(b, g, 1, 1, 1, 0, 0), 1);
+    CHECK_EQ(lb_balancer_set_enable(b, g, 0, 0), LB_OK);
+    lb_balancer_health(b, 0, &h[0]);
+    lb_balancer_health(b, 1, &h[1]);
+
+    in[0].weight = 5;
+    in[1].weight = 3;
+    CHECK_EQ(lb_balancer_update(b, in, 2, NULL, NULL, &err), 1);
+    g = lb_balancer_generation(b);
+    lb_balancer_health(b, 0, &k);
+    CHECK_EQ(k.id, h[0].id);
+    CHECK_EQ(k.enabled, 0); /* the operator's disable stays */
+    CHECK_EQ(k.healthy, 1);
+    lb_balancer_health(b, 1, &k);
+    CHECK_EQ(k.id, h[1].id);
+    CHECK_EQ(k.healthy, 1);
+    CHECK_EQ(lb_balancer_ready(b, g, 1), 1); /* no round needed */
+    {
+        lb_iter *it = lb_iter_new();
+        for (int i = 0; i < 8; i++) /* the disabled one is never picked */
+            CHECK_EQ(lb_balancer_select(b, "", 0, 4, it), 1);
+        lb_iter_free(it);
+    }
+
+    /* 10.0.0.2 at weights 3 and 7: the exact match keeps its record, the
+     * new weight starts afresh (unhealthy) */
+    in[2] = parse("10.0.0.2:1", 7);
+    CHECK_EQ(lb_balancer_update(b, in, 3, NULL, NULL, &err), 1);
+    lb_balancer_health(b, 1, &k); /* 10.0.0.2, weight 3 */
+    CHECK_EQ(k.id, h[1].id);
+    lb_balancer_health(b, 2, &h[2]); /* weight 7 */
+    CHECK(h[2].id != h[1].id);
+    CHECK_EQ(h[2].healthy, 0);
+    /* both go, weight 4 arrives: it takes the first of the address's
+     * records (weight 3's) */
+    in[1].weight = 4;
+    CHECK_EQ(lb_balancer_update(b, in, 2, NULL, NULL, &err), 1);
+    lb_balancer_health(b, 1, &k);
+    CHECK_EQ(k.id, h[1].id);
+    CHECK_EQ(k.healthy, 1);
+    lb_balancer_free(b);
+}
+
+/* The registry: ids by name, flags, the list of names, unknown names. */
+static void test_registry(void)
+{
+    uint32_t flags = 0;
+    int n = 0;
+
+    CHECK_EQ(lb_selection_find("round_robin", 11, &flags),
+             LB_SELECT_ROUND_ROBIN);
+    CHECK(flags & LB_SELECTION_KEYLESS);
+    CHECK(flags & LB_SELECTION_OBSERVABLE_STEPS);
+    CHECK_EQ(lb_selection_find("random", 6, &flags), LB_SELECT_RANDOM);
+    CHECK_EQ(flags, LB_SELECTION_KEYLESS);
+    CHECK_EQ(lb_selection_find("fnv", 3, &flags), LB_SELECT_FNV);
+    CHECK_EQ(flags, 0);
+    CHECK_EQ(lb_selection_find("consistent", 10, &flags), LB_SELECT_CONSISTENT);
+    CHECK_EQ(flags, LB_SELECTION_POINTS);
+    CHECK_EQ(lb_selection_find("fnvx", 3, NULL), LB_SELECT_FNV); /* len */
+    CHECK_EQ(lb_selection_find("fnv", 2, NULL), LB_DECLINED);
+    CHECK_EQ(lb_selection_find("round_robin ", 12, NULL), LB_DECLINED);
+    CHECK_EQ(lb_selection_find(NULL, 0, NULL), LB_DECLINED);
+    while (lb_selection_name(n)) {
+        const char *name = lb_selection_name(n);
+        CHECK_EQ(lb_selection_find(name, strlen(name), NULL), n);
+        n++;
+    }
+    CHECK_EQ(n, 4);
+    CHECK(lb_selection_name(-1) == NULL);
+    {
+        lb_config cfg = {.selection = n};
+        const char *err = NULL;
+        CHECK(lb_balancer_new(&cfg, &err) == NULL);
+        CHECK(strstr(err, "selection") != NULL);
+    }
+}
+
 int main(void)
 {
     test_parse();
@@ -260,5 +409,8 @@ int main(void)
     test_thresholds();
     test_update_keeps_health();
     test_iter_other_balancer();
+    test_no_spin();
+    test_reweight_keeps_record();
+    test_registry();
     return tap_done("test_core");
 }

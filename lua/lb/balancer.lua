@@ -155,6 +155,11 @@ local function apply(self, list, en)
       self._last_error[id] = nil
     end
   end
+  for id in pairs(self._delivered) do
+    if byid[id] == nil then
+      self._delivered[id] = nil
+    end
+  end
   self._gen = tonumber(C.lb_balancer_generation(self._c))
   return true
 end
@@ -440,41 +445,51 @@ local function notify(self, b, healthy, err)
   end
 end
 
--- Deliver the flips queued by the checker thread, oldest first.  A flip
--- of a backend that has left the set since is dropped.
+-- Deliver the flips queued on the balancer, oldest first: every
+-- observation (the checker thread's built-in checks, custom checks run
+-- here) goes through the C core, which queues its flips; this is the one
+-- drain.  A flip of a backend that has left the set since is dropped.
 --
 -- Each batch is copied out of the C buffer before any callback runs: a
 -- callback may drain another balancer (its run_health_check(), poll()) or,
 -- in nginx, yield while other timers drain, and the shared buffer is
 -- theirs meanwhile.  A drain of this same balancer started from inside one
--- of its callbacks returns at once; the outer drain delivers the rest in
--- order, so a backend's flips never reach the callback out of order.
+-- of its callbacks (or from another light thread while a callback yields)
+-- returns at once; the drain already running delivers the rest in order,
+-- and it stops only when the queue answers empty, so nothing pushed
+-- meanwhile is left behind.  The C queue is bounded: past its cap a record
+-- is marked and its current state delivered later, which may repeat the
+-- state last delivered; such repeats are not passed on.
 local function drain_events(self)
-  if not self._check or self._check.kind == "custom" or self._draining then
+  if not self._check or self._draining then
     return
   end
   self._draining = true
   local c = self._c
+  local delivered = self._delivered
   while true do
     local n = C.lb_balancer_events(c, events, EVENTS)
+    if n <= 0 then
+      break
+    end
     local batch = {}
     for i = 0, n - 1 do
       local e = events[i]
-      local b = self._byid[tonumber(e.id)]
-      if b then
-        local healthy = e.healthy ~= 0
+      local id = tonumber(e.id)
+      local b = self._byid[id]
+      local healthy = e.healthy ~= 0
+      if b and delivered[id] ~= healthy then
+        delivered[id] = healthy
         local err
         if not healthy then
-          err = builtin_error_text(e.err_kind, e.err_detail)
+          err = error_text(self, id, e.err_kind, e.err_detail)
+                or "check failed"
         end
         batch[#batch + 1] = { b, healthy, err }
       end
     end
     for _, f in ipairs(batch) do
       notify(self, f[1], f[2], f[3])
-    end
-    if n < EVENTS then
-      break
     end
   end
   self._draining = false
@@ -534,8 +549,9 @@ local function setup_builtin_check(self, check)
 end
 
 -- Record a custom check's result for backend index i (0-based) of
--- snapshot `gen`.
-local function observe(self, i, b, ok, err, gen)
+-- snapshot `gen` in the C core, which queues a flip; a flip is delivered
+-- at once through the one drain.
+local function observe(self, i, ok, err, gen)
   local check = self._check
   local threshold = ok and check.consecutive_success
                     or check.consecutive_failure
@@ -548,7 +564,7 @@ local function observe(self, i, b, ok, err, gen)
     self._last_error[tonumber(hinfo.id)] = (not ok) and err or nil
   end
   if rc == 1 then
-    notify(self, b, ok, (not ok) and err or nil)
+    drain_events(self)
   end
 end
 
@@ -594,7 +610,7 @@ local function custom_round(self, parallel)
           return
         end
         local ok, err = run_custom(fn, b)
-        observe(self, i - 1, b, ok, err, gen)
+        observe(self, i - 1, ok, err, gen)
       end
     end
     local threads = {}
@@ -614,12 +630,10 @@ local function custom_round(self, parallel)
     if gen ~= self._gen then
       return
     end
-    observe(self, i - 1, b, ok, err, gen)
+    observe(self, i - 1, ok, err, gen)
   end
 end
 
--- Run one round of health checks now and return when it is done, after
--- on_health_change has been called for every flip of the round.
 -- Counts of the built-in checks since the balancer was made: `ok`,
 -- `failed` (recorded on the backend) and `skipped` (could not start for
 -- want of descriptors or memory in this process: the backend keeps its
@@ -632,6 +646,8 @@ function Balancer:check_stats()
            skipped = tonumber(cstats.skipped) }
 end
 
+-- Run one round of health checks now and return when it is done, after
+-- on_health_change has been called for every flip of the round.
 function Balancer:run_health_check(parallel)
   check_self(self, "run_health_check")
   if parallel ~= nil and type(parallel) ~= "boolean" then
@@ -646,6 +662,7 @@ function Balancer:run_health_check(parallel)
   end
   if check.kind == "custom" then
     custom_round(self, parallel)
+    drain_events(self)
     return true
   end
   local ok, err = outcome(C.lb_balancer_check_round(self._c,
@@ -679,7 +696,7 @@ local function driver_tasks(self)
       custom_round(self, self.parallel_health_check)
     end }
   end
-  if check and check.kind ~= "custom" and in_openresty() then
+  if check and in_openresty() then
     tasks[#tasks + 1] = { period = M.EVENT_INTERVAL, run = function()
       drain_events(self)
     end }
@@ -799,6 +816,7 @@ function M.new(opts)
     _discovery = opts.discovery,
     _check = check,
     _last_error = {},
+    _delivered = {},
     selection = opts.selection or "round_robin",
     _keyless = opts.selection == nil or opts.selection == "round_robin"
                or opts.selection == "random",

@@ -9,25 +9,20 @@
 
 static struct lb_checker_job *job_get_locked(lb_balancer *b)
 {
-    struct lb_checker_job *job = lb_link_job(b);
+    struct lb_checker_job *job = lb_balancer_job(b);
 
     if (job)
         return job;
     job = calloc(1, sizeof(*job));
     if (!job)
         return NULL;
-    job->events = lb_link_events_new();
-    if (!job->events) {
-        free(job);
-        return NULL;
-    }
     job->b = b;
     job->due.idx = SIZE_MAX;
     job->next = lb_ck.jobs;
     if (lb_ck.jobs)
         lb_ck.jobs->prev = job;
     lb_ck.jobs = job;
-    lb_link_job_set(b, job);
+    lb_balancer_job_set(b, job, lb_balancer_checks_free);
     return job;
 }
 
@@ -64,7 +59,7 @@ int lb_balancer_check_round(lb_balancer *b, int parallel, const char **err)
     struct lb_checker_job *job;
 
     pthread_mutex_lock(&lb_ck.lock);
-    job = lb_link_job(b);
+    job = lb_balancer_job(b);
     if (!job || !job->cfg) {
         pthread_mutex_unlock(&lb_ck.lock);
         return LB_DECLINED;
@@ -95,7 +90,7 @@ int lb_balancer_checks_start(lb_balancer *b, double frequency, int parallel,
         return LB_ERROR;
     }
     pthread_mutex_lock(&lb_ck.lock);
-    job = lb_link_job(b);
+    job = lb_balancer_job(b);
     if (!job || !job->cfg) {
         pthread_mutex_unlock(&lb_ck.lock);
         return LB_DECLINED;
@@ -160,7 +155,7 @@ void lb_balancer_checks_stop(lb_balancer *b)
     struct lb_checker_job *job;
 
     pthread_mutex_lock(&lb_ck.lock);
-    job = lb_link_job(b);
+    job = lb_balancer_job(b);
     if (job)
         stop_periodic_locked(job);
     pthread_mutex_unlock(&lb_ck.lock);
@@ -172,7 +167,7 @@ void lb_balancer_checks_free(lb_balancer *b)
     struct lb_check_cfg *f;
 
     pthread_mutex_lock(&lb_ck.lock);
-    job = lb_link_job(b);
+    job = lb_balancer_job(b);
     if (!job) {
         pthread_mutex_unlock(&lb_ck.lock);
         return;
@@ -204,10 +199,9 @@ void lb_balancer_checks_free(lb_balancer *b)
         job->next->prev = job->prev;
     lb_ck_pool_close(job, false);
     lb_ck_cfg_unref(job->cfg, &f);
-    lb_link_job_set(b, NULL);
+    lb_balancer_job_set(b, NULL, NULL);
     pthread_mutex_unlock(&lb_ck.lock);
     lb_check_cfg_free(f);
-    lb_link_events_free(job->events);
     free(job);
 }
 
@@ -218,20 +212,11 @@ int lb_balancer_check_stats(lb_balancer *b, lb_check_stats *out)
 
     memset(out, 0, sizeof(*out));
     pthread_mutex_lock(&lb_ck.lock);
-    job = lb_link_job(b);
+    job = lb_balancer_job(b);
     if (job) {
         *out = job->stats;
         rc = LB_OK;
     }
     pthread_mutex_unlock(&lb_ck.lock);
     return rc;
-}
-
-int lb_balancer_events(lb_balancer *b, lb_health_event *out, int max)
-{
-    struct lb_checker_job *job = lb_link_job(b);
-
-    if (!job)
-        return 0;
-    return lb_link_events_drain(job->events, out, max);
 }

@@ -12,13 +12,13 @@
  *                the cap of probes in flight shared by turns
  *   fork.c       the checker's fork hooks (called by the fork handler)
  *   api.c        the public functions of lb.h's health-checks section
- *   core_link.c  the only door into the core (core_link.h)
  *
  * Each balancer with a built-in check has a job: its configuration, its
  * schedule, its rounds in flight, the connections kept alive between
- * rounds and its queue of health-change events.  A round copies the
- * published set's targets (core_link.h), then runs its probes
- * (src/check/) on the thread's epoll set, one at a time or all at once,
+ * rounds and its counts.  A round copies the published set's targets
+ * (targets.h: held record handles; results go back through
+ * lb_target_observe, which queues flips on the balancer's queue), then runs its
+ * probes (src/check/) on the thread's epoll set, one at a time or all at once,
  * each bounded by one deadline kept in the heap.
  *
  * Locking: one mutex, `lb_ck.lock`, guards every job and the thread's
@@ -43,7 +43,7 @@
 #include <stdint.h>
 
 #include "check/check.h"
-#include "checker/core_link.h"
+#include "targets.h"
 
 /* A heap entry (heap.c); idx is SIZE_MAX while out of the heap. */
 struct lb_ck_heap_node {
@@ -72,8 +72,8 @@ struct round {
     uint64_t cfg_gen;
     bool parallel;
     size_t n, next, inflight, checked;
-    struct lb_check_target *tg; /* n targets, handles held (core_link.h) */
-    struct lb_conn *kept;       /* n kept-alive connections, claimed */
+    struct lb_target *tg; /* n targets, handles held (targets.h) */
+    struct lb_conn *kept; /* n kept-alive connections, claimed */
 };
 
 /* A probe in flight, registered in the epoll set and the deadline heap. */
@@ -119,9 +119,8 @@ struct lb_checker_job {
     struct waiter *serving;       /* wait for the demand round */
     struct kept *pool;            /* sorted by record id */
     size_t npool;
-    uint64_t pool_gen;        /* the cfg_gen the pool's connections belong to */
-    lb_check_stats stats;     /* counts of the results recorded */
-    struct lb_events *events; /* the balancer's queue (core_link.h) */
+    uint64_t pool_gen;    /* the cfg_gen the pool's connections belong to */
+    lb_check_stats stats; /* counts of the results recorded */
 };
 
 enum { LB_CK_STOPPED, LB_CK_RUNNING, LB_CK_STOPPING };
@@ -155,9 +154,17 @@ extern struct lb_checker lb_ck __attribute__((visibility("hidden")));
  * (rounds, heap of slots, schedule), or in a forked child before the
  * thread restarts (fork.c); the others (use, unuse, wake, attend, the due
  * heap, the pool close) also on callers' threads.  None takes an RCU
- * read-side section except lb_ck_round_new, briefly, through core_link.h.
+ * read-side section except lb_ck_round_new, briefly, through targets.h.
  * Nothing here fails except where a result says so.
  */
+
+/* api.c: stop and release everything the checker holds for `b` (periodic
+ * rounds, a round in flight and its targets, kept-alive connections, the
+ * configuration); a no-op when it has none.  Handed to the core with the
+ * job (lb_balancer_job_set), which calls it from lb_balancer_free when no
+ * other thread uses `b`.  Takes lb_ck.lock itself: the one function here
+ * called without it. */
+void lb_balancer_checks_free(lb_balancer *b);
 
 /* thread.c */
 /* CLOCK_MONOTONIC in nanoseconds. */

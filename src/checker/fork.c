@@ -1,28 +1,20 @@
 /*
  * fork.c - the checker's fork hooks, called in order by the library's one
- * fork handler (src/rcu.c).
+ * fork handler (src/fork.c).
  */
 #include <stdlib.h>
 #include <unistd.h>
 
 #include "checker/checker.h"
+#include "checker/fork.h"
 
 /* Take the checker's lock (the thread is then asleep in epoll_wait, holding
- * nothing) and every event queue's consumer lock, so no child inherits one
- * held by a thread that does not exist there. */
-void lb_checker_fork_prepare(void)
-{
-    pthread_mutex_lock(&lb_ck.lock);
-    for (struct lb_checker_job *job = lb_ck.jobs; job; job = job->next)
-        lb_link_events_lock(job->events);
-}
+ * nothing), so no child inherits it held by a thread that does not exist
+ * there.  The event queues are the balancers' (the core's fork step holds
+ * their locks). */
+void lb_checker_fork_prepare(void) { pthread_mutex_lock(&lb_ck.lock); }
 
-void lb_checker_fork_parent(void)
-{
-    for (struct lb_checker_job *job = lb_ck.jobs; job; job = job->next)
-        lb_link_events_unlock(job->events);
-    pthread_mutex_unlock(&lb_ck.lock);
-}
+void lb_checker_fork_parent(void) { pthread_mutex_unlock(&lb_ck.lock); }
 
 /*
  * In the child only the forking thread exists: the checker thread and every
@@ -88,7 +80,6 @@ void lb_checker_fork_child(void)
             lb_ck.users++;
             lb_ck_heap_push(&lb_ck.due, &job->due);
         }
-        lb_link_events_unlock(job->events);
     }
     if (lb_ck.users > 0)
         lb_ck_thread_start(); /* on failure, the next user retries */

@@ -40,22 +40,23 @@ void lb_ck_pool_close(struct lb_checker_job *job, bool child)
 
 /* ---- rounds ---- */
 
-/* Copy the published set (core_link.h), then hand each backend its kept
+/* Copy the published set (targets.h), then hand each backend its kept
  * connection; the others' servers left the set (or the configuration
  * changed) and theirs are closed. */
 struct round *lb_ck_round_new(struct lb_checker_job *job, bool parallel)
 {
     struct round *r = calloc(1, sizeof(*r));
+    const char *err = NULL;
 
     if (!r)
         return NULL;
-    if (lb_link_targets(job->b, &r->tg, &r->n) != LB_OK) {
+    if (lb_targets_get(job->b, &r->tg, &r->n, &err) != LB_OK) {
         free(r);
         return NULL;
     }
     r->kept = calloc(r->n ? r->n : 1, sizeof(*r->kept));
     if (!r->kept) {
-        lb_link_targets_release(r->tg, r->n);
+        lb_targets_put(job->b, r->tg, r->n);
         free(r);
         return NULL;
     }
@@ -93,7 +94,7 @@ struct round *lb_ck_round_new(struct lb_checker_job *job, bool parallel)
  * arrays, the round. */
 void lb_ck_round_free(struct round *r)
 {
-    lb_link_targets_release(r->tg, r->n);
+    lb_targets_put(r->job->b, r->tg, r->n);
     free(r->kept);
     free(r);
 }
@@ -241,7 +242,7 @@ static bool skipped(bool ok, int kind, int detail)
 }
 
 /* Pingora's thresholds on the record; a flip goes to the balancer's event
- * queue (core_link.h).  A skipped check leaves the record as it was; the
+ * queue (targets.h).  A skipped check leaves the record as it was; the
  * next round checks the backend again. */
 static void record(struct round *r, size_t i, bool ok, int kind, int detail)
 {
@@ -251,8 +252,9 @@ static void record(struct round *r, size_t i, bool ok, int kind, int detail)
         r->job->stats.skipped++;
         return;
     }
-    lb_link_observe(r->job->events, &r->tg[i], ok,
-                    ok ? cfg->success : cfg->failure, kind, detail);
+    /* LB_STALE: the backend left the set during the round */
+    (void)lb_target_observe(r->job->b, &r->tg[i], ok,
+                            ok ? cfg->success : cfg->failure, kind, detail);
     if (ok)
         r->job->stats.ok++;
     else
@@ -294,7 +296,7 @@ static void slot_launch(struct round *r, size_t i)
     s->round = r;
     s->i = i;
     s->p.cfg = r->cfg;
-    s->p.be = &r->tg[i].be;
+    s->p.be = &r->tg[i].backend;
     s->expiry.idx = SIZE_MAX;
     s->started = lb_ck_now_ns();
     s->expiry.key = s->started + r->cfg->timeout_ns;

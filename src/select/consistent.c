@@ -33,7 +33,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../selector.h"
+#include "select.h"
 
 /* Points compared without a branch in a lookup; the hash array carries as
  * many entries of padding after its last point. */
@@ -156,9 +156,10 @@ static struct {
 static void spare_lock(void) { pthread_mutex_lock(&spare.lock); }
 static void spare_unlock(void) { pthread_mutex_unlock(&spare.lock); }
 
-void lb_ketama_fork_prepare(void) { spare_lock(); }
-void lb_ketama_fork_parent(void) { spare_unlock(); }
-void lb_ketama_fork_child(void) { spare_unlock(); }
+/* Fork steps (select.h): the spare lock is a leaf, taken after the
+ * call_rcu worker is paused (its callbacks give arrays back under it). */
+static void ketama_fork_prepare(void) { spare_lock(); }
+static void ketama_fork_unlock(void) { spare_unlock(); }
 
 static void *array_take(size_t size, size_t *got)
 {
@@ -274,7 +275,8 @@ static void generate_points(const lb_backend *bs, size_t n, uint32_t mult,
  * point order.
  */
 static void *ketama_build(const lb_backend *backends, size_t n,
-                          const lb_config *cfg, const char **err)
+                          const lb_config *cfg,
+                          const struct lb_record_view *view, const char **err)
 {
     uint32_t mult = cfg->point_multiple; /* lb_balancer_new's default: 160 */
     uint64_t total = 0;
@@ -283,6 +285,7 @@ static void *ketama_build(const lb_backend *backends, size_t n,
     size_t gen_size = 0;
     uint32_t bits, nb, shift, m;
 
+    (void)view; /* bounded loads (hash_balance_factor) will read it */
     pthread_once(&crc_once, crc_init);
     for (size_t i = 0; i < n; i++)
         total += (uint64_t)backends[i].weight * mult;
@@ -415,9 +418,11 @@ static uint32_t ketama_next(void *sel, uint64_t *state)
 }
 
 const struct lb_selector_ops lb_select_consistent = {
-    .name = "consistent",
     .build = ketama_build,
     .first = ketama_first,
     .next = ketama_next,
     .destroy = ketama_destroy,
+    .fork_prepare = ketama_fork_prepare,
+    .fork_parent = ketama_fork_unlock,
+    .fork_child = ketama_fork_unlock,
 };

@@ -5,7 +5,7 @@
  * of the previous index's 8 little-endian bytes (Pingora feeds
  * `index.to_le_bytes()` back into the hasher).
  */
-#include "../selector.h"
+#include "weighted.h"
 
 /* FNV-1a 64: offset basis and prime from the FNV specification. */
 #define FNV_OFFSET 0xcbf29ce484222325ull
@@ -45,7 +45,6 @@ static uint32_t fnv_next(void *sel, uint64_t *state)
 }
 
 const struct lb_selector_ops lb_select_fnv = {
-    .name = "fnv",
     .build = lb_weighted_build,
     .first = fnv_first,
     .next = fnv_next,

@@ -11,14 +11,15 @@
 #include <sys/random.h>
 #include <time.h>
 
-#include "../selector.h"
+#include "weighted.h"
 
 static __thread uint64_t rng[4];
 static __thread int seeded;
 
-/* The child's one thread is the one that forked: its generator is the only
- * one that carries over, and it reseeds on its next pick. */
-void lb_random_fork_child(void) { seeded = 0; }
+/* Fork step (select.h): the child's one thread is the one that forked: its
+ * generator is the only one that carries over, and it reseeds on its next
+ * pick. */
+static void random_fork_child(void) { seeded = 0; }
 
 static inline uint64_t rotl(uint64_t x, int k)
 {
@@ -80,9 +81,9 @@ static uint32_t random_next(void *sel, uint64_t *state)
 }
 
 const struct lb_selector_ops lb_select_random = {
-    .name = "random",
     .build = lb_weighted_build,
     .first = random_first,
     .next = random_next,
     .destroy = lb_weighted_destroy,
+    .fork_child = random_fork_child,
 };

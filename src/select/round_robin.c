@@ -9,8 +9,11 @@
  */
 #include <stdatomic.h>
 
-#include "../selector.h"
+#include "weighted.h"
 
+/* The one write of round robin's read path: a relaxed atomic counter
+ * (STYLE: relaxed atomic per-backend and per-selector counters only); no
+ * ordering is needed, each caller only wants a distinct value. */
 static inline uint64_t counter_next(struct lb_weighted *w)
 {
     return atomic_fetch_add_explicit((_Atomic uint64_t *)&w->counter, 1,
@@ -32,9 +35,19 @@ static uint32_t rr_next(void *sel, uint64_t *state)
     return lb_weighted_fallback(sel, *state);
 }
 
+/* `steps` counter values at once: the last of them is the state next()
+ * would have left. */
+static void rr_skip(void *sel, uint64_t *state, uint64_t steps)
+{
+    struct lb_weighted *w = sel;
+
+    *state = atomic_fetch_add_explicit((_Atomic uint64_t *)&w->counter, steps,
+                                       memory_order_relaxed) +
+             steps - 1;
+}
+
 const struct lb_selector_ops lb_select_round_robin = {
-    .name = "round_robin",
-    .observable_steps = 1,
+    .skip = rr_skip,
     .build = lb_weighted_build,
     .first = rr_first,
     .next = rr_next,

@@ -10,15 +10,17 @@
  */
 #include <stdlib.h>
 
-#include "../selector.h"
+#include "weighted.h"
 
 void *lb_weighted_build(const lb_backend *backends, size_t n,
-                        const lb_config *cfg, const char **err)
+                        const lb_config *cfg, const struct lb_record_view *view,
+                        const char **err)
 {
     struct lb_weighted *w;
     size_t total = 0, k = 0;
 
     (void)cfg;
+    (void)view; /* Pingora's weighted picks know nothing of load */
 
     for (size_t i = 0; i < n; i++)
         total += backends[i].weight;

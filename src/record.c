@@ -1,0 +1,127 @@
+/*
+ * record.c - the per-backend record's operations (see record.h).
+ */
+#include <string.h>
+
+#include "record.h"
+
+#define RELAXED memory_order_relaxed
+
+void lb_record_init(struct lb_record *r, bool healthy)
+{
+    memset(r, 0, sizeof(*r));
+    atomic_init(&r->health, (healthy ? LB_H_HEALTHY : 0) | LB_H_ENABLED);
+}
+
+void lb_record_set_enable(struct lb_record *r, bool enable)
+{
+    if (enable)
+        atomic_fetch_or_explicit(&r->health, LB_H_ENABLED, RELAXED);
+    else
+        atomic_fetch_and_explicit(&r->health, ~LB_H_ENABLED, RELAXED);
+}
+
+/*
+ * Pingora's Health::observe_health, as one compare-and-swap:
+ * - opposite to the current state: count up; at the threshold flip and
+ *   reset the count;
+ * - same as the current state: reset the count.
+ * The error fields always describe the latest observation (zero after a
+ * success), which is what status() reports as last_error.
+ */
+bool lb_record_observe(struct lb_record *r, bool ok, uint32_t threshold,
+                       int err_kind, int err_detail)
+{
+    const uint64_t count_max = LB_H_COUNT_MASK >> LB_H_COUNT_SHIFT;
+    const uint64_t errbits = ok ? 0
+                                : ((uint64_t)(err_kind & 0xff)) |
+                                      ((uint64_t)(err_detail & 0xffffff) << 8);
+    uint64_t old = atomic_load_explicit(&r->health, RELAXED);
+    uint64_t neu;
+    bool flipped;
+
+    /* the count saturates at count_max: a larger threshold would never flip */
+    if (threshold < 1)
+        threshold = 1;
+    if (threshold > count_max)
+        threshold = (uint32_t)count_max;
+    do {
+        bool healthy = old & LB_H_HEALTHY;
+        uint64_t count = (old & LB_H_COUNT_MASK) >> LB_H_COUNT_SHIFT;
+        uint64_t low = old & ((1ull << LB_H_KIND_SHIFT) - 1);
+
+        flipped = false;
+        if (healthy != ok) {
+            count++;
+            if (count >= threshold) {
+                flipped = true;
+                count = 0;
+                low ^= LB_H_HEALTHY;
+            }
+        } else {
+            count = 0;
+        }
+        if (count > count_max)
+            count = count_max;
+        low = (low & ~LB_H_COUNT_MASK) | (count << LB_H_COUNT_SHIFT);
+        neu = low | (errbits << LB_H_KIND_SHIFT);
+    } while (!atomic_compare_exchange_weak_explicit(&r->health, &old, neu,
+                                                    RELAXED, RELAXED));
+    atomic_fetch_add_explicit(ok ? &r->checks_ok : &r->checks_failed, 1,
+                              RELAXED);
+    return flipped;
+}
+
+/* The EWMA keeps 7/8 of the old value: one compare-and-swap, so two
+ * reports at once both count (a plain load and store would lose one). */
+void lb_record_report(struct lb_record *r, bool ok, uint64_t latency_ns)
+{
+    atomic_fetch_add_explicit(ok ? &r->reports_ok : &r->reports_failed, 1,
+                              RELAXED);
+    if (ok)
+        atomic_store_explicit(&r->passive_failures, 0, RELAXED);
+    else
+        atomic_fetch_add_explicit(&r->passive_failures, 1, RELAXED);
+    if (latency_ns != UINT64_MAX) {
+        uint64_t old = atomic_load_explicit(&r->latency_ewma_ns, RELAXED);
+        uint64_t neu;
+
+        atomic_store_explicit(&r->latency_last_ns, latency_ns, RELAXED);
+        do
+            neu = old == 0 ? latency_ns : old - old / 8 + latency_ns / 8;
+        while (!atomic_compare_exchange_weak_explicit(&r->latency_ewma_ns, &old,
+                                                      neu, RELAXED, RELAXED));
+    }
+}
+
+void lb_record_health_get(const struct lb_record *r, lb_health_info *out)
+{
+    uint64_t w = atomic_load_explicit(&r->health, RELAXED);
+
+    out->healthy = (w & LB_H_HEALTHY) != 0;
+    out->enabled = (w & LB_H_ENABLED) != 0;
+    out->consecutive = (uint32_t)((w & LB_H_COUNT_MASK) >> LB_H_COUNT_SHIFT);
+    out->err_kind = (int32_t)((w >> LB_H_KIND_SHIFT) & 0xff);
+    out->err_detail = (int32_t)((w >> LB_H_DETAIL_SHIFT) & 0xffffff);
+}
+
+void lb_record_info_get(const struct lb_record *r, lb_record_info *out)
+{
+    lb_health_info h;
+
+    lb_record_health_get(r, &h);
+    out->healthy = h.healthy;
+    out->enabled = h.enabled;
+    out->in_flight = atomic_load_explicit(&r->in_flight, RELAXED);
+    out->passive_failures = atomic_load_explicit(&r->passive_failures, RELAXED);
+    out->ejections = atomic_load_explicit(&r->ejections, RELAXED);
+    out->reserved = 0;
+    out->ejected_until_ns = atomic_load_explicit(&r->ejected_until_ns, RELAXED);
+    out->latency_ewma_ns = atomic_load_explicit(&r->latency_ewma_ns, RELAXED);
+    out->latency_last_ns = atomic_load_explicit(&r->latency_last_ns, RELAXED);
+    out->selections = atomic_load_explicit(&r->selections, RELAXED);
+    out->checks_ok = atomic_load_explicit(&r->checks_ok, RELAXED);
+    out->checks_failed = atomic_load_explicit(&r->checks_failed, RELAXED);
+    out->reports_ok = atomic_load_explicit(&r->reports_ok, RELAXED);
+    out->reports_failed = atomic_load_explicit(&r->reports_failed, RELAXED);
+}

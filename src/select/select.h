@@ -1,0 +1,79 @@
+/*
+ * select/select.h - the selection algorithms' ops table and their registry.
+ *
+ * One file per algorithm under src/select/, each ending with its ops table;
+ * one row per algorithm in src/select/registry.c (name, flags, ops).  A
+ * selector is built for one sorted backend array and never changes after
+ * (round robin's counter aside); it knows nothing of health.  The core walks
+ * it with first/next on indices into the snapshot's backend array and does
+ * the health filtering, the unique filter and the step cap (Pingora's
+ * UniqueIterator).
+ *
+ * Dependencies: this folder includes lb.h and its own headers only; the
+ * core (src/) includes this header, never the other way round.
+ */
+#ifndef LB_SELECT_H
+#define LB_SELECT_H
+
+#include "lb.h"
+
+/*
+ * The per-backend records, read-only, as a selector may see them: what
+ * least-request, peak EWMA and bounded loads need (in flight, latency).
+ * records[i] is backend i's record (struct lb_record, src/record.h, read
+ * with relaxed atomic loads: figures that move while a pick is made, never
+ * torn).  The view lives in the snapshot beside the backend array the
+ * selector is built for, so it stays valid for the selector's life.
+ */
+struct lb_record;
+struct lb_record_view {
+    struct lb_record *const *records; /* n, same order as the backends */
+    size_t n;
+};
+
+struct lb_selector_ops {
+    /* Build for backends[0..n) (sorted, n >= 0), with `view` over the same
+     * backends' records (the selector may keep the pointer).  NULL with
+     * *err on failure (a static string).  Called by writers only (under
+     * the balancer's write lock), may allocate. */
+    void *(*build)(const lb_backend *backends, size_t n, const lb_config *cfg,
+                   const struct lb_record_view *view, const char **err);
+    /* First candidate index for the key; *state is the walk position that
+     * next() continues from.  Only called when n > 0, inside the caller's
+     * RCU read-side section, from any number of threads at once.
+     * Lock-free, no allocation. */
+    uint32_t (*first)(void *sel, const char *key, size_t len, uint64_t *state);
+    /* The next index of the algorithm's raw sequence (duplicates included).
+     * Same contract as first. */
+    uint32_t (*next)(void *sel, uint64_t *state);
+    /* Optional: steps have an effect others can see (round robin's shared
+     * counter).  Advance *state as `steps` calls of next() would, for a
+     * walk that ends before max_iterations because it can find nothing
+     * new: Pingora's iterator would take those steps.  Lock-free, O(1). */
+    void (*skip)(void *sel, uint64_t *state, uint64_t steps);
+    /* Free a selector build returned; called after the snapshot's grace
+     * period (liburcu's call_rcu thread), when no reader can hold it. */
+    void (*destroy)(void *sel);
+    /* Optional fork steps of the algorithm, called by the one fork handler
+     * (src/fork.c) at the place its lock order gives them: prepare takes
+     * the algorithm's process-wide locks (Ketama's spare arrays), parent
+     * and child release them; child also resets per-process state (the
+     * random generators' seed).  Run on the forking thread only. */
+    void (*fork_prepare)(void);
+    void (*fork_parent)(void);
+    void (*fork_child)(void);
+};
+
+/* A registry row (src/select/registry.c).  The row's position is the id
+ * lb_config.selection takes. */
+struct lb_selection_row {
+    const char *name;
+    uint32_t flags; /* LB_SELECTION_* */
+    const struct lb_selector_ops *ops;
+};
+
+/* The row of id `selection`, or NULL when there is none.  Pure, any
+ * thread. */
+const struct lb_selection_row *lb_selection_at(int selection);
+
+#endif /* LB_SELECT_H */

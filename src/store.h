@@ -1,0 +1,136 @@
+/*
+ * store.h - the record store: where a balancer's per-backend records live.
+ *
+ * One small interface, two implementations:
+ *   heap    (store_heap.c)    records in this process's heap: every
+ *                             balancer's default;
+ *   shared  (store_shared.c)  records in a caller's memory region, made
+ *                             with mmap(MAP_SHARED) before fork(), so every
+ *                             forked process reads and writes the same
+ *                             records; the region holds no pointer and no
+ *                             process-local id (a process attaches its own
+ *                             handle).
+ *
+ * A record is handed out held (one reference) and stays at the same
+ * address, in the same slot, until its last reference is released: a
+ * snapshot that lists the backend holds one, a check target holds one.
+ * Its id (lb_health_info.id) is its slot and the slot's incarnation, the
+ * same in every process attached to a shared store, never reused while
+ * the record lives, and below 2^53 (a Lua number).
+ *
+ * Threads: acquire, find and rekey are for writers (a balancer's update,
+ * under its write lock); ref, release and id may be called from any thread
+ * on a held record (release runs on liburcu's call_rcu thread when a
+ * retired snapshot is freed, and on the checker thread).  Each store
+ * serialises its slot allocation with its own lock, a leaf: no lock is
+ * taken while holding it, and it is never held across fork() (every thread
+ * that takes it is quiesced by an earlier step of src/fork.c).
+ */
+#ifndef LB_STORE_H
+#define LB_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "record.h"
+
+struct lb_store;
+
+struct lb_store_ops {
+    /* A held record for backend `key`, fresh (lb_record_init(healthy)) or,
+     * in a store shared by processes, the live record another process
+     * made for the same (address, weight).  NULL when out of memory or
+     * capacity. */
+    struct lb_record *(*acquire)(struct lb_store *st, const lb_backend *key,
+                                 bool healthy);
+    /* Optional (shared stores): the live record of `key`, held, or NULL. */
+    struct lb_record *(*find)(struct lb_store *st, const lb_backend *key);
+    /* Optional: the record now belongs to `key` (a weight-only change
+     * keeps its record). */
+    void (*rekey)(struct lb_store *st, struct lb_record *r,
+                  const lb_backend *key);
+    void (*ref)(struct lb_store *st, struct lb_record *r);
+    /* Drop one reference; the last one frees the slot for reuse. */
+    void (*release)(struct lb_store *st, struct lb_record *r);
+    /* Optional: release each of r[0..n) (a retired snapshot's records),
+     * taking the store's lock once rather than once per record: the
+     * call_rcu thread releasing 10,000 records must not trade the lock
+     * with a writer acquiring the next set's. */
+    void (*release_many)(struct lb_store *st, struct lb_record *const *r,
+                         size_t n);
+    uint64_t (*id)(const struct lb_store *st, const struct lb_record *r);
+    /* The owner lets go: the store (this process's handle) is freed once
+     * its last held record is released, at once when none is. */
+    void (*close)(struct lb_store *st);
+};
+
+struct lb_store {
+    const struct lb_store_ops *ops;
+};
+
+/* A heap store, empty.  NULL when out of memory.  Owned by the caller,
+ * who ends it with close. */
+struct lb_store *lb_store_heap_new(void);
+
+/* Bytes a shared region for `capacity` records needs (0 when capacity is
+ * 0 or beyond LB_STORE_MAX_SLOTS). */
+#define LB_STORE_MAX_SLOTS (1u << 24)
+size_t lb_store_shared_size(uint32_t capacity);
+
+/*
+ * Format mem[0..size) (zeroed or not; at least lb_store_shared_size) as an
+ * empty shared store of `capacity` records and return this process's
+ * handle on it, or NULL with *err.  Call once, before fork(); every
+ * process that inherits the mapping uses the handle it inherited (the
+ * handle is process memory, copied by fork) or lb_store_shared_attach.
+ * The region's lock is a process-shared robust mutex: a process that dies
+ * holding it leaves it to the next taker.  The caller owns the mapping
+ * and unmaps it after every process closed its handle.
+ */
+struct lb_store *lb_store_shared_format(void *mem, size_t size,
+                                        uint32_t capacity, const char **err);
+
+/* A new handle on a region formatted by lb_store_shared_format (in this or
+ * another process that shares the mapping at the same address).  NULL with
+ * *err when mem is not such a region or out of memory. */
+struct lb_store *lb_store_shared_attach(void *mem, const char **err);
+
+/* The common calls, for readability at the call sites. */
+static inline void lb_store_ref(struct lb_store *st, struct lb_record *r)
+{
+    st->ops->ref(st, r);
+}
+
+static inline void lb_store_release(struct lb_store *st, struct lb_record *r)
+{
+    st->ops->release(st, r);
+}
+
+static inline void lb_store_release_many(struct lb_store *st,
+                                         struct lb_record *const *r, size_t n)
+{
+    /* nothing held: the store may be gone already (closed, no records) */
+    if (n == 0)
+        return;
+    if (st->ops->release_many)
+        st->ops->release_many(st, r, n);
+    else
+        for (size_t i = 0; i < n; i++)
+            st->ops->release(st, r[i]);
+}
+
+static inline uint64_t lb_store_id(const struct lb_store *st,
+                                   const struct lb_record *r)
+{
+    return st->ops->id(st, r);
+}
+
+/* Slot and incarnation in one id: 24 bits of slot + 1, 29 of incarnation
+ * (wraps after 2^29 reuses of one slot), so ids stay below 2^53. */
+static inline uint64_t lb_store_make_id(uint32_t slot, uint32_t incarnation)
+{
+    return ((uint64_t)(incarnation & ((1u << 29) - 1)) << 24) |
+           (uint64_t)(slot + 1);
+}
+
+#endif /* LB_STORE_H */
