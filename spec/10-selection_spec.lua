@@ -225,3 +225,21 @@ describe("set_enable by address", function()
     assert.is_false(rows[2].enabled)
   end)
 end)
+
+describe("the algorithms come from the C core's registry", function()
+  it("names and flags, in registry order", function()
+    local core = require("lb.cdef")
+    assert.same({ "round_robin", "random", "fnv", "consistent" },
+                { unpack(core.SELECTION_NAMES, 1, 4) })
+    assert.is_true(core.SELECTION.round_robin.keyless)
+    assert.is_true(core.SELECTION.random.keyless)
+    assert.is_false(core.SELECTION.fnv.keyless)
+    assert.is_false(core.SELECTION.consistent.keyless)
+    -- every registered name is accepted by lb.new, and named in its error
+    local _, err = require("lb").new({ selection = "nope" })
+    for _, name in ipairs(core.SELECTION_NAMES) do
+      assert(h.new({ selection = name }))
+      assert.truthy(err:find("'" .. name .. "'", 1, true))
+    end
+  end)
+end)

@@ -119,8 +119,9 @@ function M.options(opts, is_discovery)
   end
   local sel = opts.selection
   if sel ~= nil and (type(sel) ~= "string" or not core.SELECTION[sel]) then
-    return nil, "selection must be one of 'round_robin', 'random', 'fnv', "
-                .. "'consistent', got " .. text(sel)
+    return nil, "selection must be one of '"
+                .. table.concat(core.SELECTION_NAMES, "', '") .. "', got "
+                .. text(sel)
   end
   local pm = opts.point_multiple
   if pm ~= nil and not integer_in(pm, 1, LIMITS.max_point_multiple) then

@@ -790,7 +790,7 @@ function M.new(opts)
   end
 
   local cfg = ffi_new("lb_config")
-  cfg.selection = core.SELECTION[opts.selection or "round_robin"]
+  cfg.selection = core.SELECTION[opts.selection or "round_robin"].id
   cfg.point_multiple = opts.point_multiple or 160
   cfg.start_unhealthy = opts.start_unhealthy and 1 or 0
   local c = C.lb_balancer_new(cfg, errbuf)
@@ -818,8 +818,7 @@ function M.new(opts)
     _last_error = {},
     _delivered = {},
     selection = opts.selection or "round_robin",
-    _keyless = opts.selection == nil or opts.selection == "round_robin"
-               or opts.selection == "random",
+    _keyless = core.SELECTION[opts.selection or "round_robin"].keyless,
     health_check_frequency = opts.health_check_frequency,
     update_frequency = opts.update_frequency,
     parallel_health_check = opts.parallel_health_check == true,

@@ -5,6 +5,7 @@
 -- package.cpath and opened with ffi.load, the way lua-resty-core binds nginx.
 
 local ffi = require("ffi")
+local bit = require("bit")
 
 local M = {}
 
@@ -51,6 +52,8 @@ int lb_backend_parse(const char *text, size_t len, uint32_t weight,
 int lb_backend_resolve(const char *text, size_t len, uint32_t weight,
                        lb_backend *out, int max, const char **err);
 
+int lb_selection_find(const char *name, size_t len, uint32_t *flags);
+const char *lb_selection_name(int id);
 lb_balancer *lb_balancer_new(const lb_config *cfg, const char **err);
 void lb_balancer_free(lb_balancer *b);
 int lb_balancer_update(lb_balancer *b, const lb_backend *in, size_t n,
@@ -187,11 +190,23 @@ M.DEFAULT_MAX_ITERATIONS = tonumber(limits.default_max_iterations)
 M.CHECK_KIND = { tcp = 1, http = 2 }
 M.CHECK_ERR_CUSTOM = 10
 
-M.SELECTION = {
-  round_robin = 0,
-  random = 1,
-  fnv = 2,
-  consistent = 3,
-}
+-- The selection algorithms, from the C core's registry (one row per
+-- algorithm): name -> { id, keyless }, and the names in registry order.
+M.SELECTION, M.SELECTION_NAMES = {}, {}
+local SELECTION_KEYLESS = 1 -- LB_SELECTION_KEYLESS
+do
+  local flags = ffi.new("uint32_t[1]")
+  local id = 0
+  while true do
+    local name = M.C.lb_selection_name(id)
+    if name == nil then break end
+    name = ffi.string(name)
+    assert(M.C.lb_selection_find(name, #name, flags) == id)
+    M.SELECTION[name] = {
+      id = id, keyless = bit.band(flags[0], SELECTION_KEYLESS) ~= 0 }
+    M.SELECTION_NAMES[#M.SELECTION_NAMES + 1] = name
+    id = id + 1
+  end
+end
 
 return M
