@@ -22,6 +22,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "../tests/util.h"
 #include "bench.h"
 #include "lb.h"
 
@@ -50,31 +51,13 @@ static void *acceptor(void *arg)
     return NULL;
 }
 
-/* The checker thread's id, found by its name. */
+/* The checker thread's id, found by its name (tests/util.h). */
 static pid_t checker_tid(void)
 {
-    DIR *d = opendir("/proc/self/task");
-    struct dirent *e;
-    pid_t tid = 0;
+    int tid;
 
-    while (d && (e = readdir(d))) {
-        char path[300], comm[32] = "";
-        FILE *f;
-
-        if (e->d_name[0] == '.')
-            continue;
-        snprintf(path, sizeof(path), "/proc/self/task/%s/comm", e->d_name);
-        f = fopen(path, "r");
-        if (f) {
-            if (fgets(comm, sizeof(comm), f) &&
-                strncmp(comm, "lb-checker", 10) == 0)
-                tid = atoi(e->d_name);
-            fclose(f);
-        }
-    }
-    if (d)
-        closedir(d);
-    return tid;
+    checker_scan(&tid);
+    return (pid_t)tid;
 }
 
 /* CPU seconds of thread `tid` of this process: Linux's per-thread CPU

@@ -14,15 +14,15 @@ local function dead(n, third)
   return out
 end
 
-local function count_by_addr(flips)
-  local seen, dups = {}, 0
+-- Every one of n addresses flipped exactly once.
+local function once_each(flips, n)
+  local seen, dups, distinct = {}, 0, 0
   for _, f in ipairs(flips) do
-    if seen[f] then dups = dups + 1 end
+    if seen[f] then dups = dups + 1 else distinct = distinct + 1 end
     seen[f] = true
   end
-  local n = 0
-  for _ in pairs(seen) do n = n + 1 end
-  return n, dups
+  assert.equal(0, dups)
+  assert.equal(n, distinct)
 end
 
 describe("health events", function()
@@ -55,12 +55,8 @@ describe("health events", function()
     })
     assert(outer:run_health_check(true))
     assert.equal(1, nested)
-    local n, dups = count_by_addr(outer_flips)
-    assert.equal(0, dups)
-    assert.equal(N, n)
-    n, dups = count_by_addr(inner_flips)
-    assert.equal(0, dups)
-    assert.equal(N, n)
+    once_each(outer_flips, N)
+    once_each(inner_flips, N)
     for _, row in ipairs(outer:status()) do assert.is_false(row.healthy) end
   end)
 
@@ -84,12 +80,8 @@ describe("health events", function()
       end,
     })
     assert(outer:run_health_check())
-    local n, dups = count_by_addr(flips)
-    assert.equal(0, dups)
-    assert.equal(N, n)
-    n, dups = count_by_addr(inner_flips)
-    assert.equal(0, dups)
-    assert.equal(N, n)
+    once_each(flips, N)
+    once_each(inner_flips, N)
     -- a second round changes nothing: no flip, no callback
     assert(outer:run_health_check())
     assert.equal(N, #flips)

@@ -18,14 +18,7 @@
 
 static lb_backend parse(const char *s, uint32_t w)
 {
-    lb_backend b;
-    const char *err = NULL;
-
-    if (lb_backend_parse(s, strlen(s), w, &b, &err) != LB_OK) {
-        fprintf(stderr, "parse %s: %s\n", s, err);
-        abort();
-    }
-    return b;
+    return parse_backend(s, w);
 }
 
 /* A store placed in a MAP_SHARED mapping before fork(): a record the child

@@ -9,9 +9,12 @@
 #include <dirent.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+
+#include "lb.h"
 
 static inline double now_s(void)
 {
@@ -60,13 +63,16 @@ static inline int count_dir(const char *path)
 
 static inline int count_fds(void) { return count_dir("/proc/self/fd"); }
 
-/* Checker threads alive, by name (liburcu has threads of its own). */
-static inline int checker_threads(void)
+/* Checker threads alive, by name (liburcu has threads of its own); *tid,
+ * when not NULL, receives the id of the last one found (0: none). */
+static inline int checker_scan(int *tid)
 {
     DIR *d = opendir("/proc/self/task");
     struct dirent *e;
     int n = 0;
 
+    if (tid)
+        *tid = 0;
     while (d && (e = readdir(d))) {
         char path[300], comm[32] = "";
         FILE *f;
@@ -77,14 +83,32 @@ static inline int checker_threads(void)
         f = fopen(path, "r");
         if (f) {
             if (fgets(comm, sizeof(comm), f) &&
-                strncmp(comm, "lb-checker", 10) == 0)
+                strncmp(comm, "lb-checker", 10) == 0) {
                 n++;
+                if (tid)
+                    *tid = atoi(e->d_name);
+            }
             fclose(f);
         }
     }
     if (d)
         closedir(d);
     return n;
+}
+
+static inline int checker_threads(void) { return checker_scan(NULL); }
+
+/* A backend from its text, or abort (test data is never wrong). */
+static inline lb_backend parse_backend(const char *s, uint32_t w)
+{
+    lb_backend b;
+    const char *err = NULL;
+
+    if (lb_backend_parse(s, strlen(s), w, &b, &err) != LB_OK) {
+        fprintf(stderr, "parse %s: %s\n", s, err);
+        abort();
+    }
+    return b;
 }
 
 #endif
