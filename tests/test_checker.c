@@ -1276,15 +1276,7 @@ static __attribute__((unused)) void test_fork(void)
     }
     CHECK(pid > 0);
     if (pid > 0) {
-        double end = now_s() + 20;
-        pid_t w = 0;
-
-        while ((w = waitpid(pid, &status, WNOHANG)) == 0 && now_s() < end)
-            usleep(2000);
-        if (w == 0) {
-            kill(pid, SIGKILL);
-            waitpid(pid, &status, 0);
-        }
+        wait_child(pid, 20, &status);
         CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
     }
     /* the parent's checker went on */
@@ -1436,15 +1428,7 @@ static __attribute__((unused)) void test_out_of_descriptors(void)
     }
     CHECK(pid > 0);
     if (pid > 0) {
-        double end = now_s() + 40;
-        pid_t w = 0;
-
-        while ((w = waitpid(pid, &status, WNOHANG)) == 0 && now_s() < end)
-            usleep(2000);
-        if (w == 0) {
-            kill(pid, SIGKILL);
-            waitpid(pid, &status, 0);
-        }
+        wait_child(pid, 40, &status);
         if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
             printf("# out of descriptors: child status %#x\n", status);
         CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);

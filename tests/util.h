@@ -7,10 +7,12 @@
 #define LB_TEST_UTIL_H
 
 #include <dirent.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -97,6 +99,23 @@ static inline int checker_scan(int *tid)
 }
 
 static inline int checker_threads(void) { return checker_scan(NULL); }
+
+/* Wait up to `secs` for child `pid` to exit; one that is still running
+ * then is killed (and reaped).  *status as waitpid gives it.  Returns true
+ * when the child exited by itself in time. */
+static inline int wait_child(pid_t pid, double secs, int *status)
+{
+    double end = now_s() + secs;
+    pid_t w;
+
+    while ((w = waitpid(pid, status, WNOHANG)) == 0 && now_s() < end)
+        usleep(2000);
+    if (w == 0) {
+        kill(pid, SIGKILL);
+        waitpid(pid, status, 0);
+    }
+    return w == pid;
+}
 
 /* A backend from its text, or abort (test data is never wrong). */
 static inline lb_backend parse_backend(const char *s, uint32_t w)
