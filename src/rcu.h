@@ -55,6 +55,10 @@ void __tsan_ignore_thread_end(void);
 #define lb_tsan_ignore_end() ((void)0)
 #endif
 
+/* A read-side section: nests, never blocks, allocates nothing once the
+ * thread is registered (bp registers a thread on its first section, which
+ * allocates once).  Never wait for a grace period (lb_rcu_synchronize,
+ * lb_rcu_barrier) inside one.  Any thread. */
 static inline void lb_rcu_read_lock(void) { urcu_bp_read_lock(); }
 
 static inline void lb_rcu_read_unlock(void)
@@ -130,6 +134,8 @@ static inline void lb_rcu_barrier(void)
     lb_tsan_ignore_end();
 }
 
+/* Wait for a grace period: every read-side section begun before returns.
+ * Blocks; never inside a read-side section.  Any thread. */
 static inline void lb_rcu_synchronize(void)
 {
     urcu_bp_synchronize_rcu();

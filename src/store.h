@@ -95,7 +95,10 @@ struct lb_store *lb_store_shared_format(void *mem, size_t size,
  * *err when mem is not such a region or out of memory. */
 struct lb_store *lb_store_shared_attach(void *mem, const char **err);
 
-/* The common calls, for readability at the call sites. */
+/* The common calls, for readability at the call sites: take one more hold
+ * on a record found or acquired, and give holds back (the last release
+ * frees the slot for reuse).  Lock-free or under the store's own lock, as
+ * the implementation says; any thread; never fail. */
 static inline void lb_store_ref(struct lb_store *st, struct lb_record *r)
 {
     st->ops->ref(st, r);

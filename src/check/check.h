@@ -160,10 +160,17 @@ void lb_conn_move(struct lb_conn *dst, struct lb_conn *src);
 ssize_t lb_conn_read(struct lb_probe *p, char *buf, size_t len);
 ssize_t lb_conn_write(struct lb_probe *p, const char *buf, size_t len);
 
-/* tls.c: a context per configuration (caller's thread), a session per
- * connection (checker thread); begin and step return LB_PROBE_*. */
+/* tls.c.  A client context per check configuration, made on the caller's
+ * thread by lb_balancer_set_check: NULL with *err (a static string) when
+ * the CA file cannot be loaded or OpenSSL is out of memory; owned by the
+ * configuration and freed with it (NULL: a no-op). */
 SSL_CTX *lb_tls_ctx_new(const char *ca_file, bool verify, const char **err);
 void lb_tls_ctx_free(SSL_CTX *ctx);
+/* A session per connection, on the checker thread only: begin attaches
+ * one to p's connected socket and starts the handshake, step continues it
+ * when the socket is ready.  Each returns LB_PROBE_* (p->want set to wait,
+ * p->err_* set on failure); the session is the connection's and is freed
+ * by lb_conn_close.  No RCU, no lock. */
 int lb_tls_begin(struct lb_probe *p);
 int lb_tls_step(struct lb_probe *p);
 
