@@ -8,6 +8,7 @@ local nginx = require("support.nginx")
 
 local PERIOD = 0.2
 local SLOTS = 4
+local PENDING = 24 -- lua_max_pending_timers
 
 describe("background work under timer pressure (nginx)", function()
   local srv, dead
@@ -21,6 +22,7 @@ describe("background work under timer pressure (nginx)", function()
 {{lua_paths}}
     lua_shared_dict lb_test 1m;
     lua_max_running_timers %d;
+    lua_max_pending_timers %d;
     init_by_lua_block {
         local lb = require("lb")
         local dict = ngx.shared.lb_test
@@ -67,6 +69,18 @@ describe("background work under timer pressure (nginx)", function()
                 ngx.say("ok")
             }
         }
+        location = /fill-pending {
+            content_by_lua_block {
+                -- The application's own timers, filling every pending
+                -- slot for 2.5 s; they then expire and free them.
+                local made, refused = 0, 0
+                for _ = 1, %d do
+                    local ok = ngx.timer.at(2.5, function() end)
+                    if ok then made = made + 1 else refused = refused + 1 end
+                end
+                ngx.say(made, " ", refused)
+            }
+        }
         location = /release {
             content_by_lua_block {
                 ngx.shared.lb_test:set("release", true)
@@ -95,7 +109,8 @@ describe("background work under timer pressure (nginx)", function()
             }
         }
     }
-]]):format(SLOTS, dead, PERIOD, PERIOD, dead, PERIOD, port, SLOTS),
+]]):format(SLOTS, PENDING, dead, PERIOD, PERIOD, dead, PERIOD, port,
+         SLOTS, PENDING),
       vars = { lua_paths = nginx.lua_paths() },
       wait = { "127.0.0.1:" .. port },
     }))
@@ -169,5 +184,32 @@ describe("background work under timer pressure (nginx)", function()
     print(("\n  timers: %d custom rounds before the pressure, %d at its end; "
            .. "discovery resumed %.2f s after the release (period %.1f s)")
           :format(rounds_before, rounds_during, took, PERIOD))
+  end)
+  it("goes on while the application fills every pending timer slot", function()
+    local socket = require("socket")
+    local before = "127.0.0.3:" .. dead
+    assert.are.equal("ok", get("/set?list=" .. before))
+    assert(nginx.wait_for(function() return state() == before end, 5))
+    local made, refused = get("/fill-pending"):match("^(%d+) (%d+)$")
+    assert(tonumber(refused) > 0, "the pending limit was never reached")
+    local t0 = socket.gettime()
+    -- While every pending slot is taken (2.5 s), a new set is published:
+    -- lb's periodic timers re-arm without a new pending slot, so the
+    -- discovery picks it up within a period or two, and it still runs once
+    -- the application's timers have expired.
+    local during = "127.0.0.4:" .. dead
+    assert.are.equal("ok", get("/set?list=" .. during))
+    local adopted = nginx.wait_for(function() return state() == during end, 6)
+    local took = socket.gettime() - t0
+    assert(adopted, "discovery stopped under the pending limit: set is "
+           .. tostring(state()))
+    assert(nginx.wait_for(function() return socket.gettime() - t0 > 3 end, 5))
+    local after = "127.0.0.5:" .. dead
+    assert.are.equal("ok", get("/set?list=" .. after))
+    assert(nginx.wait_for(function() return state() == after end, 5),
+           "discovery stopped after the pending limit")
+    print(("\n  pending limit: %s application timers made, %s refused; "
+           .. "the new set adopted %.2f s later (period %.1f s)")
+          :format(made, refused, took, PERIOD))
   end)
 end)
