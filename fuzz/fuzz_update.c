@@ -26,7 +26,9 @@
  *     identity; `order` and `count` describe it; 1 is returned exactly when
  *     the set changed (and the generation moved by one);
  *   - a backend that stays keeps its health record (same id, same
- *     health); a new one starts healthy (unhealthy with start_unhealthy)
+ *     health), also when only its weight changed (within one address,
+ *     the unmatched new entries take the unclaimed old records in weight
+ *     order); a new one starts healthy (unhealthy with start_unhealthy)
  *     and enabled; an explicit enable is applied (the last entry wins),
  *     also when the set is unchanged;
  *   - selections afterwards return members of the set.
@@ -138,6 +140,48 @@ static void probe_selects(lb_balancer *b, lb_iter *it, size_t n)
     }
 }
 
+/* The same address, whatever the weights: lb_backend_compare orders by
+ * address first and weight last. */
+static bool same_address(const lb_backend *a, const lb_backend *b)
+{
+    lb_backend x = *a;
+
+    x.weight = b->weight;
+    return lb_backend_compare(&x, b) == 0;
+}
+
+/*
+ * The record each new backend should inherit, computed apart from the
+ * core: the old backend of the same (address, weight), else, within one
+ * address, the unclaimed old backends handed to the unmatched new ones in
+ * sorted (weight) order: a weight-only change keeps the record.  kept[i]
+ * is the index in before->be, or -1 for a new record.
+ */
+static void expect_records(const struct shadow *before,
+                           const lb_backend *sorted, size_t m, long *kept)
+{
+    bool claimed[MAX_N] = {false};
+
+    for (size_t i = 0; i < m; i++) {
+        kept[i] = -1;
+        for (size_t k = 0; k < before->n; k++)
+            if (lb_backend_compare(&before->be[k], &sorted[i]) == 0) {
+                kept[i] = (long)k;
+                claimed[k] = true;
+            }
+    }
+    for (size_t i = 0; i < m; i++) {
+        if (kept[i] >= 0)
+            continue;
+        for (size_t k = 0; k < before->n; k++)
+            if (!claimed[k] && same_address(&before->be[k], &sorted[i])) {
+                kept[i] = (long)k;
+                claimed[k] = true;
+                break;
+            }
+    }
+}
+
 static void check_update(lb_balancer *b, const lb_config *cfg,
                          const lb_backend *in, size_t n, const uint32_t *order,
                          size_t count, int rc, const char *err,
@@ -145,6 +189,7 @@ static void check_update(lb_balancer *b, const lb_config *cfg,
 {
     struct shadow after;
     lb_backend sorted[MAX_N];
+    long kept[MAX_N];
     size_t m = 0;
     bool bad = false;
     uint64_t points = 0;
@@ -192,6 +237,7 @@ static void check_update(lb_balancer *b, const lb_config *cfg,
             changed = lb_backend_compare(&before->be[i], &sorted[i]) != 0;
         FUZZ_ASSERT(changed == (rc == 1));
     }
+    expect_records(before, sorted, m, kept);
     for (size_t i = 0; i < m; i++) {
         const lb_backend *p = &after.be[i];
         size_t first = n;
@@ -218,12 +264,11 @@ static void check_update(lb_balancer *b, const lb_config *cfg,
             FUZZ_ASSERT(!memcmp(&want, p, sizeof(want)));
         }
 
-        /* Health: kept records survive, new ones start fresh. */
+        /* Health: kept records survive (also across a weight-only
+         * change), new ones start fresh. */
         {
-            size_t k = 0;
-            while (k < before->n && lb_backend_compare(&before->be[k], p) != 0)
-                k++;
-            if (k < before->n) {
+            long k = kept[i];
+            if (k >= 0) {
                 FUZZ_ASSERT(after.h[i].id == before->h[k].id);
                 FUZZ_ASSERT(after.h[i].healthy == before->h[k].healthy);
                 if (enable < 0)
