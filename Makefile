@@ -109,6 +109,8 @@ lint: format-check luacheck build-clang
 #                    per target, non-zero exit on any crash
 #   make soak        tests/soak.c under ASan+UBSan (SOAK_SECONDS, default 60)
 #   make soak-tsan   the same under TSan
+#   make soak-events backends flap for SOAK_SECONDS with nobody draining
+#                    their events: memory stays bounded (tests/test_records.c)
 #
 # The targets link the sources directly, like the C tests, with -DLB_POISON.
 FUZZ_CC ?= clang
@@ -137,11 +139,15 @@ soak: $(BUILD)/asan/soak
 	UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 	SOAK_SECONDS=$(SOAK_SECONDS) $<
 
+# the event queue while nobody drains: backends flap for SOAK_SECONDS
+soak-events: $(BUILD)/plain/test_records
+	LB_FLAP_SECONDS=$(SOAK_SECONDS) $<
+
 soak-tsan: $(BUILD)/tsan/soak
 	TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
 	SOAK_SECONDS=$(SOAK_SECONDS) setarch -R $<
 
-.PHONY: fuzz fuzz-build fuzz-check soak soak-tsan
+.PHONY: fuzz fuzz-build fuzz-check soak soak-tsan soak-events
 
 # ---- benchmarks (bench/run.sh, via `make bench`) --------------------------
 #

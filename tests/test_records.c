@@ -105,6 +105,8 @@ static void test_shared_store_fork(void)
 struct flipper {
     lb_balancer *b;
     uint64_t seed;
+    double until; /* > 0: flip until then (LB_FLAP_SECONDS), else a count */
+    long flips;
 };
 
 static void *flip_loop(void *arg)
@@ -112,7 +114,9 @@ static void *flip_loop(void *arg)
     struct flipper *f = arg;
     uint64_t g = lb_balancer_generation(f->b);
 
-    for (int k = 0; k < FLIPS_PER_THREAD; k++) {
+    for (long k = 0;
+         f->until > 0 ? (k % 4096 || now_s() < f->until) : k < FLIPS_PER_THREAD;
+         k++, f->flips++) {
         uint64_t x = xorshift(&f->seed);
         lb_balancer_observe(f->b, g, x % NBACK, (int)((x >> 20) & 1), 1,
                             LB_CHECK_ERR_CUSTOM, (int)(x >> 40) & 0xff);
@@ -134,7 +138,9 @@ static long rss_kib(void)
 }
 
 /*
- * 800,000 observations from four threads while nobody drains: memory stays
+ * 800,000 observations from four threads while nobody drains (or, with
+ * LB_FLAP_SECONDS set, as many as they make in that time: `make
+ * soak-events`): memory stays
  * bounded (a queue of one node per flip would take tens of MiB), the flips
  * not queued are counted, and after draining, the last state delivered
  * for every record equals its current state.
@@ -169,6 +175,10 @@ static void test_events_bounded(void)
     lb_balancer_observe(b, lb_balancer_generation(b), 0, 0, 1, 1, 1);
     before = rss_kib();
     for (int t = 0; t < NTHREADS; t++) {
+        const char *secs = getenv("LB_FLAP_SECONDS");
+
+        f[t].until = secs ? now_s() + atof(secs) : 0;
+        f[t].flips = 0;
         f[t].b = b;
         f[t].seed = 0x9e3779b97f4a7c15ull * (uint64_t)(t + 1);
         pthread_create(&th[t], NULL, flip_loop, &f[t]);
@@ -176,7 +186,8 @@ static void test_events_bounded(void)
     for (int t = 0; t < NTHREADS; t++)
         pthread_join(th[t], NULL);
     after = rss_kib();
-    printf("# rss before %ld KiB, after %ld KiB; dropped %llu\n", before, after,
+    printf("# %ld flips; rss before %ld KiB, after %ld KiB; dropped %llu\n",
+           f[0].flips + f[1].flips + f[2].flips + f[3].flips, before, after,
            (unsigned long long)lb_balancer_events_dropped(b));
 #if defined(__SANITIZE_THREAD__)
     /* ThreadSanitizer's own shadow and history grow with the flips */
