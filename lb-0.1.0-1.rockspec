@@ -48,6 +48,7 @@ build = {
       ["lb.backend"] = "lua/lb/backend.lua",
       ["lb.balancer"] = "lua/lb/balancer.lua",
       ["lb.cdef"] = "lua/lb/cdef.lua",
+      ["lb.checking"] = "lua/lb/checking.lua",
       ["lb.discovery"] = "lua/lb/discovery.lua",
       ["lb.driver"] = "lua/lb/driver.lua",
       ["lb.health"] = "lua/lb/health.lua",

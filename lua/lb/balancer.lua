@@ -9,9 +9,9 @@
 --                                   or custom (Lua, on this thread)
 --   start, stop, poll               the background, through lb.driver
 --
--- Health flips found by the checker thread are queued in C and delivered
--- here, on the Lua thread, to on_health_change.  Arguments are checked by
--- lb.args; every limit is the C core's.
+-- Health (the built-in check's configuration, custom rounds, the one
+-- drain of flips to on_health_change) is lb.checking's.  Arguments are
+-- checked by lb.args; every limit is the C core's.
 
 local ffi = require("ffi")
 local core = require("lb.cdef")
@@ -20,6 +20,7 @@ local backend = require("lb.backend")
 local discovery = require("lb.discovery")
 local driver = require("lb.driver")
 local health = require("lb.health")
+local checking = require("lb.checking")
 
 local C = core.C
 local ffi_new, ffi_gc, ffi_string, ffi_cast = ffi.new, ffi.gc, ffi.string,
@@ -46,24 +47,6 @@ M.EVENT_INTERVAL = 0.1
 local errbuf = ffi_new("const char *[1]")
 local hinfo = ffi_new("lb_health_info")
 local cstats = ffi_new("lb_check_stats")
-local EVENTS = 64
-local events = ffi_new("lb_health_event[?]", EVENTS)
-local textbuf = ffi_new("char[256]")
-
--- err_kind recorded for a failed custom check (its text is kept in Lua).
-local ERR_CUSTOM = core.CHECK_ERR_CUSTOM
-
--- Built-in checks that run once: a period so long that the first round is
--- the only one in practice, the longest the C core accepts.
-local ONCE = core.LIMITS.max_frequency
-
--- A C call's int result as Lua's true | nil, err.
-local function outcome(rc)
-  if rc == core.ERROR then
-    return nil, ffi_string(errbuf[0])
-  end
-  return true
-end
 
 -- An iterator and its head (gen, ready), read through a pointer cast
 -- once here: lb_iter is opaque, its head is the part Lua reads.
@@ -394,22 +377,6 @@ end
 
 -- ---- health ----
 
-local function builtin_error_text(kind, detail)
-  local n = C.lb_check_error_text(kind, detail, textbuf, 256)
-  return ffi_string(textbuf, n < 256 and n or 255)
-end
-
-local function error_text(self, id, kind, detail)
-  local custom = self._last_error[id]
-  if custom then
-    return custom
-  end
-  if kind == 0 then
-    return nil
-  end
-  return builtin_error_text(kind, detail)
-end
-
 -- One row per backend in sorted order:
 -- { addr, weight, healthy, enabled, ready, last_error }.
 function Balancer:status()
@@ -424,214 +391,13 @@ function Balancer:status()
         healthy = healthy,
         enabled = enabled,
         ready = healthy and enabled,
-        last_error = error_text(self, tonumber(hinfo.id),
+        last_error = checking.error_text(self, tonumber(hinfo.id),
                                 tonumber(hinfo.err_kind),
                                 tonumber(hinfo.err_detail)),
       }
     end
   end
   return rows
-end
-
--- Deliver one flip to on_health_change; its errors are logged, never
--- raised: a failing callback must not take the balancer down.
-local function notify(self, b, healthy, err)
-  local cb = self.on_health_change
-  if cb then
-    local ok, e = pcall(cb, b, healthy, err)
-    if not ok then
-      log_error("lb: on_health_change failed: " .. tostring(e))
-    end
-  end
-end
-
--- Deliver the flips queued on the balancer, oldest first: every
--- observation (the checker thread's built-in checks, custom checks run
--- here) goes through the C core, which queues its flips; this is the one
--- drain.  A flip of a backend that has left the set since is dropped.
---
--- Each batch is copied out of the C buffer before any callback runs: a
--- callback may drain another balancer (its run_health_check(), poll()) or,
--- in nginx, yield while other timers drain, and the shared buffer is
--- theirs meanwhile.  A drain of this same balancer started from inside one
--- of its callbacks (or from another light thread while a callback yields)
--- returns at once; the drain already running delivers the rest in order,
--- and it stops only when the queue answers empty, so nothing pushed
--- meanwhile is left behind.  The C queue is bounded: past its cap a record
--- is marked and its current state delivered later, which may repeat the
--- state last delivered; such repeats are not passed on.
-local function drain_events(self)
-  if not self._check or self._draining then
-    return
-  end
-  self._draining = true
-  local c = self._c
-  local delivered = self._delivered
-  while true do
-    local n = C.lb_balancer_events(c, events, EVENTS)
-    if n <= 0 then
-      break
-    end
-    local batch = {}
-    for i = 0, n - 1 do
-      local e = events[i]
-      local id = tonumber(e.id)
-      local b = self._byid[id]
-      local healthy = e.healthy ~= 0
-      if b and delivered[id] ~= healthy then
-        delivered[id] = healthy
-        local err
-        if not healthy then
-          err = error_text(self, id, e.err_kind, e.err_detail)
-                or "check failed"
-        end
-        batch[#batch + 1] = { b, healthy, err }
-      end
-    end
-    for _, f in ipairs(batch) do
-      notify(self, f[1], f[2], f[3])
-    end
-  end
-  self._draining = false
-end
-
-local function set_str(cfg, field, s, anchors)
-  if s ~= nil then
-    anchors[#anchors + 1] = s
-    cfg[field] = s
-    cfg[field .. "_len"] = #s
-  end
-end
-
--- Give the C core the checked built-in check (see lb.args.health_check).
-local function setup_builtin_check(self, check)
-  local cfg = ffi_new("lb_check_config")
-  local anchors = {}
-  cfg.kind = core.CHECK_KIND[check.kind]
-  cfg.timeout = check.timeout
-  cfg.consecutive_success = check.consecutive_success
-  cfg.consecutive_failure = check.consecutive_failure
-  if check.tls then
-    cfg.tls = 1
-    cfg.tls_verify = check.tls.verify and 1 or 0
-    set_str(cfg, "tls_sni", check.tls.sni, anchors)
-    set_str(cfg, "tls_ca", check.tls.ca, anchors)
-  end
-  if check.kind == "http" then
-    set_str(cfg, "method", check.method, anchors)
-    set_str(cfg, "path", check.path, anchors)
-    set_str(cfg, "host", check.host, anchors)
-    local nh = #check.headers
-    if nh > 0 then
-      local hs = ffi_new("lb_check_header[?]", nh)
-      anchors[#anchors + 1] = hs
-      for i, kv in ipairs(check.headers) do
-        hs[i - 1].name, hs[i - 1].name_len = kv[1], #kv[1]
-        hs[i - 1].value, hs[i - 1].value_len = kv[2], #kv[2]
-      end
-      cfg.headers, cfg.nheaders = hs, nh
-    end
-    local ne = #check.expected_status
-    local es = ffi_new("uint16_t[?]", ne)
-    anchors[#anchors + 1] = es
-    for i, s in ipairs(check.expected_status) do
-      es[i - 1] = s
-    end
-    cfg.expected_status, cfg.nexpected = es, ne
-    cfg.reuse_connection = check.reuse_connection and 1 or 0
-    cfg.port = check.port or 0
-  end
-  local rc = C.lb_balancer_set_check(self._c, cfg, errbuf)
-  -- Referenced after the call so the strings outlive it; the C core
-  -- copied what it keeps.
-  self._check_anchors = anchors
-  return outcome(rc)
-end
-
--- Record a custom check's result for backend index i (0-based) of
--- snapshot `gen` in the C core, which queues a flip; a flip is delivered
--- at once through the one drain.
-local function observe(self, i, ok, err, gen)
-  local check = self._check
-  local threshold = ok and check.consecutive_success
-                    or check.consecutive_failure
-  local rc = C.lb_balancer_observe(self._c, gen, i, ok and 1 or 0,
-                                   threshold, ERR_CUSTOM, 0)
-  if rc < 0 then
-    return -- the set changed during the round
-  end
-  if C.lb_balancer_health(self._c, i, hinfo) == 0 then
-    self._last_error[tonumber(hinfo.id)] = (not ok) and err or nil
-  end
-  if rc == 1 then
-    drain_events(self)
-  end
-end
-
--- Run a custom check on one backend: true, or false, err.  Never raises.
-local function run_custom(fn, b)
-  local ok, res, err = pcall(fn, b)
-  if not ok then
-    return false, "check raised: " .. tostring(res)
-  end
-  if res == true then
-    return true
-  end
-  if err == nil then
-    err = res == nil and "check failed" or ("check returned "
-                                            .. tostring(res))
-  end
-  return false, tostring(err)
-end
-
-local function can_spawn()
-  if not (in_openresty() and ngx.thread) then
-    return false
-  end
-  local phase = ngx.get_phase()
-  return phase ~= "init" and phase ~= "init_worker"
-end
-
--- One round of the custom check.  In parallel (OpenResty light threads),
--- at most check.concurrency checks are in flight at once: each holds a
--- cosocket, a connection slot of the worker that clients need too.
-local function custom_round(self, parallel)
-  local check = self._check
-  local fn = check.check
-  local list, gen = self._list, self._gen
-  if parallel and can_spawn() then
-    local nexti = 0
-    local function worker()
-      while true do
-        nexti = nexti + 1
-        local i = nexti
-        local b = list[i]
-        if not b then
-          return
-        end
-        local ok, err = run_custom(fn, b)
-        observe(self, i - 1, ok, err, gen)
-      end
-    end
-    local threads = {}
-    for k = 1, math.min(check.concurrency, #list) do
-      threads[k] = ngx.thread.spawn(worker)
-    end
-    for k = 1, #threads do
-      local ok, err = ngx.thread.wait(threads[k])
-      if not ok then
-        log_error("lb: health check round failed: " .. tostring(err))
-      end
-    end
-    return
-  end
-  for i, b in ipairs(list) do
-    local ok, err = run_custom(fn, b)
-    if gen ~= self._gen then
-      return
-    end
-    observe(self, i - 1, ok, err, gen)
-  end
 end
 
 -- Counts of the built-in checks since the balancer was made: `ok`,
@@ -656,23 +422,7 @@ function Balancer:run_health_check(parallel)
   if parallel == nil then
     parallel = self.parallel_health_check
   end
-  local check = self._check
-  if not check then
-    return true
-  end
-  if check.kind == "custom" then
-    custom_round(self, parallel)
-    drain_events(self)
-    return true
-  end
-  local ok, err = outcome(C.lb_balancer_check_round(self._c,
-                                                    parallel and 1 or 0,
-                                                    errbuf))
-  drain_events(self)
-  if not ok then
-    return nil, err
-  end
-  return true
+  return checking.round(self, parallel)
 end
 
 -- ---- the background ----
@@ -693,12 +443,12 @@ local function driver_tasks(self)
   if check and check.kind == "custom" then
     tasks[#tasks + 1] = { period = self.health_check_frequency,
                           run = function()
-      custom_round(self, self.parallel_health_check)
+      checking.custom_round(self, self.parallel_health_check)
     end }
   end
   if check and in_openresty() then
     tasks[#tasks + 1] = { period = M.EVENT_INTERVAL, run = function()
-      drain_events(self)
+      checking.drain(self)
     end }
   end
   return tasks
@@ -719,14 +469,9 @@ function Balancer:start()
                 .. "later), not in init_by_lua*: each worker runs its own "
                 .. "timers"
   end
-  local check = self._check
-  if check and check.kind ~= "custom" then
-    local ok, err = outcome(C.lb_balancer_checks_start(
-      self._c, self.health_check_frequency or ONCE,
-      self.parallel_health_check and 1 or 0, errbuf))
-    if not ok then
-      return nil, err
-    end
+  local ok0, err0 = checking.start(self)
+  if not ok0 then
+    return nil, err0
   end
   self._driver = self._driver or driver.new(driver_tasks(self))
   local ok, err = self._driver:start()
@@ -745,9 +490,7 @@ function Balancer:stop()
   if self._driver then
     self._driver:stop()
   end
-  if self._check and self._check.kind ~= "custom" then
-    C.lb_balancer_checks_stop(self._c)
-  end
+  checking.stop(self)
   return true
 end
 
@@ -759,7 +502,7 @@ function Balancer:poll()
   if self._driver then
     self._driver:poll()
   end
-  drain_events(self)
+  checking.drain(self)
   return true
 end
 
@@ -840,7 +583,7 @@ function M.new(opts)
     end
   end
   if check and check.kind ~= "custom" then
-    ok, err = setup_builtin_check(self, check)
+    ok, err = checking.setup(self, check)
     if not ok then
       return nil, "lb.new: health_check: " .. err
     end
