@@ -153,6 +153,13 @@ static struct slot *lookup_locked(struct region *reg, const lb_backend *key)
     return NULL;
 }
 
+static void shared_ref(struct lb_store *st, struct lb_record *r)
+{
+    atomic_fetch_add_explicit(&((struct slot *)r)->refs, 1,
+                              memory_order_relaxed);
+    handle_hold(st);
+}
+
 static struct lb_record *shared_find(struct lb_store *st, const lb_backend *key)
 {
     struct region *reg = ((struct shared_store *)st)->reg;
@@ -160,10 +167,8 @@ static struct lb_record *shared_find(struct lb_store *st, const lb_backend *key)
 
     region_lock(reg);
     s = lookup_locked(reg, key);
-    if (s) {
-        atomic_fetch_add_explicit(&s->refs, 1, memory_order_relaxed);
-        handle_hold(st);
-    }
+    if (s)
+        shared_ref(st, &s->rec);
     region_unlock(reg);
     return s ? &s->rec : NULL;
 }
@@ -177,7 +182,7 @@ static struct lb_record *shared_acquire(struct lb_store *st,
     region_lock(reg);
     s = lookup_locked(reg, key);
     if (s) {
-        atomic_fetch_add_explicit(&s->refs, 1, memory_order_relaxed);
+        shared_ref(st, &s->rec);
     } else if (reg->free_head != NONE) {
         s = &reg->slots[reg->free_head];
         reg->free_head = s->next_free;
@@ -186,9 +191,8 @@ static struct lb_record *shared_acquire(struct lb_store *st,
         lb_record_init(&s->rec, healthy);
         atomic_store_explicit(&s->refs, 1, memory_order_release);
         reg->used++;
-    }
-    if (s)
         handle_hold(st);
+    }
     region_unlock(reg);
     return s ? &s->rec : NULL;
 }
@@ -201,13 +205,6 @@ static void shared_rekey(struct lb_store *st, struct lb_record *r,
     region_lock(reg);
     ((struct slot *)r)->key = *key;
     region_unlock(reg);
-}
-
-static void shared_ref(struct lb_store *st, struct lb_record *r)
-{
-    atomic_fetch_add_explicit(&((struct slot *)r)->refs, 1,
-                              memory_order_relaxed);
-    handle_hold(st);
 }
 
 static void shared_release(struct lb_store *st, struct lb_record *r)
