@@ -384,19 +384,11 @@ static void bal_weights(lb_balancer *b, int port, int n)
 {
     lb_backend *be = calloc((size_t)n, sizeof(*be));
     char addr[32];
-    const char *err = NULL;
 
     snprintf(addr, sizeof(addr), "127.0.0.1:%d", port);
     for (int i = 0; i < n; i++)
-        if (lb_backend_parse(addr, strlen(addr), (uint32_t)i + 1, &be[i],
-                             &err)) {
-            fprintf(stderr, "parse %s: %s\n", addr, err);
-            exit(2);
-        }
-    if (lb_balancer_update(b, be, (size_t)n, NULL, NULL, &err) < 0) {
-        fprintf(stderr, "update: %s\n", err);
-        exit(2);
-    }
+        be[i] = parse_backend(addr, (uint32_t)i + 1);
+    publish_or_exit(b, be, (size_t)n);
     free(be);
 }
 

@@ -365,15 +365,9 @@ static lb_balancer *bal_new(const int *li, int n)
         char addr[64];
 
         snprintf(addr, sizeof(addr), "%s:%d", lis[li[i]].ip, lis[li[i]].port);
-        if (lb_backend_parse(addr, strlen(addr), 1, &be[i], &err)) {
-            fprintf(stderr, "parse %s: %s\n", addr, err);
-            exit(2);
-        }
+        be[i] = parse_backend(addr, 1);
     }
-    if (lb_balancer_update(b, be, (size_t)n, NULL, NULL, &err) < 0) {
-        fprintf(stderr, "update: %s\n", err);
-        exit(2);
-    }
+    publish_or_exit(b, be, (size_t)n);
     free(be);
     return b;
 }

@@ -130,4 +130,16 @@ static inline lb_backend parse_backend(const char *s, uint32_t w)
     return b;
 }
 
+/* Publish be[0..n) on b, or exit (a test cannot go on without its set). */
+static inline void publish_or_exit(lb_balancer *b, const lb_backend *be,
+                                   size_t n)
+{
+    const char *err = NULL;
+
+    if (lb_balancer_update(b, be, n, NULL, NULL, &err) < 0) {
+        fprintf(stderr, "update: %s\n", err);
+        exit(2);
+    }
+}
+
 #endif
