@@ -179,6 +179,7 @@ int lb_balancer_record(lb_balancer *b, size_t i, lb_record_info *out)
         if (i < s->n) {
             lb_record_info_get(s->rec[i], out);
             out->id = lb_store_id(s->store, s->rec[i]);
+            out->in_flight = lb_store_in_flight(s->store, s->rec[i]);
             rc = LB_OK;
         }
     }
@@ -278,6 +279,22 @@ int lb_balancer_report(lb_balancer *b, uint64_t gen, size_t i, int result,
         struct lb_snapshot *s = lb_rcu_deref(&b->snap);
         if (s->gen == gen && i < s->n) {
             lb_record_report(s->rec[i], result == 1, ns);
+            rc = LB_OK;
+        }
+    }
+    lb_rcu_read_unlock();
+    return rc;
+}
+
+int lb_balancer_in_flight_add(lb_balancer *b, uint64_t gen, size_t i, int delta)
+{
+    int rc = LB_STALE;
+
+    lb_rcu_read_lock();
+    {
+        struct lb_snapshot *s = lb_rcu_deref(&b->snap);
+        if (s->gen == gen && i < s->n) {
+            lb_store_in_flight_add(s->store, s->rec[i], delta);
             rc = LB_OK;
         }
     }

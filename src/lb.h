@@ -355,6 +355,17 @@ int lb_balancer_report(lb_balancer *b, uint64_t gen, size_t i, int result,
                        double latency, const char **err);
 
 /*
+ * Requests in flight on backend i of snapshot `gen`: add delta (+1 when a
+ * request starts, -1 when it ends; the count never goes below zero).
+ * With a shared balancer the count is this process's share of the total
+ * (lb_record_info.in_flight sums every live process's).  Returns LB_OK or
+ * LB_STALE (gen is not the published generation: nothing counted).
+ * Lock-free (relaxed atomics), any thread.
+ */
+int lb_balancer_in_flight_add(lb_balancer *b, uint64_t gen, size_t i,
+                              int delta);
+
+/*
  * Record one check result for backend i of snapshot `gen`, with Pingora's
  * observe_health: a result opposite to the current state counts up and
  * flips the state at the threshold (consecutive_success or

@@ -39,6 +39,7 @@ lb_snapshot_new(const struct lb_selector_ops *ops, const lb_config *cfg,
     }
     s->view.records = s->rec;
     s->view.n = n;
+    s->view.store = store;
     s->selector = ops->build(s->backends, n, cfg, &s->view, err);
     if (!s->selector) {
         free(s);
@@ -84,4 +85,9 @@ long lb_snapshot_find_record(const struct lb_snapshot *s, const lb_backend *key,
         if (s->rec[lo] == rec)
             return (long)lo;
     return -1;
+}
+
+uint32_t lb_view_in_flight(const struct lb_record_view *v, size_t i)
+{
+    return lb_store_in_flight(v->store, v->records[i]);
 }

@@ -59,6 +59,12 @@ struct lb_store_ops {
     void (*release_many)(struct lb_store *st, struct lb_record *const *r,
                          size_t n);
     uint64_t (*id)(const struct lb_store *st, const struct lb_record *r);
+    /* Optional: requests in flight on r, counted where the store keeps
+     * them (a shared store: one count per process, so a process that dies
+     * leaves none behind).  NULL: the record's own in_flight field. */
+    void (*in_flight_add)(struct lb_store *st, struct lb_record *r,
+                          int32_t delta);
+    uint32_t (*in_flight)(const struct lb_store *st, const struct lb_record *r);
     /* The owner lets go: the store (this process's handle) is freed once
      * its last held record is released, at once when none is. */
     void (*close)(struct lb_store *st);
@@ -126,6 +132,29 @@ static inline uint64_t lb_store_id(const struct lb_store *st,
                                    const struct lb_record *r)
 {
     return st->ops->id(st, r);
+}
+
+/*
+ * Requests in flight on a held record: add delta (+1 acquire, -1 release;
+ * a count never goes below zero) and read the total (every process's, in
+ * a shared store).  Relaxed atomics, lock-free, any thread.
+ */
+static inline void lb_store_in_flight_add(struct lb_store *st,
+                                          struct lb_record *r, int32_t delta)
+{
+    if (st->ops->in_flight_add) {
+        st->ops->in_flight_add(st, r, delta);
+        return;
+    }
+    lb_record_in_flight_add(&r->in_flight, delta);
+}
+
+static inline uint32_t lb_store_in_flight(const struct lb_store *st,
+                                          const struct lb_record *r)
+{
+    if (st->ops->in_flight)
+        return st->ops->in_flight(st, r);
+    return atomic_load_explicit(&r->in_flight, memory_order_relaxed);
 }
 
 /* Slot and incarnation in one id: 24 bits of slot + 1, 29 of incarnation

@@ -259,11 +259,41 @@ static void test_report(void)
     lb_balancer_free(b);
 }
 
+/* Requests in flight: counted up and down, never below zero, stale
+ * generations dropped. */
+static void test_in_flight(void)
+{
+    lb_config cfg = {.selection = LB_SELECT_ROUND_ROBIN};
+    const char *err = NULL;
+    lb_balancer *b = lb_balancer_new(&cfg, &err);
+    lb_backend in[2] = {parse("127.0.0.1:9000", 1), parse("127.0.0.1:9001", 1)};
+    lb_record_info info;
+    uint64_t g;
+
+    CHECK_EQ(lb_balancer_update(b, in, 2, NULL, NULL, &err), 1);
+    g = lb_balancer_generation(b);
+    CHECK_EQ(lb_balancer_in_flight_add(b, g, 1, 1), LB_OK);
+    CHECK_EQ(lb_balancer_in_flight_add(b, g, 1, 1), LB_OK);
+    lb_balancer_record(b, 1, &info);
+    CHECK_EQ(info.in_flight, 2);
+    lb_balancer_record(b, 0, &info);
+    CHECK_EQ(info.in_flight, 0);
+    for (int i = 0; i < 3; i++)
+        CHECK_EQ(lb_balancer_in_flight_add(b, g, 1, -1), LB_OK);
+    lb_balancer_record(b, 1, &info);
+    CHECK_EQ(info.in_flight, 0); /* the third release found nothing */
+    CHECK_EQ(lb_balancer_in_flight_add(b, g + 1, 1, 1), LB_STALE);
+    lb_balancer_record(b, 1, &info);
+    CHECK_EQ(info.in_flight, 0);
+    lb_balancer_free(b);
+}
+
 int main(void)
 {
     test_shared_store_fork();
     test_events_bounded();
     test_report();
+    test_in_flight();
     lb_quiesce();
     return tap_done("test_records");
 }

@@ -26,10 +26,17 @@
  * selector is built for, so it stays valid for the selector's life.
  */
 struct lb_record;
+struct lb_store;
 struct lb_record_view {
     struct lb_record *const *records; /* n, same order as the backends */
     size_t n;
+    struct lb_store *store; /* the records' store */
 };
+
+/* Requests in flight on backend i of the view (every process's, with a
+ * shared store): relaxed loads, lock-free, any thread, in the caller's
+ * read-side section (src/snapshot.c). */
+uint32_t lb_view_in_flight(const struct lb_record_view *v, size_t i);
 
 struct lb_selector_ops {
     /* Build for backends[0..n) (sorted, n >= 0), with `view` over the same
