@@ -87,6 +87,8 @@ void lb_balancer_free(lb_balancer *b)
     lb_snapshot_retire(b->snap);
     b->snap = NULL;
     pthread_mutex_unlock(&b->write_lock);
+    if (b->shared)
+        lb_shared_detach(b->shared);
     /* The store outlives the retired snapshot: it goes with the last
      * record the snapshot's RCU callback releases. */
     b->store->ops->close(b->store);
@@ -114,7 +116,15 @@ static void balancers_unlock(void)
 }
 
 void lb_balancers_fork_parent(void) { balancers_unlock(); }
-void lb_balancers_fork_child(void) { balancers_unlock(); }
+void lb_balancers_fork_child(void)
+{
+    /* a child is a new process on every shared region: it registers on
+     * its own first step */
+    for (lb_balancer *b = all; b; b = b->next)
+        if (b->shared)
+            lb_shared_fork_child(b->shared);
+    balancers_unlock();
+}
 
 size_t lb_balancer_count(lb_balancer *b)
 {

@@ -14,6 +14,7 @@
 #include "rcu.h"
 #include "record.h"
 #include "select/select.h"
+#include "shared.h"
 #include "store.h"
 
 /*
@@ -63,6 +64,8 @@ struct lb_balancer {
     const struct lb_selector_ops *ops;
     struct lb_store *store;     /* the records (heap store) */
     struct lb_events events;    /* every flip observed through the core */
+    struct lb_shared *shared;   /* the region (src/shared.h), or NULL */
+    uint64_t adopted;           /* region set version published here */
     struct lb_checker_job *job; /* health checks (src/checker/), or NULL */
     void (*job_release)(lb_balancer *b); /* stops and frees `job` */
     struct lb_balancer *prev, *next;     /* every balancer, for fork */
@@ -86,6 +89,27 @@ void lb_balancers_fork_child(void);
 int lb_balancer_observe_record(lb_balancer *b, struct lb_store *st,
                                struct lb_record *r, int ok, uint32_t threshold,
                                int err_kind, int err_detail);
+
+/*
+ * The shared update (src/update.c): publish sorted[0..m) (unique, each
+ * entry's enable applied) into b's region, relative to the region's set
+ * (not this process's snapshot, which may lag), then adopt it here.
+ * Caller holds b->write_lock.  Returns 1 (published), 0 (same set: only
+ * the enables applied, adopted here if this process lagged), or LB_ERROR
+ * with *err (capacity, out of memory): the region and this process keep
+ * their previous set.
+ */
+int lb_update_shared(lb_balancer *b, const lb_backend *sorted, size_t m,
+                     const char **err);
+
+/*
+ * Make backends[0..n) of the region (sorted, with their slots), version v,
+ * this process's published snapshot.  Caller holds b->write_lock.  LB_OK
+ * or LB_ERROR with *err (out of memory: the previous snapshot stays).
+ */
+int lb_shared_adopt(lb_balancer *b, const lb_backend *backends,
+                    const uint32_t *slots, size_t n, uint64_t v,
+                    const char **err);
 
 /* ---- events (src/events.c) ---- */
 

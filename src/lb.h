@@ -355,6 +355,64 @@ int lb_balancer_report(lb_balancer *b, uint64_t gen, size_t i, int result,
                        double latency, const char **err);
 
 /*
+ * Shared balancers (src/shared.h): the records, the backend set and the
+ * prober's turn live in one region mapped MAP_SHARED, so every process
+ * forked after lb_balancer_share sees the same health, enablement,
+ * in-flight counts and set.
+ *
+ * lb_balancer_share: make b (new, its set still empty) shared, with room
+ * for `capacity` backends (1-65535).  Call before the processes fork.
+ * LB_OK, or LB_ERROR with *err (b stays private).  Not thread-safe with
+ * other calls on b.
+ */
+int lb_balancer_share(lb_balancer *b, uint32_t capacity, const char **err);
+
+/* Roles of lb_balancer_role. */
+#define LB_ROLE_PRIVATE 0
+#define LB_ROLE_READER 1
+#define LB_ROLE_PROBER 2
+
+/* LB_ROLE_PRIVATE (not shared), LB_ROLE_PROBER (this process holds an
+ * unexpired turn) or LB_ROLE_READER.  Lock-free, any thread. */
+int lb_balancer_role(lb_balancer *b);
+
+/*
+ * The periodic step of a shared balancer, from the thread that drives it
+ * (the main thread or the Lua thread; it must live as long as the
+ * process): registers the process, sweeps processes that are gone (their
+ * in-flight counts dropped, their turn freed), renews or takes the
+ * prober's turn for `lease` seconds, and adopts the region's set when it
+ * moved on (rebuilding this process's snapshot and selector).  Returns
+ * the role (LB_ROLE_*), with *adopted set to 1 when a new set was
+ * adopted; LB_ERROR with *err when the adoption failed (out of memory:
+ * the previous set stays, the next step tries again).  A private
+ * balancer: LB_ROLE_PRIVATE, nothing done.
+ */
+int lb_balancer_shared_step(lb_balancer *b, double lease, int *adopted,
+                            const char **err);
+
+/* Give up the prober's turn when this process holds it (stop()), so
+ * another process takes it at its next step. */
+void lb_balancer_shared_yield(lb_balancer *b);
+
+/* The version of the region's set this process has adopted, and the
+ * region's current one (0, 0 for a private balancer). */
+void lb_balancer_shared_versions(lb_balancer *b, uint64_t *adopted,
+                                 uint64_t *published);
+
+/* Processes registered on b's region and alive (0: private). */
+uint32_t lb_balancer_shared_processes(lb_balancer *b);
+
+/* The shared text of backend i's last custom-check error (written by the
+ * process that ran the check), for a shared balancer: set from
+ * text[0..len) (cut at 120 bytes), get into buf[0..len) NUL-terminated,
+ * returning its length (0: none, or a private balancer).  LB_STALE from
+ * set when gen is not the published generation.  Lock-free. */
+int lb_balancer_error_text_set(lb_balancer *b, uint64_t gen, size_t i,
+                               const char *text, size_t len);
+size_t lb_balancer_error_text(lb_balancer *b, size_t i, char *buf, size_t len);
+
+/*
  * Requests in flight on backend i of snapshot `gen`: add delta (+1 when a
  * request starts, -1 when it ends; the count never goes below zero).
  * With a shared balancer the count is this process's share of the total

@@ -69,3 +69,8 @@ void lb_balancer_job_set(lb_balancer *b, struct lb_checker_job *job,
     b->job_release = release;
     __atomic_store_n(&b->job, job, __ATOMIC_RELEASE);
 }
+
+int lb_balancer_may_probe(lb_balancer *b)
+{
+    return lb_balancer_role(b) != LB_ROLE_READER;
+}

@@ -50,6 +50,14 @@ int lb_target_observe(lb_balancer *b, const struct lb_target *t, int ok,
                       uint32_t threshold, int err_kind, int err_detail);
 
 /*
+ * Whether this process runs b's periodic checks: always for a private
+ * balancer; for a shared one, only while this process holds the prober's
+ * turn (lb.h, lb_balancer_shared_step).  A round asked for explicitly
+ * runs anyway.  One load; any thread.
+ */
+int lb_balancer_may_probe(lb_balancer *b);
+
+/*
  * The balancer's pointer to its checker job (NULL: none), and the function
  * that lb_balancer_free calls, before the balancer's records go, to stop
  * and release the job (periodic rounds, a round in flight, kept

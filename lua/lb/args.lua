@@ -105,12 +105,41 @@ local OPTIONS = {
   backends = true, discovery = true, selection = true, point_multiple = true,
   health_check = true, health_check_frequency = true, update_frequency = true,
   parallel_health_check = true, on_health_change = true,
-  start_unhealthy = true, max_iterations = true,
+  start_unhealthy = true, max_iterations = true, shared = true,
 }
 
 -- Check lb.new's options (not backends, decoded by lb.backend, nor
 -- health_check, see M.health_check).  `is_discovery(v)` tells a discovery
 -- object.  Returns true or nil, err.
+-- `shared`: nil/false (private), true, or { capacity = N }.  The capacity
+-- (nil: private), or nil, err.
+function M.shared_capacity(sh)
+  if sh == nil or sh == false then
+    return nil
+  end
+  if sh == true then
+    return core.SHARED_CAPACITY
+  end
+  if type(sh) ~= "table" then
+    return nil, "shared must be true or a table { capacity = N }, got "
+                .. text(sh)
+  end
+  for k in pairs(sh) do
+    if k ~= "capacity" then
+      return nil, "shared: unknown option " .. M.shown(tostring(k))
+    end
+  end
+  local cap = sh.capacity
+  if cap == nil then
+    return core.SHARED_CAPACITY
+  end
+  if not integer_in(cap, 1, core.SHARED_MAX_CAPACITY) then
+    return nil, "shared.capacity must be an integer between 1 and "
+                .. core.SHARED_MAX_CAPACITY .. ", got " .. text(cap)
+  end
+  return cap
+end
+
 function M.options(opts, is_discovery)
   for k in pairs(opts) do
     if not OPTIONS[k] then
@@ -147,6 +176,10 @@ function M.options(opts, is_discovery)
     if opts[k] ~= nil and type(opts[k]) ~= "boolean" then
       return nil, k .. " must be a boolean, got " .. type(opts[k])
     end
+  end
+  local _, serr = M.shared_capacity(opts.shared)
+  if serr then
+    return nil, serr
   end
   if opts.on_health_change ~= nil
      and type(opts.on_health_change) ~= "function" then

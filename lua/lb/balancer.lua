@@ -38,6 +38,8 @@ Balancer.__index = Balancer
 
 local check_self = args.self_checker(Balancer, "balancer")
 
+local step, probes -- the shared balancer's background (below)
+
 local M = { Balancer = Balancer }
 
 -- Flips queued by the checker thread are delivered this often in
@@ -47,6 +49,7 @@ M.EVENT_INTERVAL = 0.1
 local errbuf = ffi_new("const char *[1]")
 local hinfo = ffi_new("lb_health_info")
 local cstats = ffi_new("lb_check_stats")
+local rinfo = ffi_new("lb_record_info")
 
 -- An iterator and its head (gen, ready), read through a pointer cast
 -- once here: lb_iter is opaque, its head is the part Lua reads.
@@ -83,6 +86,34 @@ end
 
 -- ---- the set ----
 
+-- Make tables[i + 1] the table of the C snapshot's backend i, for every
+-- backend of the published snapshot, and forget what belonged to
+-- backends that left.
+local function rebuild(self, tables)
+  local newlist, byident, index, byid = {}, {}, {}, {}
+  for i = 0, #tables - 1 do
+    local t = tables[i + 1]
+    newlist[i + 1] = t
+    byident[backend.identity(t.addr, t.weight)] = t
+    index[t] = i
+    C.lb_balancer_health(self._c, i, hinfo)
+    byid[tonumber(hinfo.id)] = t
+  end
+  self._list, self._byident, self._index, self._byid =
+    newlist, byident, index, byid
+  for id in pairs(self._last_error) do
+    if byid[id] == nil then
+      self._last_error[id] = nil
+    end
+  end
+  for id in pairs(self._delivered) do
+    if byid[id] == nil then
+      self._delivered[id] = nil
+    end
+  end
+  self._gen = tonumber(C.lb_balancer_generation(self._c))
+end
+
 -- Publish `list` (decoded backend tables) with `en` (canonical addr ->
 -- bool).  Keeps the tables of backends that stay.  Returns true or nil, err
 -- (the previous set stays).
@@ -115,52 +146,47 @@ local function apply(self, list, en)
     end
     return true
   end
-  local newlist, byident, index, byid = {}, {}, {}, {}
+  local tables = {}
   for i = 0, m - 1 do
     local b = list[order[i] + 1]
-    local ident = backend.identity(b.addr, b.weight)
-    local t = old[ident]
+    local t = old[backend.identity(b.addr, b.weight)]
     if t then
       t.ext = b.ext
     else
       t = b
     end
-    newlist[i + 1] = t
-    byident[ident] = t
-    index[t] = i
-    C.lb_balancer_health(self._c, i, hinfo)
-    byid[tonumber(hinfo.id)] = t
+    tables[i + 1] = t
   end
-  self._list, self._byident, self._index, self._byid =
-    newlist, byident, index, byid
-  for id in pairs(self._last_error) do
-    if byid[id] == nil then
-      self._last_error[id] = nil
-    end
-  end
-  for id in pairs(self._delivered) do
-    if byid[id] == nil then
-      self._delivered[id] = nil
-    end
-  end
-  self._gen = tonumber(C.lb_balancer_generation(self._c))
+  rebuild(self, tables)
   return true
 end
 
--- Re-read the published set when it was published outside this object
--- (not the case in normal use: only this object updates its balancer).
+-- Re-read the published snapshot when it was published outside this
+-- object: a shared balancer's set adopted from the region (published by
+-- another process), or a generation that moved between two calls.  The
+-- tables of backends that stay are kept; a new one is made from C (its
+-- `ext` is nil: `ext` is a Lua value of the process that discovered it).
 local function sync(self)
-  local n = tonumber(C.lb_balancer_count(self._c))
-  local cb = ffi_new("lb_backend")
-  local list = {}
-  for i = 0, n - 1 do
-    if C.lb_balancer_backend(self._c, i, cb) == 0 then
-      local t = backend.from_c(cb)
-      local kept = self._byident[backend.identity(t.addr, t.weight)]
-      list[#list + 1] = kept or t
+  local c = self._c
+  for _ = 1, 3 do
+    local gen = tonumber(C.lb_balancer_generation(c))
+    local n = tonumber(C.lb_balancer_count(c))
+    local cb = ffi_new("lb_backend")
+    local tables = {}
+    for i = 0, n - 1 do
+      if C.lb_balancer_backend(c, i, cb) == 0 then
+        local t = backend.from_c(cb)
+        tables[#tables + 1] = self._byident[backend.identity(t.addr, t.weight)]
+                              or t
+      end
+    end
+    -- published again while we read: read again
+    if tonumber(C.lb_balancer_generation(c)) == gen and #tables == n then
+      rebuild(self, tables)
+      return true
     end
   end
-  return apply(self, list, nil)
+  return nil, "the set kept changing while it was read"
 end
 
 -- Run discovery now.  true, or nil, err (the previous set stays).
@@ -378,7 +404,8 @@ end
 -- ---- health ----
 
 -- One row per backend in sorted order:
--- { addr, weight, healthy, enabled, ready, last_error }.
+-- { addr, weight, healthy, enabled, ready, last_error, in_flight }.
+-- With `shared`, the same in every process.
 function Balancer:status()
   check_self(self, "status")
   local rows = {}
@@ -393,7 +420,9 @@ function Balancer:status()
         ready = healthy and enabled,
         last_error = checking.error_text(self, tonumber(hinfo.id),
                                 tonumber(hinfo.err_kind),
-                                tonumber(hinfo.err_detail)),
+                                tonumber(hinfo.err_detail), i - 1),
+        in_flight = C.lb_balancer_record(self._c, i - 1, rinfo) == 0
+                    and tonumber(rinfo.in_flight) or 0,
       }
     end
   end
@@ -427,12 +456,82 @@ end
 
 -- ---- the background ----
 
+-- A shared balancer's turn lasts one period of its periodic work plus the
+-- check's timeout, and is renewed every tick (half a period, at most
+-- 0.5 s, so that a set published by the prober is adopted within a
+-- second): a prober that stops renewing is replaced within that lease
+-- and one tick, under two periods plus the timeout; one that dies is
+-- replaced at the next tick of any process.
+local function shared_period(self)
+  local p = self.health_check_frequency
+  local u = self.update_frequency
+  if p == nil or (u ~= nil and u < p) then
+    p = u
+  end
+  return p or 1
+end
+
+function M.shared_tick(self)
+  return math.min(shared_period(self) / 2, 0.5)
+end
+
+local function shared_lease(self)
+  local timeout = self._check and self._check.timeout or 1
+  return shared_period(self) + timeout
+end
+
+local adopted_buf = ffi_new("int[1]")
+
+-- The periodic step of a shared balancer: the turn, and the region's set
+-- when it moved on (this process's tables follow at once).
+function step(self)
+  local rc = C.lb_balancer_shared_step(self._c, shared_lease(self),
+                                       adopted_buf, errbuf)
+  if rc < 0 then
+    log_error("lb: cannot adopt the shared backend set (kept the "
+              .. "previous one): " .. ffi_string(errbuf[0]))
+    return
+  end
+  self._role = core.ROLES[rc]
+  if adopted_buf[0] ~= 0 or tonumber(C.lb_balancer_generation(self._c))
+                             ~= self._gen then
+    sync(self)
+  end
+end
+
+-- Whether this process runs the periodic checks and discovery: always
+-- when private; with `shared`, only the prober.
+function probes(self)
+  if not self._shared then
+    return true
+  end
+  if C.lb_balancer_role(self._c) ~= 2 then
+    step(self) -- the turn may be free: take it before deciding
+  end
+  return self._role == "prober"
+end
+
+-- "private", "prober" (this process runs the checks and the discovery of
+-- a shared balancer) or "reader".
+function Balancer:role()
+  check_self(self, "role")
+  return core.ROLES[C.lb_balancer_role(self._c)]
+end
+
 -- The balancer's Lua-side tasks for lb.driver.
 local function driver_tasks(self)
   local tasks = {}
   local check = self._check
+  if self._shared then
+    tasks[#tasks + 1] = { period = M.shared_tick(self), run = function()
+      step(self)
+    end }
+  end
   if self._discovery ~= nil then
     tasks[#tasks + 1] = { period = self.update_frequency, run = function()
+      if not probes(self) then
+        return
+      end
       local ok, err = self:update()
       if not ok then
         log_error("lb: update failed, keeping the previous backends: "
@@ -443,6 +542,9 @@ local function driver_tasks(self)
   if check and check.kind == "custom" then
     tasks[#tasks + 1] = { period = self.health_check_frequency,
                           run = function()
+      if not probes(self) then
+        return
+      end
       checking.custom_round(self, self.parallel_health_check)
     end }
   end
@@ -491,6 +593,10 @@ function Balancer:stop()
     self._driver:stop()
   end
   checking.stop(self)
+  if self._shared then
+    C.lb_balancer_shared_yield(self._c)
+    self._role = "reader"
+  end
   return true
 end
 
@@ -541,6 +647,17 @@ function M.new(opts)
     return nil, "lb.new: " .. ffi_string(errbuf[0])
   end
   c = ffi_gc(c, C.lb_balancer_free)
+  local capacity = args.shared_capacity(opts.shared)
+  if capacity then
+    if in_openresty() and ngx.get_phase() ~= "init" then
+      return nil, "lb.new: a shared balancer is made in init_by_lua* (in "
+                  .. "nginx's master, before it forks the workers), not in "
+                  .. "the " .. ngx.get_phase() .. " phase of a worker"
+    end
+    if C.lb_balancer_share(c, capacity, errbuf) ~= 0 then
+      return nil, "lb.new: shared: " .. ffi_string(errbuf[0])
+    end
+  end
   local it, ith = new_iter()
 
   local self = setmetatable({
@@ -560,6 +677,8 @@ function M.new(opts)
     _check = check,
     _last_error = {},
     _delivered = {},
+    _shared = capacity ~= nil,
+    _role = capacity and "reader" or "private",
     selection = opts.selection or "round_robin",
     _keyless = core.SELECTION[opts.selection or "round_robin"].keyless,
     health_check_frequency = opts.health_check_frequency,

@@ -144,6 +144,36 @@ int lb_balancer_check_stats(lb_balancer *b, lb_check_stats *out);
 int lb_balancer_events(lb_balancer *b, lb_health_event *out, int max);
 int lb_check_error_text(int kind, int detail, char *buf, size_t size);
 
+typedef struct lb_record_info {
+    uint64_t id;
+    int32_t healthy;
+    int32_t enabled;
+    uint32_t in_flight;
+    uint32_t passive_failures;
+    uint32_t ejections;
+    uint32_t reserved;
+    uint64_t ejected_until_ns;
+    uint64_t latency_ewma_ns;
+    uint64_t latency_last_ns;
+    uint64_t selections;
+    uint64_t checks_ok, checks_failed;
+    uint64_t reports_ok, reports_failed;
+} lb_record_info;
+int lb_balancer_record(lb_balancer *b, size_t i, lb_record_info *out);
+
+int lb_balancer_share(lb_balancer *b, uint32_t capacity, const char **err);
+int lb_balancer_role(lb_balancer *b);
+int lb_balancer_shared_step(lb_balancer *b, double lease, int *adopted,
+                            const char **err);
+void lb_balancer_shared_yield(lb_balancer *b);
+void lb_balancer_shared_versions(lb_balancer *b, uint64_t *adopted,
+                                 uint64_t *published);
+uint32_t lb_balancer_shared_processes(lb_balancer *b);
+int lb_balancer_error_text_set(lb_balancer *b, uint64_t gen, size_t i,
+                               const char *text, size_t len);
+size_t lb_balancer_error_text(lb_balancer *b, size_t i, char *buf,
+                              size_t len);
+
 /* libc: the monotonic clock of the background driver (struct timespec) */
 struct lb_timespec { long tv_sec; long tv_nsec; };
 int clock_gettime(int clk, struct lb_timespec *ts);
@@ -189,6 +219,12 @@ M.DEFAULT_MAX_ITERATIONS = tonumber(limits.default_max_iterations)
 
 M.CHECK_KIND = { tcp = 1, http = 2 }
 M.CHECK_ERR_CUSTOM = 10
+
+-- lb_balancer_role
+M.ROLES = { [0] = "private", [1] = "reader", [2] = "prober" }
+-- Backends a shared region holds by default (lb.new{ shared = true }).
+M.SHARED_CAPACITY = 4096
+M.SHARED_MAX_CAPACITY = 65535
 
 -- The selection algorithms, from the C core's registry (one row per
 -- algorithm): name -> { id, keyless }, and the names in registry order.

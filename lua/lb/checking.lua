@@ -51,10 +51,18 @@ local function builtin_error_text(kind, detail)
   return ffi_string(textbuf, n < 256 and n or 255)
 end
 
-function M.error_text(self, id, kind, detail)
+-- `i` (0-based index), when given, lets a shared balancer find the text
+-- of a custom check that another process ran.
+function M.error_text(self, id, kind, detail, i)
   local custom = self._last_error[id]
   if custom then
     return custom
+  end
+  if kind == ERR_CUSTOM and self._shared and i then
+    local n = C.lb_balancer_error_text(self._c, i, textbuf, 256)
+    if n > 0 then
+      return ffi_string(textbuf, n)
+    end
   end
   if kind == 0 then
     return nil
@@ -191,6 +199,10 @@ local function observe(self, i, ok, err, gen)
   end
   if C.lb_balancer_health(self._c, i, hinfo) == 0 then
     self._last_error[tonumber(hinfo.id)] = (not ok) and err or nil
+  end
+  if self._shared and not ok and err then
+    local text = tostring(err)
+    C.lb_balancer_error_text_set(self._c, gen, i, text, #text)
   end
   if rc == 1 then
     M.drain(self)
