@@ -19,9 +19,9 @@
 enum { SLOT_FREE = 0, SLOT_LIVE, SLOT_RETIRED, SLOT_TAKEN };
 
 struct slot {
-    struct lb_record rec; /* first: a record pointer is its slot's */
-    uint32_t state;       /* SLOT_*, under the region's lock */
-    uint32_t incarnation; /* bumped on every reuse; in the record's id */
+    struct lb_record rec;         /* first: a record pointer is its slot's */
+    uint32_t state;               /* SLOT_*, under the region's lock */
+    _Atomic uint32_t incarnation; /* bumped on every reuse; in the id */
     uint64_t retired_version;
     uint64_t retired_ns;
     _Atomic uint32_t err_seq; /* odd while err_text is written */
@@ -61,6 +61,8 @@ struct region {
     _Atomic uint64_t turn;
     _Atomic uint32_t procs_hw; /* process indices in use are below this */
     uint32_t cursor;           /* where the next reuse scan starts */
+    _Atomic uint32_t repairs;  /* times a writer was found dead (tests) */
+    _Atomic uint32_t swept;    /* dead processes cleared (tests) */
     struct proc procs[LB_SHARED_PROCS];
 };
 
@@ -70,7 +72,8 @@ struct region {
 struct lb_shared {
     struct lb_store base; /* first: the store is the handle */
     struct region *reg;
-    uint32_t me;             /* index in procs, or LB_SHARED_NONE */
+    _Atomic uint32_t me;     /* index in procs, or LB_SHARED_NONE; any thread */
+    pthread_t owner;         /* the thread that registered (holds the mutex) */
     const uint64_t *adopted; /* this process's adopted version, or NULL */
     _Atomic uint32_t held;   /* records held by this process + 1 owner */
 };
@@ -78,6 +81,13 @@ struct lb_shared {
 static const struct lb_store_ops shared_ops;
 
 static _Atomic uint64_t quarantine_ns = LB_SHARED_QUARANTINE_NS;
+
+void lb_shared_counts(const struct lb_shared *sh, uint32_t *repairs,
+                      uint32_t *swept)
+{
+    *repairs = atomic_load_explicit(&sh->reg->repairs, memory_order_relaxed);
+    *swept = atomic_load_explicit(&sh->reg->swept, memory_order_relaxed);
+}
 
 void lb_shared_set_quarantine(uint64_t ns)
 {
@@ -231,6 +241,7 @@ void lb_shared_lock(struct lb_shared *sh)
 
     if (pthread_mutex_lock(&reg->lock) == EOWNERDEAD) {
         repair(reg);
+        atomic_fetch_add_explicit(&reg->repairs, 1, memory_order_relaxed);
         pthread_mutex_consistent(&reg->lock);
     }
 }
@@ -371,6 +382,7 @@ static bool sweep_one(struct region *reg, uint32_t i)
     atomic_store_explicit(&p->pid, 0, memory_order_relaxed);
     atomic_store_explicit(&p->used, 0, memory_order_release);
     pthread_mutex_unlock(&p->alive);
+    atomic_fetch_add_explicit(&reg->swept, 1, memory_order_relaxed);
     return true;
 }
 
@@ -391,13 +403,18 @@ uint32_t lb_shared_attach(struct lb_shared *sh, uint64_t version)
     if (sh->me == LB_SHARED_NONE) {
         lb_shared_lock(sh);
         sweep(sh);
-        for (uint32_t i = 0; i < LB_SHARED_PROCS; i++) {
+        /* another thread of this process may have registered meanwhile */
+        for (uint32_t i = 0; i < LB_SHARED_PROCS && sh->me == LB_SHARED_NONE;
+             i++) {
             struct proc *p = &reg->procs[i];
             int rc;
 
             if (atomic_load_explicit(&p->used, memory_order_relaxed))
                 continue;
-            rc = pthread_mutex_lock(&p->alive);
+            /* free entries' mutexes are unlocked (or their holder died):
+             * a try never fails for want of waiting, and takes no part in
+             * any lock order */
+            rc = pthread_mutex_trylock(&p->alive);
             if (rc == EOWNERDEAD)
                 pthread_mutex_consistent(&p->alive);
             else if (rc != 0)
@@ -416,6 +433,7 @@ uint32_t lb_shared_attach(struct lb_shared *sh, uint64_t version)
             if (atomic_load_explicit(&reg->procs_hw, memory_order_relaxed) <= i)
                 atomic_store_explicit(&reg->procs_hw, i + 1,
                                       memory_order_release);
+            sh->owner = pthread_self();
             sh->me = i;
             break;
         }
@@ -448,8 +466,10 @@ void lb_shared_detach(struct lb_shared *sh)
     lb_shared_turn_release(sh);
     p = &reg->procs[sh->me];
     lb_shared_lock(sh);
-    /* EPERM: another thread registered; the sweep frees it later */
-    if (pthread_mutex_unlock(&p->alive) == 0) {
+    /* registered by another thread: its mutex is that thread's to drop,
+     * and the sweep frees the entry once the thread or process is gone */
+    if (pthread_equal(sh->owner, pthread_self()) &&
+        pthread_mutex_unlock(&p->alive) == 0) {
         memset((void *)inflight_col(reg, sh->me), 0,
                reg->capacity * sizeof(uint32_t));
         atomic_store_explicit(&p->adopted, 0, memory_order_relaxed);
@@ -627,10 +647,10 @@ static struct lb_record *shared_acquire(struct lb_store *st,
         if (!s)
             return NULL;
     }
-    s->incarnation++;
+    atomic_fetch_add_explicit(&s->incarnation, 1, memory_order_relaxed);
     s->state = SLOT_TAKEN;
-    s->err_len = 0;
     lb_record_init(&s->rec, healthy);
+    lb_shared_error_set(sh, lb_shared_slot_of(sh, &s->rec), "", 0);
     hw = atomic_load_explicit(&reg->procs_hw, memory_order_relaxed);
     for (uint32_t p = 0; p < hw; p++)
         atomic_store_explicit(
@@ -671,7 +691,9 @@ static uint64_t shared_id(const struct lb_store *st, const struct lb_record *r)
     const struct lb_shared *sh = (const struct lb_shared *)st;
     const struct slot *s = (const struct slot *)(const void *)r;
 
-    return lb_store_make_id(lb_shared_slot_of(sh, r), s->incarnation);
+    return lb_store_make_id(
+        lb_shared_slot_of(sh, r),
+        atomic_load_explicit(&s->incarnation, memory_order_relaxed));
 }
 
 /* This process's share; a process not registered yet registers now (the

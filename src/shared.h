@@ -53,12 +53,16 @@
 #define LB_SHARED_PROCS 256
 #define LB_SHARED_MAX_CAPACITY 65535u
 #define LB_SHARED_QUARANTINE_NS 5000000000ull
-
-/* Tests only: the quarantine of retired slots, in ns (default above). */
-void lb_shared_set_quarantine(uint64_t ns);
 #define LB_SHARED_NONE UINT32_MAX
 
 struct lb_shared; /* this process's handle */
+
+/* Tests only: the quarantine of retired slots, in ns (default above); how
+ * often a writer was found dead holding the region's lock (and its work
+ * repaired), and how many dead processes were cleared. */
+void lb_shared_set_quarantine(uint64_t ns);
+void lb_shared_counts(const struct lb_shared *sh, uint32_t *repairs,
+                      uint32_t *swept);
 
 /*
  * Map a new region for `capacity` backends (MAP_SHARED | MAP_ANONYMOUS)
