@@ -93,6 +93,22 @@ for _, n in ipairs(sizes) do
     add_case(alg .. "@" .. n, function(bal, key) return bal:select(key) end, b)
   end
 end
+-- The same at 100 and 1000 backends on shared balancers (records in the
+-- shared region), beside the private ones in the same run.
+local shared_sizes = { 100, 1000 }
+for _, n in ipairs(shared_sizes) do
+  local list = {}
+  for i = 0, n - 1 do
+    list[#list + 1] = string.format("10.0.%d.%d:80", math.floor(i / 250),
+                                    i % 250 + 1)
+  end
+  for _, alg in ipairs(algorithms) do
+    local b = assert(lb.new({ backends = list, selection = alg,
+                              shared = true }))
+    add_case(alg .. "@" .. n .. "+shared",
+             function(bal, key) return bal:select(key) end, b)
+  end
+end
 
 local current
 local vmdef = require("jit.vmdef")
@@ -156,6 +172,13 @@ for _, alg in ipairs(algorithms) do
   local name = alg .. "@1000"
   print(string.format("ROW ratio %s/ffi_call %.3f x", name,
                       med[name] / med.ffi_call))
+end
+for _, n in ipairs(shared_sizes) do
+  for _, alg in ipairs(algorithms) do
+    local name = alg .. "@" .. n
+    print(string.format("ROW ratio %s+shared/%s %.3f x", name, name,
+                        med[name .. "+shared"] / med[name]))
+  end
 end
 print(string.format("ROW info select_lua %d calls x %d runs, %s", CALLS,
                     RUNS, jit.version))
