@@ -64,9 +64,12 @@ test:
 bench: all
 	sh bench/run.sh
 
-# nginx with lb in balancer_by_lua against native upstreams (bench/nginx.sh)
+# nginx with lb in balancer_by_lua against native upstreams (bench/nginx.sh),
+# then the workers' CPU for health checks, private against shared
+# (bench/checks_workers.lua)
 bench-nginx: all
 	sh bench/nginx.sh
+	$(LUAJIT) bench/checks_workers.lua
 .PHONY: bench-nginx
 
 demo:
