@@ -38,6 +38,33 @@ end
 local PERIOD, TIMEOUT = 0.25, 0.5
 local NCHILD = 4
 
+describe("shared balancer", function()
+  it("is a reader until it steps, with its capacity a bound", function()
+    local b = h.new({ backends = { "127.0.0.1:1", "127.0.0.1:2" },
+                      shared = { capacity = 2 },
+                      discovery = function()
+                        return { "127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3" }
+                      end })
+    assert.equal("reader", b:role())
+    local ok, err = b:update()
+    assert.is_nil(ok)
+    assert.matches("capacity 2", err)
+    assert.equal(2, #b:backends())
+    assert.equal("private", h.new({ backends = {} }):role())
+    local nb, e = lb.new({ shared = { capacity = 0 } })
+    assert.is_nil(nb)
+    assert.matches("shared.capacity must be an integer between 1 and 65535",
+                   e)
+    nb, e = lb.new({ shared = "yes" })
+    assert.is_nil(nb)
+    assert.matches("shared must be true or a table", e)
+    nb, e = lb.new({ shared = { size = 3 } })
+    assert.is_nil(nb)
+    assert.matches("shared: unknown option 'size'", e)
+    assert.equal(0, b:status()[1].in_flight)
+  end)
+end)
+
 describe("shared balancer across fork", function()
   local probe, flip, dir, pids
   setup(function()
@@ -130,6 +157,20 @@ describe("shared balancer across fork", function()
       end,
       update_frequency = PERIOD,
     })
+    -- a custom (Lua) check: run by the prober only, its error text the
+    -- same in every process's status()
+    local calls = dir .. "/calls"
+    local cb = h.new({
+      backends = { "127.0.0.7:7" },
+      shared = true,
+      health_check = function()
+        local f = io.open(calls, "a")
+        f:write("x\n")
+        f:close()
+        return nil, "boom 42"
+      end,
+      health_check_frequency = PERIOD,
+    })
     assert.equal("reader", b:role())
 
     pids = {}
@@ -140,10 +181,12 @@ describe("shared balancer across fork", function()
         local ok = pcall(function()
           assert(b:start())
           assert(d:start())
+          assert(cb:start())
           local t_end = lb.now() + 60
           while lb.now() < t_end do
             b:poll()
             d:poll()
+            cb:poll()
             local ready, picks = {}, {}
             for _, be in ipairs(b:backends()) do
               ready[#ready + 1] = string.format("[%q]=%s", be.addr,
@@ -188,6 +231,18 @@ describe("shared balancer across fork", function()
                    "probes per period " .. rate * PERIOD)
     st = states(alive)
     assert.equal(1, count_role(st, "prober"))
+
+    -- the custom check ran once per period, not once per child, and its
+    -- error reads the same here (a process that never ran it)
+    local n0 = #(nginx.read_file(calls) or "")
+    require("socket").sleep(2)
+    local per = (#(nginx.read_file(calls) or "") - n0) / 2 / (2 / PERIOD)
+    print(string.format("# custom checks per period: %.2f (%d children)",
+                        per, NCHILD))
+    assert.is_true(per >= 0.6 and per <= 1.25, "custom checks per period "
+                                               .. per)
+    assert.equal("boom 42", cb:status()[1].last_error)
+    assert.is_false(cb:status()[1].healthy)
 
     -- a flip: every child sees it within period + timeout + 0.5 s, and
     -- on_health_change is called once, in the prober

@@ -145,6 +145,12 @@ describe("nginx: shared balancer, 4 workers", function()
             ngx.say("return { ", table.concat(out, ",\n"), " }")
           }
         }
+        location = /new_shared {
+          content_by_lua_block {
+            local b, err = require("lb").new({ backends = {}, shared = true })
+            ngx.say(tostring(b), " ", err)
+          }
+        }
         location = /enable {
           content_by_lua_block {
             local on = ngx.var.arg_on == "1"
@@ -154,6 +160,12 @@ describe("nginx: shared balancer, 4 workers", function()
         }
       ]],
     }))
+
+    -- in a worker, lb.new with shared says where to call it
+    local nr = assert(nginx.get(srv.addr, "/new_shared"))
+    assert.matches("nil lb.new: a shared balancer is made in init_by_lua",
+                   nr.body, 1, true)
+    assert.matches("not in the content phase", nr.body, 1, true)
 
     -- one prober among the 4 workers
     local v = nginx.wait_for(function()
