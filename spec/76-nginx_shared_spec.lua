@@ -34,7 +34,8 @@ describe("nginx: shared balancer, 4 workers", function()
   end)
 
   local function views()
-    local r = nginx.get(srv.addr, "/views")
+    -- short: a request may land on a worker stopped by the test
+    local r = nginx.get(srv.addr, "/views", { timeout = 1 })
     if not r or r.status ~= 200 then
       return nil
     end
@@ -118,7 +119,12 @@ describe("nginx: shared balancer, 4 workers", function()
       init_worker = [=[
         assert(app:start())
         assert(disc:start())
+        local last_role, since
         ngx.timer.every(0.05, function()
+          local role = app:role()
+          if role ~= last_role then
+            last_role, since = role, require("lb").now()
+          end
           local ready, picks = {}, {}
           for _, be in ipairs(app:backends()) do
             ready[#ready + 1] = ("[%q]=%s"):format(be.addr,
@@ -129,8 +135,9 @@ describe("nginx: shared balancer, 4 workers", function()
             picks[i] = be and be.addr or "nil"
           end
           ngx.shared.lb_views:set(tostring(ngx.worker.pid()), ([[
-            { role = %q, at = %.3f, ready = { %s }, picks = %q } ]]):format(
-            app:role(), require("lb").now(), table.concat(ready, ","),
+            { role = %q, at = %.3f, since = %.3f, ready = { %s },
+              picks = %q } ]]):format(
+            role, require("lb").now(), since, table.concat(ready, ","),
             table.concat(picks, ",")))
         end)
       ]=],
@@ -272,6 +279,36 @@ describe("nginx: shared balancer, 4 workers", function()
       local x = every(function() return true end)
       return x and probers(x) == 1
     end, 5))
+    -- a stuck prober (SIGSTOP: it stops renewing its turn): another
+    -- worker takes over within two periods plus the timeout; resumed, the
+    -- stuck one finds itself a reader
+    v = assert(every(function() return true end))
+    local stuck
+    for pid, w in pairs(v) do
+      if w.role == "prober" then stuck = tonumber(pid) end
+    end
+    nginx.kill(stuck, "STOP")
+    local resumed = false
+    finally(function() if not resumed then nginx.kill(stuck, "CONT") end end)
+    t0 = lb.now()
+    local since = nginx.wait_for(function()
+      local x = views()
+      for pid, w in pairs(x or {}) do
+        if tonumber(pid) ~= stuck and w.role == "prober" then return w.since end
+      end
+      return false
+    end, 2 * PERIOD + TIMEOUT + 5)
+    assert.truthy(since)
+    took = since - t0 -- when that worker saw itself become the prober
+    print(("# a new prober %.2f s after the prober stopped"):format(took))
+    assert.is_true(took <= 2 * PERIOD + TIMEOUT, "took " .. took)
+    nginx.kill(stuck, "CONT")
+    resumed = true
+    assert.truthy(nginx.wait_for(function()
+      local x = every(function() return true end)
+      return x and probers(x) == 1 and x[tostring(stuck)].role == "reader"
+    end, 5))
+
     -- nothing failed in the meantime
     local res = front.get(srv, 200)
     local _, _, bad = front.count(res)
