@@ -235,15 +235,31 @@ static void repair(struct region *reg)
         slot_at(reg, set_entries(s)[i].slot)->state = SLOT_LIVE;
 }
 
-void lb_shared_lock(struct lb_shared *sh)
+int lb_shared_lock(struct lb_shared *sh, double wait)
 {
     struct region *reg = sh->reg;
+    int rc;
 
-    if (pthread_mutex_lock(&reg->lock) == EOWNERDEAD) {
+    if (wait <= 0) {
+        rc = pthread_mutex_trylock(&reg->lock);
+    } else {
+        struct timespec at;
+        clock_gettime(CLOCK_MONOTONIC, &at);
+        at.tv_sec += (time_t)wait;
+        at.tv_nsec += (long)((wait - (double)(time_t)wait) * 1e9);
+        if (at.tv_nsec >= 1000000000L) {
+            at.tv_sec++;
+            at.tv_nsec -= 1000000000L;
+        }
+        rc = pthread_mutex_clocklock(&reg->lock, CLOCK_MONOTONIC, &at);
+    }
+    if (rc == EOWNERDEAD) {
         repair(reg);
         atomic_fetch_add_explicit(&reg->repairs, 1, memory_order_relaxed);
         pthread_mutex_consistent(&reg->lock);
+        rc = 0;
     }
+    return rc == 0 ? 0 : -1;
 }
 
 void lb_shared_unlock(struct lb_shared *sh)
@@ -401,7 +417,9 @@ uint32_t lb_shared_attach(struct lb_shared *sh, uint64_t version)
     struct region *reg = sh->reg;
 
     if (sh->me == LB_SHARED_NONE) {
-        lb_shared_lock(sh);
+        /* a short wait: this runs on a worker's timer or request path */
+        if (lb_shared_lock(sh, 0.01) != 0)
+            return LB_SHARED_NONE; /* the next step tries again */
         sweep(sh);
         /* another thread of this process may have registered meanwhile */
         for (uint32_t i = 0; i < LB_SHARED_PROCS && sh->me == LB_SHARED_NONE;
@@ -465,7 +483,10 @@ void lb_shared_detach(struct lb_shared *sh)
         return;
     lb_shared_turn_release(sh);
     p = &reg->procs[sh->me];
-    lb_shared_lock(sh);
+    if (lb_shared_lock(sh, LB_SHARED_WAIT) != 0) {
+        sh->me = LB_SHARED_NONE; /* the sweep frees it once we are gone */
+        return;
+    }
     /* registered by another thread: its mutex is that thread's to drop,
      * and the sweep frees the entry once the thread or process is gone */
     if (pthread_equal(sh->owner, pthread_self()) &&
@@ -485,12 +506,13 @@ uint32_t lb_shared_processes(struct lb_shared *sh)
     struct region *reg = sh->reg;
     uint32_t n = 0, hw;
 
-    lb_shared_lock(sh);
-    sweep(sh);
+    if (lb_shared_lock(sh, LB_SHARED_WAIT) == 0) {
+        sweep(sh);
+        lb_shared_unlock(sh);
+    }
     hw = atomic_load_explicit(&reg->procs_hw, memory_order_relaxed);
     for (uint32_t i = 0; i < hw; i++)
         n += atomic_load_explicit(&reg->procs[i].used, memory_order_relaxed);
-    lb_shared_unlock(sh);
     return n;
 }
 
@@ -508,10 +530,12 @@ int lb_shared_turn(struct lb_shared *sh, uint64_t lease_ns)
     owner = t & TURN_OWNER_MASK;
     until = t >> TURN_OWNER_BITS;
     if (owner != me + 1 && owner != 0 && until > now_ms) {
-        /* held by another: alive?  (a killed prober frees it at once) */
-        lb_shared_lock(sh);
-        sweep_one(reg, (uint32_t)owner - 1);
-        lb_shared_unlock(sh);
+        /* held by another: alive?  (a killed prober frees it at once; a
+         * busy lock means a writer at work: ask at the next step) */
+        if (lb_shared_lock(sh, 0) == 0) {
+            sweep_one(reg, (uint32_t)owner - 1);
+            lb_shared_unlock(sh);
+        }
         t = atomic_load_explicit(&reg->turn, memory_order_acquire);
         owner = t & TURN_OWNER_MASK;
         until = t >> TURN_OWNER_BITS;

@@ -86,10 +86,17 @@ uint32_t lb_shared_capacity(const struct lb_shared *sh);
  * relaxed load when the process registers).  Before any registration. */
 void lb_shared_track(struct lb_shared *sh, const uint64_t *adopted);
 
-/* The region's lock, for writers (robust; repairs on EOWNERDEAD).  Never
+/*
+ * The region's lock, for writers (robust; repairs on EOWNERDEAD).  Waits
+ * at most `wait` seconds (0: only tries) and returns 0 when taken, -1
+ * when not: a process stopped inside it (SIGSTOP, a debugger) must not
+ * stop the others for good, so no caller waits unbounded; each either
+ * fails with an error (an update) or tries again at its next step.  Never
  * held across fork(): every writer that takes it holds its balancer's
- * write lock first, which the fork handler takes. */
-void lb_shared_lock(struct lb_shared *sh);
+ * write lock first, which the fork handler takes.
+ */
+#define LB_SHARED_WAIT 2.0
+int lb_shared_lock(struct lb_shared *sh, double wait);
 void lb_shared_unlock(struct lb_shared *sh);
 
 /*
@@ -127,7 +134,8 @@ uint32_t lb_shared_slot_of(const struct lb_shared *sh,
  * as long as the process: the main thread, or the thread that drives the
  * balancer) and records that it has adopted `version` (0: leave as is;
  * on registration, the tracked version, lb_shared_track).
- * Returns the process's index, or LB_SHARED_NONE when the table is full.
+ * Returns the process's index, or LB_SHARED_NONE when the table is full
+ * or the region's lock is busy for 10 ms (the next call tries again).
  * Takes the region's lock when it registers.
  */
 uint32_t lb_shared_attach(struct lb_shared *sh, uint64_t version);

@@ -276,7 +276,11 @@ int lb_update_shared(lb_balancer *b, const lb_backend *sorted, size_t m,
         *err = "out of memory";
         goto done;
     }
-    lb_shared_lock(sh);
+    if (lb_shared_lock(sh, LB_SHARED_WAIT) != 0) {
+        *err = "the shared region stayed locked by another process for 2 s "
+               "(a stopped process?); the previous set stays";
+        goto done;
+    }
     on = lb_shared_set_read(sh, ob, os, &v);
     if (on == m) {
         size_t i = 0;

@@ -12,8 +12,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "lb.h"
-#include "shared.h"
+#include "core.h"
 #include "tap.h"
 #include "util.h"
 
@@ -333,8 +332,60 @@ static void test_turn(void)
     lb_balancer_free(b);
 }
 
+/* A process stopped while it holds the region's lock stops nobody for
+ * good: an update fails after the wait with an error saying so, a step
+ * returns at once; once the holder is killed, the next writer repairs and
+ * goes on. */
+static void test_stopped_holder(void)
+{
+    lb_balancer *b = shared_balancer(LB_SELECT_ROUND_ROBIN, 8);
+    const char *a[] = {"10.0.0.1:80", "10.0.0.2:80"};
+    const char *err = NULL;
+    int status, adopted;
+    double t0;
+    pid_t pid;
+
+    CHECK_EQ(set_of(b, a, 1), 1);
+    pid = fork();
+    if (pid == 0) {
+        lb_shared_lock(b->shared, 1);
+        raise(SIGSTOP);
+        _exit(0);
+    }
+    {
+        int stopped = 0; /* WAIT_FOR evaluates its condition once more */
+        CHECK(WAIT_FOR(
+            stopped ||
+                (stopped = waitpid(pid, &status, WUNTRACED | WNOHANG) == pid),
+            5));
+    }
+    t0 = now_s();
+    CHECK_EQ(lb_balancer_shared_step(b, 1, &adopted, &err), LB_ROLE_READER);
+    CHECK(now_s() - t0 < 0.5); /* could not register: tries next time */
+    t0 = now_s();
+    {
+        lb_backend in[2] = {parse_backend(a[0], 1), parse_backend(a[1], 1)};
+        CHECK_EQ(lb_balancer_update(b, in, 2, NULL, NULL, &err), LB_ERROR);
+        CHECK(err && strstr(err, "stayed locked") != NULL);
+    }
+    printf("# update gave up after %.2f s\n", now_s() - t0);
+    CHECK(now_s() - t0 < LB_SHARED_WAIT + 1);
+    CHECK_EQ(lb_balancer_count(b), 1);
+    kill(pid, SIGKILL);
+    CHECK(wait_child(pid, 5, &status));
+    CHECK_EQ(set_of(b, a, 2), 1);
+    CHECK_EQ(lb_balancer_shared_step(b, 1, &adopted, &err), LB_ROLE_PROBER);
+    {
+        uint32_t repairs, swept;
+        lb_shared_counts(b->shared, &repairs, &swept);
+        CHECK_EQ(repairs, 1);
+    }
+    lb_balancer_free(b);
+}
+
 int main(void)
 {
+    test_stopped_holder();
     test_records_across_fork();
     test_set_adoption();
     test_capacity();
