@@ -26,7 +26,7 @@ build = {
          sources = {
             "src/backend.c", "src/balancer.c", "src/events.c",
             "src/fork.c", "src/limits.c", "src/rcu.c", "src/record.c",
-            "src/snapshot.c", "src/store_heap.c", "src/shared.c", "src/share.c",
+            "src/snapshot.c", "src/store_heap.c", "src/shared.c", "src/share.c", "src/record_stats.c",
             "src/targets.c", "src/update.c", "src/walk.c",
             "src/select/consistent.c", "src/select/fnv.c",
             "src/select/random.c", "src/select/registry.c",

@@ -197,6 +197,42 @@ int lb_balancer_record(lb_balancer *b, size_t i, lb_record_info *out)
     return rc;
 }
 
+int lb_balancer_stats(lb_balancer *b, size_t i, lb_record_stats *out)
+{
+    int rc = LB_DECLINED;
+
+    lb_rcu_read_lock();
+    {
+        struct lb_snapshot *s = lb_rcu_deref(&b->snap);
+        if (i < s->n) {
+            lb_record_stats_get(s->rec[i], out);
+            rc = LB_OK;
+        }
+    }
+    lb_rcu_read_unlock();
+    return rc;
+}
+
+int lb_balancer_check_time(lb_balancer *b, uint64_t gen, size_t i,
+                           double seconds)
+{
+    int rc = LB_STALE;
+    uint64_t ns = UINT64_MAX;
+
+    if (seconds >= 0 && seconds < 1e6)
+        ns = (uint64_t)(seconds * 1e9);
+    lb_rcu_read_lock();
+    {
+        struct lb_snapshot *s = lb_rcu_deref(&b->snap);
+        if (s->gen == gen && i < s->n) {
+            lb_record_check_time(s->rec[i], ns);
+            rc = LB_OK;
+        }
+    }
+    lb_rcu_read_unlock();
+    return rc;
+}
+
 int lb_balancer_ready(lb_balancer *b, uint64_t gen, size_t i)
 {
     int rc = LB_STALE;

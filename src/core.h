@@ -62,11 +62,12 @@ struct lb_balancer {
     pthread_mutex_t write_lock; /* serialises writers (update, free) */
     lb_config cfg;
     const struct lb_selector_ops *ops;
-    struct lb_store *store;     /* the records (heap store) */
-    struct lb_events events;    /* every flip observed through the core */
-    struct lb_shared *shared;   /* the region (src/shared.h), or NULL */
-    uint64_t adopted;           /* region set version published here */
-    struct lb_checker_job *job; /* health checks (src/checker/), or NULL */
+    struct lb_store *store;         /* the records (heap store) */
+    struct lb_events events;        /* every flip observed through the core */
+    struct lb_shared *shared;       /* the region (src/shared.h), or NULL */
+    uint64_t adopted;               /* region set version published here */
+    _Atomic uint64_t discovered[2]; /* discovery runs: ok, failed (private) */
+    struct lb_checker_job *job;     /* health checks (src/checker/), or NULL */
     void (*job_release)(lb_balancer *b); /* stops and frees `job` */
     struct lb_balancer *prev, *next;     /* every balancer, for fork */
 };

@@ -86,6 +86,8 @@ static bool ring_push(struct lb_events *q, const lb_health_event *ev)
 void lb_events_flip(struct lb_events *q, struct lb_record *r,
                     const lb_health_event *ev)
 {
+    /* every flip passes here: the record's count for metrics */
+    atomic_fetch_add_explicit(&r->flips, 1, RELAXED);
     if (!(atomic_load_explicit(&r->event_flags, SEQ_CST) & LB_R_RESYNC) &&
         ring_push(q, ev))
         return;

@@ -337,6 +337,47 @@ typedef struct lb_record_info {
     uint64_t reports_ok, reports_failed;
 } lb_record_info;
 
+/*
+ * Figures for metrics and status pages (lb_balancer_stats).  Histogram of
+ * the durations of active checks: check_buckets[k] counts checks that took
+ * at most LB_CHECK_BUCKET_BOUNDS[k] seconds and more than the bound before
+ * (not cumulative); check_timed counts every timed check (the +Inf
+ * bucket).  last_check_ms: CLOCK_REALTIME in ms when the latest check of
+ * the backend ended, 0 when none has run.
+ */
+#define LB_CHECK_BUCKETS 12
+#define LB_CHECK_BUCKET_BOUNDS                                                 \
+    {                                                                          \
+        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1,    \
+            2.5                                                                \
+    }
+typedef struct lb_record_stats {
+    uint64_t flips;
+    uint64_t last_check_ms;
+    uint64_t check_time_ns;
+    uint64_t check_timed;
+    uint64_t check_buckets[LB_CHECK_BUCKETS];
+} lb_record_stats;
+
+/* The stats of backend i of the published snapshot.  LB_OK or
+ * LB_DECLINED.  Relaxed loads, lock-free, any thread. */
+int lb_balancer_stats(lb_balancer *b, size_t i, lb_record_stats *out);
+
+/*
+ * Count one run of a balancer's discovery, and read the counts: ok (a
+ * result published or found unchanged) and failed (an error: the previous
+ * set stayed).  With a shared balancer the counts are in the region, the
+ * same from every process.  Relaxed atomics, any thread.
+ */
+void lb_balancer_discovery_count(lb_balancer *b, int ok);
+/* The time of one check of backend i of snapshot `gen` run outside the
+ * checker (a custom Lua check): duration in seconds (< 0: unknown) into the
+ * histogram, now as the last check.  LB_OK or LB_STALE. */
+int lb_balancer_check_time(lb_balancer *b, uint64_t gen, size_t i,
+                           double seconds);
+void lb_balancer_discovery_counts(lb_balancer *b, uint64_t *ok,
+                                  uint64_t *failed);
+
 /* The record of backend i of the published snapshot.  LB_OK or
  * LB_DECLINED.  Lock-free. */
 int lb_balancer_record(lb_balancer *b, size_t i, lb_record_info *out);

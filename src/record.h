@@ -57,7 +57,23 @@ struct lb_record {
     _Atomic uint64_t selections;       /* picks counted by acquire */
     _Atomic uint64_t checks_ok, checks_failed;   /* active observations */
     _Atomic uint64_t reports_ok, reports_failed; /* passive outcomes */
+    _Atomic uint64_t flips;         /* state changes, every cause */
+    _Atomic uint64_t last_check_ms; /* CLOCK_REALTIME of the last check */
+    _Atomic uint64_t check_time_ns; /* sum of timed checks' durations */
+    _Atomic uint64_t check_timed;   /* checks with a duration */
+    _Atomic uint64_t check_buckets[LB_CHECK_BUCKETS]; /* per bucket, not
+                                                         cumulative */
 };
+
+/*
+ * One active check's time: its duration into the histogram (ns; UINT64_MAX
+ * when not measured) and the time it ended as the record's last check.
+ * Relaxed atomics, lock-free, any thread (src/record_stats.c).
+ */
+void lb_record_check_time(struct lb_record *r, uint64_t ns);
+
+/* The figures of lb_record_stats_get (lb.h) from the record. */
+void lb_record_stats_get(const struct lb_record *r, lb_record_stats *out);
 
 /* Reset every field: healthy or not, enabled, counters zero.  The caller
  * owns r (a store handing it out for the first time); no reader sees it

@@ -166,3 +166,21 @@ size_t lb_balancer_error_text(lb_balancer *b, size_t i, char *buf, size_t len)
     lb_rcu_read_unlock();
     return n;
 }
+
+void lb_balancer_discovery_count(lb_balancer *b, int ok)
+{
+    _Atomic uint64_t *c =
+        b->shared ? lb_shared_discovery_counts(b->shared) : b->discovered;
+
+    atomic_fetch_add_explicit(&c[ok ? 0 : 1], 1, memory_order_relaxed);
+}
+
+void lb_balancer_discovery_counts(lb_balancer *b, uint64_t *ok,
+                                  uint64_t *failed)
+{
+    _Atomic uint64_t *c =
+        b->shared ? lb_shared_discovery_counts(b->shared) : b->discovered;
+
+    *ok = atomic_load_explicit(&c[0], memory_order_relaxed);
+    *failed = atomic_load_explicit(&c[1], memory_order_relaxed);
+}

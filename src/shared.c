@@ -59,10 +59,11 @@ struct region {
     _Atomic uint64_t version; /* published; buffer version & 1 */
     /* The turn: expiry in ms of CLOCK_MONOTONIC << 9 | owner index + 1. */
     _Atomic uint64_t turn;
-    _Atomic uint32_t procs_hw; /* process indices in use are below this */
-    uint32_t cursor;           /* where the next reuse scan starts */
-    _Atomic uint32_t repairs;  /* times a writer was found dead (tests) */
-    _Atomic uint32_t swept;    /* dead processes cleared (tests) */
+    _Atomic uint32_t procs_hw;      /* process indices in use are below this */
+    uint32_t cursor;                /* where the next reuse scan starts */
+    _Atomic uint32_t repairs;       /* times a writer was found dead (tests) */
+    _Atomic uint32_t swept;         /* dead processes cleared (tests) */
+    _Atomic uint64_t discovered[2]; /* discovery runs: ok, failed */
     struct proc procs[LB_SHARED_PROCS];
 };
 
@@ -501,6 +502,11 @@ void lb_shared_detach(struct lb_shared *sh)
     }
     lb_shared_unlock(sh);
     sh->me = LB_SHARED_NONE;
+}
+
+_Atomic uint64_t *lb_shared_discovery_counts(struct lb_shared *sh)
+{
+    return sh->reg->discovered;
 }
 
 uint32_t lb_shared_processes(struct lb_shared *sh)

@@ -171,6 +171,9 @@ bool lb_shared_is_prober(const struct lb_shared *sh);
 /* Give the turn up when this process holds it (stop()). */
 void lb_shared_turn_release(struct lb_shared *sh);
 
+/* The region's counts of discovery runs: [0] ok, [1] failed. */
+_Atomic uint64_t *lb_shared_discovery_counts(struct lb_shared *sh);
+
 /* Processes registered and alive (a sweep first).  For status and tests. */
 uint32_t lb_shared_processes(struct lb_shared *sh);
 

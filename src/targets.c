@@ -74,3 +74,8 @@ int lb_balancer_may_probe(lb_balancer *b)
 {
     return lb_balancer_role(b) != LB_ROLE_READER;
 }
+
+void lb_target_check_time(const struct lb_target *t, uint64_t ns)
+{
+    lb_record_check_time(t->record, ns);
+}

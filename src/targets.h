@@ -49,6 +49,11 @@ void lb_targets_put(lb_balancer *b, struct lb_target *t, size_t n);
 int lb_target_observe(lb_balancer *b, const struct lb_target *t, int ok,
                       uint32_t threshold, int err_kind, int err_detail);
 
+/* The time of one check of a held target (its duration in ns, UINT64_MAX
+ * when unknown) for metrics: the record's histogram and last check.
+ * Relaxed atomics, any thread. */
+void lb_target_check_time(const struct lb_target *t, uint64_t ns);
+
 /*
  * Whether this process runs b's periodic checks: always for a private
  * balancer; for a shared one, only while this process holds the prober's

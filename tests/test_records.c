@@ -211,8 +211,49 @@ static void test_in_flight(void)
     lb_balancer_free(b);
 }
 
+/* The figures metrics read: flips, last check, the histogram, the
+ * discovery counts. */
+static void test_stats(void)
+{
+    lb_config cfg = {.selection = LB_SELECT_ROUND_ROBIN};
+    const char *err = NULL;
+    lb_balancer *b = lb_balancer_new(&cfg, &err);
+    lb_backend in[1] = {parse("127.0.0.1:9000", 1)};
+    lb_record_stats st;
+    uint64_t g, ok, failed;
+
+    CHECK_EQ(lb_balancer_update(b, in, 1, NULL, NULL, &err), 1);
+    g = lb_balancer_generation(b);
+    CHECK_EQ(lb_balancer_stats(b, 0, &st), LB_OK);
+    CHECK_EQ(st.last_check_ms, 0);
+    CHECK_EQ(st.flips, 0);
+    CHECK_EQ(lb_balancer_check_time(b, g, 0, 0.003), LB_OK);  /* <= 5 ms */
+    CHECK_EQ(lb_balancer_check_time(b, g, 0, 0.0001), LB_OK); /* <= 0.5 */
+    CHECK_EQ(lb_balancer_check_time(b, g, 0, 7), LB_OK);      /* +Inf */
+    CHECK_EQ(lb_balancer_check_time(b, g, 0, -1), LB_OK);     /* untimed */
+    CHECK_EQ(lb_balancer_check_time(b, g + 1, 0, 1), LB_STALE);
+    lb_balancer_observe(b, g, 0, 0, 1, LB_CHECK_ERR_CONNECT, 111);
+    lb_balancer_observe(b, g, 0, 1, 1, 0, 0);
+    lb_balancer_stats(b, 0, &st);
+    CHECK_EQ(st.flips, 2);
+    CHECK_EQ(st.check_timed, 3);
+    CHECK_EQ(st.check_buckets[3], 1);
+    CHECK_EQ(st.check_buckets[0], 1);
+    CHECK_EQ(st.check_time_ns, 7003100000ull);
+    CHECK(st.last_check_ms > 1700000000000ull); /* a wall-clock time */
+    CHECK_EQ(lb_balancer_stats(b, 1, &st), LB_DECLINED);
+    lb_balancer_discovery_count(b, 1);
+    lb_balancer_discovery_count(b, 1);
+    lb_balancer_discovery_count(b, 0);
+    lb_balancer_discovery_counts(b, &ok, &failed);
+    CHECK_EQ(ok, 2);
+    CHECK_EQ(failed, 1);
+    lb_balancer_free(b);
+}
+
 int main(void)
 {
+    test_stats();
     test_events_bounded();
     test_report();
     test_in_flight();

@@ -161,6 +161,20 @@ typedef struct lb_record_info {
 } lb_record_info;
 int lb_balancer_record(lb_balancer *b, size_t i, lb_record_info *out);
 
+typedef struct lb_record_stats {
+    uint64_t flips;
+    uint64_t last_check_ms;
+    uint64_t check_time_ns;
+    uint64_t check_timed;
+    uint64_t check_buckets[12];
+} lb_record_stats;
+int lb_balancer_stats(lb_balancer *b, size_t i, lb_record_stats *out);
+void lb_balancer_discovery_count(lb_balancer *b, int ok);
+void lb_balancer_discovery_counts(lb_balancer *b, uint64_t *ok,
+                                  uint64_t *failed);
+int lb_balancer_check_time(lb_balancer *b, uint64_t gen, size_t i,
+                           double seconds);
+
 int lb_balancer_share(lb_balancer *b, uint32_t capacity, const char **err);
 int lb_balancer_role(lb_balancer *b);
 int lb_balancer_shared_step(lb_balancer *b, double lease, int *adopted,
@@ -219,6 +233,11 @@ M.DEFAULT_MAX_ITERATIONS = tonumber(limits.default_max_iterations)
 
 M.CHECK_KIND = { tcp = 1, http = 2 }
 M.CHECK_ERR_CUSTOM = 10
+
+-- LB_CHECK_BUCKET_BOUNDS (lb.h): upper bounds of the check-duration
+-- histogram, in seconds
+M.CHECK_BUCKET_BOUNDS = { 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+                          0.1, 0.25, 0.5, 1, 2.5 }
 
 -- lb_balancer_role
 M.ROLES = { [0] = "private", [1] = "reader", [2] = "prober" }
