@@ -52,6 +52,8 @@ build = {
       ["lb.discovery"] = "lua/lb/discovery.lua",
       ["lb.driver"] = "lua/lb/driver.lua",
       ["lb.health"] = "lua/lb/health.lua",
+      ["lb.metrics"] = "lua/lb/metrics.lua",
       ["lb.nginx"] = "lua/lb/nginx.lua",
+      ["lb.status_page"] = "lua/lb/status_page.lua",
    },
 }

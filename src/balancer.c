@@ -341,6 +341,27 @@ int lb_balancer_in_flight_add(lb_balancer *b, uint64_t gen, size_t i, int delta)
         struct lb_snapshot *s = lb_rcu_deref(&b->snap);
         if (s->gen == gen && i < s->n) {
             lb_store_in_flight_add(s->store, s->rec[i], delta);
+            if (delta > 0) /* an acquire is a selection */
+                atomic_fetch_add_explicit(&s->rec[i]->selections,
+                                          (uint64_t)delta,
+                                          memory_order_relaxed);
+            rc = LB_OK;
+        }
+    }
+    lb_rcu_read_unlock();
+    return rc;
+}
+
+int lb_balancer_selected(lb_balancer *b, uint64_t gen, size_t i)
+{
+    int rc = LB_STALE;
+
+    lb_rcu_read_lock();
+    {
+        struct lb_snapshot *s = lb_rcu_deref(&b->snap);
+        if (s->gen == gen && i < s->n) {
+            atomic_fetch_add_explicit(&s->rec[i]->selections, 1,
+                                      memory_order_relaxed);
             rc = LB_OK;
         }
     }

@@ -455,7 +455,8 @@ size_t lb_balancer_error_text(lb_balancer *b, size_t i, char *buf, size_t len);
 
 /*
  * Requests in flight on backend i of snapshot `gen`: add delta (+1 when a
- * request starts, -1 when it ends; the count never goes below zero).
+ * request starts, -1 when it ends; the count never goes below zero); a
+ * positive delta counts as that many selections too.
  * With a shared balancer the count is this process's share of the total
  * (lb_record_info.in_flight sums every live process's).  Returns LB_OK or
  * LB_STALE (gen is not the published generation: nothing counted).
@@ -463,6 +464,13 @@ size_t lb_balancer_error_text(lb_balancer *b, size_t i, char *buf, size_t len);
  */
 int lb_balancer_in_flight_add(lb_balancer *b, uint64_t gen, size_t i,
                               int delta);
+
+/* Count one selection of backend i of snapshot `gen` without counting it
+ * in flight (lb_balancer_in_flight_add with delta > 0 counts its
+ * selections itself): lb_record_info.selections, the metric
+ * lb_backend_selected_total.  LB_OK or LB_STALE.  One relaxed atomic add,
+ * any thread.  The select path itself counts nothing. */
+int lb_balancer_selected(lb_balancer *b, uint64_t gen, size_t i);
 
 /*
  * Record one check result for backend i of snapshot `gen`, with Pingora's

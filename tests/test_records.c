@@ -206,6 +206,10 @@ static void test_in_flight(void)
     lb_balancer_record(b, 1, &info);
     CHECK_EQ(info.in_flight, 0); /* the third release found nothing */
     CHECK_EQ(lb_balancer_in_flight_add(b, g + 1, 1, 1), LB_STALE);
+    CHECK_EQ(lb_balancer_selected(b, g, 1), LB_OK);
+    CHECK_EQ(lb_balancer_selected(b, g + 1, 1), LB_STALE);
+    lb_balancer_record(b, 1, &info);
+    CHECK_EQ(info.selections, 3); /* two acquires and one selection */
     lb_balancer_record(b, 1, &info);
     CHECK_EQ(info.in_flight, 0);
     lb_balancer_free(b);

@@ -50,6 +50,7 @@ local errbuf = ffi_new("const char *[1]")
 local hinfo = ffi_new("lb_health_info")
 local cstats = ffi_new("lb_check_stats")
 local rinfo = ffi_new("lb_record_info")
+local rstats = ffi_new("lb_record_stats")
 
 -- An iterator and its head (gen, ready), read through a pointer cast
 -- once here: lb_iter is opaque, its head is the part Lua reads.
@@ -189,19 +190,8 @@ local function sync(self)
   return nil, "the set kept changing while it was read"
 end
 
--- Run discovery now.  true, or nil, err (the previous set stays).
-function Balancer:update()
-  check_self(self, "update")
-  local d = self._discovery
-  if d == nil then
-    return true -- a static `backends` list: nothing to rediscover
-  end
-  local ok, list, en
-  if type(d) == "function" then
-    ok, list, en = pcall(d)
-  else
-    ok, list, en = pcall(d.discover, d)
-  end
+-- A discovery function's results (pcall's): published, or nil, err.
+local function discovered(self, ok, list, en)
   if not ok then
     return nil, "discovery failed: " .. args.cut(list)
   end
@@ -221,6 +211,24 @@ function Balancer:update()
     return nil, "discovery result: " .. err
   end
   return apply(self, decoded, enablement)
+end
+
+-- Run discovery now.  true, or nil, err (the previous set stays).
+function Balancer:update()
+  check_self(self, "update")
+  local d = self._discovery
+  if d == nil then
+    return true -- a static `backends` list: nothing to rediscover
+  end
+  local ok, list, en
+  if type(d) == "function" then
+    ok, list, en = pcall(d)
+  else
+    ok, list, en = pcall(d.discover, d)
+  end
+  local r, err = discovered(self, ok, list, en)
+  C.lb_balancer_discovery_count(self._c, r and 1 or 0)
+  return r, err
 end
 
 -- ---- the select path ----
@@ -404,8 +412,11 @@ end
 -- ---- health ----
 
 -- One row per backend in sorted order:
--- { addr, weight, healthy, enabled, ready, last_error, in_flight }.
--- With `shared`, the same in every process.
+-- { addr, weight, healthy, enabled, ready, last_error, in_flight,
+--   selected, checked, last_check }: `checked` is whether any check of the
+-- backend ran yet, `last_check` the time the latest ended (seconds since
+-- the epoch, nil before the first), `selected` the picks counted by
+-- acquire.  With `shared`, the same in every process.
 function Balancer:status()
   check_self(self, "status")
   local rows = {}
@@ -423,7 +434,14 @@ function Balancer:status()
                                 tonumber(hinfo.err_detail), i - 1),
         in_flight = C.lb_balancer_record(self._c, i - 1, rinfo) == 0
                     and tonumber(rinfo.in_flight) or 0,
+        selected = tonumber(rinfo.selections),
       }
+      local row = rows[i]
+      if C.lb_balancer_stats(self._c, i - 1, rstats) == 0 then
+        local ms = tonumber(rstats.last_check_ms)
+        row.checked = ms > 0
+        row.last_check = ms > 0 and ms / 1000 or nil
+      end
     end
   end
   return rows
@@ -452,6 +470,16 @@ function Balancer:run_health_check(parallel)
     parallel = self.parallel_health_check
   end
   return checking.round(self, parallel)
+end
+
+-- The Prometheus text exposition of this balancer, labelled
+-- balancer="name" (default "default").
+function Balancer:metrics(name)
+  check_self(self, "metrics")
+  if name ~= nil and type(name) ~= "string" then
+    bad_arg(1, "metrics", "string", name)
+  end
+  return require("lb.metrics").render({ [name or "default"] = self })
 end
 
 -- ---- the background ----

@@ -20,7 +20,8 @@ local driver = require("lb.driver")
 local C = core.C
 local ffi_new, ffi_string = ffi.new, ffi.string
 local ipairs, tostring, tonumber, pcall = ipairs, tostring, tonumber, pcall
-local log_error, in_openresty = driver.log_error, driver.in_openresty
+local log_error, in_openresty, now = driver.log_error, driver.in_openresty,
+                                   driver.now
 
 local M = {}
 
@@ -188,8 +189,9 @@ end
 -- Record a custom check's result for backend index i (0-based) of
 -- snapshot `gen` in the C core, which queues a flip; a flip is delivered
 -- at once through the one drain.
-local function observe(self, i, ok, err, gen)
+local function observe(self, i, ok, err, gen, secs)
   local check = self._check
+  C.lb_balancer_check_time(self._c, gen, i, secs or -1)
   local threshold = ok and check.consecutive_success
                     or check.consecutive_failure
   local rc = C.lb_balancer_observe(self._c, gen, i, ok and 1 or 0,
@@ -209,20 +211,23 @@ local function observe(self, i, ok, err, gen)
   end
 end
 
--- Run a custom check on one backend: true, or false, err.  Never raises.
+-- Run a custom check on one backend: true, or false, err; then the
+-- seconds it took.  Never raises.
 local function run_custom(fn, b)
+  local t0 = now()
   local ok, res, err = pcall(fn, b)
+  local secs = now() - t0
   if not ok then
-    return false, "check raised: " .. tostring(res)
+    return false, "check raised: " .. tostring(res), secs
   end
   if res == true then
-    return true
+    return true, nil, secs
   end
   if err == nil then
     err = res == nil and "check failed" or ("check returned "
                                             .. tostring(res))
   end
-  return false, tostring(err)
+  return false, tostring(err), secs
 end
 
 local function can_spawn()
@@ -250,8 +255,8 @@ function M.custom_round(self, parallel)
         if not b then
           return
         end
-        local ok, err = run_custom(fn, b)
-        observe(self, i - 1, ok, err, gen)
+        local ok, err, secs = run_custom(fn, b)
+        observe(self, i - 1, ok, err, gen, secs)
       end
     end
     local threads = {}
@@ -267,11 +272,11 @@ function M.custom_round(self, parallel)
     return
   end
   for i, b in ipairs(list) do
-    local ok, err = run_custom(fn, b)
+    local ok, err, secs = run_custom(fn, b)
     if gen ~= self._gen then
       return
     end
-    observe(self, i - 1, ok, err, gen)
+    observe(self, i - 1, ok, err, gen, secs)
   end
 end
 

@@ -290,17 +290,49 @@ end
 -- A balancer's status() as JSON text: an array of rows for one balancer,
 -- or an object { name = rows } for a table of named balancers.  A missing
 -- last_error is null.
-local function rows_json(cjson, b)
-  local rows = b:status()
-  if #rows == 0 then
-    return "[]" -- lua-cjson would encode an empty table as {}
+-- Keys of a status row in the order the JSON gives them: the contract's
+-- first, then the rest sorted by name.
+local ROW_KEYS = { "addr", "weight", "healthy", "enabled", "ready",
+                   "last_error", "checked", "last_check", "in_flight",
+                   "selected" }
+local ROW_RANK = {}
+for i, k in ipairs(ROW_KEYS) do
+  ROW_RANK[k] = i
+end
+
+local function row_json(cjson, row)
+  local keys = {}
+  for k in pairs(row) do
+    keys[#keys + 1] = k
   end
-  for _, row in ipairs(rows) do
-    if row.last_error == nil then
-      row.last_error = cjson.null
+  for _, k in ipairs(ROW_KEYS) do
+    if row[k] == nil and (k == "last_error" or k == "last_check") then
+      keys[#keys + 1] = k -- null, not left out
     end
   end
-  return cjson.encode(rows)
+  table.sort(keys, function(a, b)
+    local ra, rb = ROW_RANK[a] or 1000, ROW_RANK[b] or 1000
+    if ra ~= rb then
+      return ra < rb
+    end
+    return a < b
+  end)
+  local parts = {}
+  for i, k in ipairs(keys) do
+    local v = row[k]
+    parts[i] = cjson.encode(k) .. ":" .. (v == nil and "null"
+                                          or cjson.encode(v))
+  end
+  return "{" .. table.concat(parts, ",") .. "}"
+end
+
+-- A balancer's status() as a JSON array, keys in a stable order.
+local function rows_json(cjson, b)
+  local parts = {}
+  for i, row in ipairs(b:status()) do
+    parts[i] = row_json(cjson, row)
+  end
+  return "[" .. table.concat(parts, ",") .. "]"
 end
 
 function M.status_json(what)
@@ -332,6 +364,32 @@ function M.status(what)
   ngx.header["Content-Type"] = "application/json"
   ngx.header["X-LB-Worker"] = tostring(ngx.worker.pid())
   ngx.say(body)
+end
+
+-- In content_by_lua*: the Prometheus exposition of `what` (a balancer, or
+-- { name = balancer, ... }), with the exposition's content type.
+function M.metrics(what)
+  local lb = require("lb")
+  if getmetatable(what) == lb.Balancer then
+    what = { default = what }
+  end
+  local text = require("lb.metrics").render(what)
+  ngx.header["Content-Type"] = require("lb.metrics").CONTENT_TYPE
+  ngx.print(text)
+end
+
+-- In content_by_lua*: the HTML status page of `what` (a balancer, or
+-- { name = balancer, ... }).  opts: refresh (seconds), title.
+function M.status_page(what, opts)
+  local o = {}
+  for k, v in pairs(opts or {}) do
+    o[k] = v
+  end
+  o.worker = tostring(ngx.worker.pid())
+  local html = require("lb.status_page").render(what, o)
+  ngx.header["Content-Type"] = "text/html; charset=utf-8"
+  ngx.header["X-LB-Worker"] = o.worker
+  ngx.print(html)
 end
 
 -- A custom health check for OpenResty: connect with a cosocket (TCP or
