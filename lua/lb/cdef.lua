@@ -175,6 +175,8 @@ void lb_balancer_discovery_counts(lb_balancer *b, uint64_t *ok,
 int lb_balancer_check_time(lb_balancer *b, uint64_t gen, size_t i,
                            double seconds);
 int lb_balancer_selected(lb_balancer *b, uint64_t gen, size_t i);
+int lb_balancer_in_flight_add(lb_balancer *b, uint64_t gen, size_t i,
+                              int delta);
 
 int lb_balancer_share(lb_balancer *b, uint32_t capacity, const char **err);
 int lb_balancer_role(lb_balancer *b);
