@@ -291,6 +291,15 @@ function Balancer:_select_cstr(ptr, len, max_iterations)
   return select_raw(self, ptr, len, max_iterations or self._maxit)
 end
 
+-- Count one pick of backend table b (lb.nginx: every attempt it sets),
+-- for lb_backend_selected_total.  One FFI call.
+function Balancer:_selected(b)
+  local i = self._index[b]
+  if i then
+    C.lb_balancer_selected(self._c, self._gen, i)
+  end
+end
+
 -- Walk the unique candidates for `key`, calling accept(backend, healthy)
 -- until it returns true; that backend, or nil.  An error in accept
 -- propagates; the balancer stays usable.

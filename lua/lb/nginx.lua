@@ -284,6 +284,7 @@ function Peer:balance()
     ngx_log(ngx_ERR, "lb: set_current_peer(", b.addr, "): ", err)
     return ngx_exit(ngx_ERROR)
   end
+  self.balancer:_selected(b) -- lb_backend_selected_total
   return b
 end
 
@@ -375,6 +376,7 @@ function M.metrics(what)
   end
   local text = require("lb.metrics").render(what)
   ngx.header["Content-Type"] = require("lb.metrics").CONTENT_TYPE
+  ngx.header["X-LB-Worker"] = tostring(ngx.worker.pid())
   ngx.print(text)
 end
 
