@@ -82,12 +82,17 @@ add_case("lua_CFunction", function(f, key) return f(key) end, floor_cfunc.nop)
 
 local algorithms = { "round_robin", "random", "fnv", "consistent" }
 local sizes = { 10, 100, 1000 }
-for _, n in ipairs(sizes) do
+-- n addresses of 10.0.0.0/16 (selection data only)
+local function addresses(n)
   local list = {}
   for i = 0, n - 1 do
     list[#list + 1] = string.format("10.0.%d.%d:80", math.floor(i / 250),
                                     i % 250 + 1)
   end
+  return list
+end
+for _, n in ipairs(sizes) do
+  local list = addresses(n)
   for _, alg in ipairs(algorithms) do
     local b = assert(lb.new({ backends = list, selection = alg }))
     add_case(alg .. "@" .. n, function(bal, key) return bal:select(key) end, b)
@@ -97,11 +102,7 @@ end
 -- shared region), beside the private ones in the same run.
 local shared_sizes = { 100, 1000 }
 for _, n in ipairs(shared_sizes) do
-  local list = {}
-  for i = 0, n - 1 do
-    list[#list + 1] = string.format("10.0.%d.%d:80", math.floor(i / 250),
-                                    i % 250 + 1)
-  end
+  local list = addresses(n)
   for _, alg in ipairs(algorithms) do
     local b = assert(lb.new({ backends = list, selection = alg,
                               shared = true }))

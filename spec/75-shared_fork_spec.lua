@@ -7,32 +7,18 @@
 -- adopted by all (the same key goes to the same backend everywhere), and
 -- takeover when the prober is killed.  Children are killed by pid at the
 -- end, also when the spec fails.
-local ffi = require("ffi")
 local lb = require("lb")
 local h = require("helpers")
 local nginx = require("support.nginx")
 local servers = require("support.servers")
 
-pcall(ffi.cdef, [[
-int fork(void);
-int waitpid(int pid, int *status, int options);
-void _exit(int status);
-int kill(int pid, int sig);
-]])
-local WNOHANG, SIGKILL = 1, 9
+local fork = require("support.fork")
+local SIGKILL = fork.SIGKILL
 
+-- true when the child ended by the deadline (killed by pid otherwise)
 local function reap(pid, timeout)
-  local st = ffi.new("int[1]")
-  local deadline = lb.now() + timeout
-  while lb.now() < deadline do
-    if ffi.C.waitpid(pid, st, WNOHANG) == pid then
-      return true
-    end
-    require("socket").sleep(0.005)
-  end
-  ffi.C.kill(pid, SIGKILL)
-  ffi.C.waitpid(pid, st, 0)
-  return false
+  local code, why = fork.reap(pid, timeout)
+  return code ~= nil or why ~= "killed"
 end
 
 local PERIOD, TIMEOUT = 0.25, 0.5
@@ -175,7 +161,7 @@ describe("shared balancer across fork", function()
 
     pids = {}
     for k = 1, NCHILD do
-      local pid = ffi.C.fork()
+      local pid = fork.fork()
       assert.is_true(pid >= 0)
       if pid == 0 then
         local ok = pcall(function()
@@ -205,7 +191,7 @@ describe("shared balancer across fork", function()
             require("socket").sleep(0.02)
           end
         end)
-        ffi.C._exit(ok and 0 or 1)
+        fork.exit(ok and 0 or 1)
       end
       pids[k] = pid
     end
@@ -313,7 +299,7 @@ describe("shared balancer across fork", function()
       end
     end
     assert.is_not_nil(victim)
-    ffi.C.kill(pids[victim], SIGKILL)
+    fork.kill(pids[victim], SIGKILL)
     reap(pids[victim], 5)
     pids[victim] = nil
     alive[victim] = nil

@@ -26,8 +26,8 @@ local ffi = require("ffi")
 local core = require("lb.cdef")
 
 local C = core.C
-local tonumber, tostring, pairs, ipairs, type, error =
-  tonumber, tostring, pairs, ipairs, type, error
+local tonumber, tostring, pairs, ipairs, type, error, getmetatable =
+  tonumber, tostring, pairs, ipairs, type, error, getmetatable
 local concat, sort = table.concat, table.sort
 local format = string.format
 
@@ -104,6 +104,14 @@ local function backend_labels(name, rows)
   return bl, out
 end
 
+-- Counters split by result: family, result label, lb_record_info field.
+local BY_RESULT = {
+  { "lb_health_checks_total", "ok", "checks_ok" },
+  { "lb_health_checks_total", "fail", "checks_failed" },
+  { "lb_passive_reports_total", "ok", "reports_ok" },
+  { "lb_passive_reports_total", "fail", "reports_failed" },
+}
+
 local function b01(v)
   return v and "1" or "0"
 end
@@ -142,20 +150,12 @@ local function collect(samples, name, bal)
       add("lb_backend_selected_total",
           format("lb_backend_selected_total{%s} %s", l,
                  num(tonumber(rinfo.selections))))
-      add("lb_health_checks_total",
-          format('lb_health_checks_total{%s,result="ok"} %s', l,
-                 num(tonumber(rinfo.checks_ok))))
-      add("lb_health_checks_total",
-          format('lb_health_checks_total{%s,result="fail"} %s', l,
-                 num(tonumber(rinfo.checks_failed))))
+      for _, br in ipairs(BY_RESULT) do
+        add(br[1], format('%s{%s,result="%s"} %s', br[1], l, br[2],
+                         num(tonumber(rinfo[br[3]]))))
+      end
       add("lb_ejections_total", format("lb_ejections_total{%s} %s", l,
                                        num(tonumber(rinfo.ejections))))
-      add("lb_passive_reports_total",
-          format('lb_passive_reports_total{%s,result="ok"} %s', l,
-                 num(tonumber(rinfo.reports_ok))))
-      add("lb_passive_reports_total",
-          format('lb_passive_reports_total{%s,result="fail"} %s', l,
-                 num(tonumber(rinfo.reports_failed))))
     end
     if stats then
       add("lb_health_flips_total", format("lb_health_flips_total{%s} %s", l,
@@ -176,22 +176,34 @@ local function collect(samples, name, bal)
   end
 end
 
--- The exposition of `what`: { name = balancer, ... } (names sorted).
-function M.render(what)
+-- The names of { name = balancer, ... } in sorted order, or an error
+-- (level 4: the caller of the caller's caller) naming `fname`.  A balancer
+-- alone is { default = balancer }.
+function M.balancers(what, fname)
   local Balancer = require("lb.balancer").Balancer
+  if getmetatable(what) == Balancer then
+    what = { default = what }
+  end
   if type(what) ~= "table" then
-    error("bad argument #1 to 'metrics' (table { name = balancer } "
-          .. "expected, got " .. type(what) .. ")", 3)
+    error("bad argument #1 to '" .. fname .. "' (balancer or table "
+          .. "{ name = balancer } expected, got " .. type(what) .. ")", 4)
   end
   local names = {}
   for name, b in pairs(what) do
     if getmetatable(b) ~= Balancer then
-      error("bad argument #1 to 'metrics' (value of " .. tostring(name)
-            .. " is not a balancer)", 3)
+      error("bad argument #1 to '" .. fname .. "' (value of "
+            .. tostring(name) .. " is not a balancer)", 4)
     end
     names[#names + 1] = name
   end
   sort(names, function(a, b) return tostring(a) < tostring(b) end)
+  return what, names
+end
+
+-- The exposition of `what`: { name = balancer, ... } (names sorted).
+function M.render(what)
+  local names
+  what, names = M.balancers(what, "metrics")
   local samples = {}
   for _, f in ipairs(FAMILIES) do
     samples[f[1]] = {}

@@ -370,10 +370,6 @@ end
 -- In content_by_lua*: the Prometheus exposition of `what` (a balancer, or
 -- { name = balancer, ... }), with the exposition's content type.
 function M.metrics(what)
-  local lb = require("lb")
-  if getmetatable(what) == lb.Balancer then
-    what = { default = what }
-  end
   local text = require("lb.metrics").render(what)
   ngx.header["Content-Type"] = require("lb.metrics").CONTENT_TYPE
   ngx.header["X-LB-Worker"] = tostring(ngx.worker.pid())

@@ -11,9 +11,8 @@ local ffi = require("ffi")
 local core = require("lb.cdef")
 
 local C = core.C
-local tostring, tonumber, pairs, ipairs, type, error, getmetatable =
-  tostring, tonumber, pairs, ipairs, type, error, getmetatable
-local concat, sort = table.concat, table.sort
+local tostring, tonumber, ipairs = tostring, tonumber, ipairs
+local concat = table.concat
 local format = string.format
 
 local M = {}
@@ -125,23 +124,8 @@ end
 -- process that answered), title.
 function M.render(what, opts)
   opts = opts or {}
-  local Balancer = require("lb.balancer").Balancer
-  if getmetatable(what) == Balancer then
-    what = { default = what }
-  end
-  if type(what) ~= "table" then
-    error("bad argument #1 to 'status_page' (balancer or table of "
-          .. "balancers expected, got " .. type(what) .. ")", 3)
-  end
-  local names = {}
-  for name, b in pairs(what) do
-    if getmetatable(b) ~= Balancer then
-      error("bad argument #1 to 'status_page' (value of " .. tostring(name)
-            .. " is not a balancer)", 3)
-    end
-    names[#names + 1] = name
-  end
-  sort(names, function(a, b) return tostring(a) < tostring(b) end)
+  local names
+  what, names = require("lb.metrics").balancers(what, "status_page")
   local now = os.time()
   local body = {}
   for _, name in ipairs(names) do
