@@ -213,6 +213,15 @@ int lb_balancer_stats(lb_balancer *b, size_t i, lb_record_stats *out)
     return rc;
 }
 
+/* The record of backend i of the published snapshot when its generation
+ * is `gen`, else NULL.  Inside the caller's read-side section. */
+static struct lb_record *record_at(lb_balancer *b, uint64_t gen, size_t i)
+{
+    struct lb_snapshot *s = lb_rcu_deref(&b->snap);
+
+    return s->gen == gen && i < s->n ? s->rec[i] : NULL;
+}
+
 int lb_balancer_check_time(lb_balancer *b, uint64_t gen, size_t i,
                            double seconds)
 {
@@ -223,9 +232,9 @@ int lb_balancer_check_time(lb_balancer *b, uint64_t gen, size_t i,
         ns = (uint64_t)(seconds * 1e9);
     lb_rcu_read_lock();
     {
-        struct lb_snapshot *s = lb_rcu_deref(&b->snap);
-        if (s->gen == gen && i < s->n) {
-            lb_record_check_time(s->rec[i], ns);
+        struct lb_record *r = record_at(b, gen, i);
+        if (r) {
+            lb_record_check_time(r, ns);
             rc = LB_OK;
         }
     }
@@ -358,10 +367,9 @@ int lb_balancer_selected(lb_balancer *b, uint64_t gen, size_t i)
 
     lb_rcu_read_lock();
     {
-        struct lb_snapshot *s = lb_rcu_deref(&b->snap);
-        if (s->gen == gen && i < s->n) {
-            atomic_fetch_add_explicit(&s->rec[i]->selections, 1,
-                                      memory_order_relaxed);
+        struct lb_record *r = record_at(b, gen, i);
+        if (r) {
+            atomic_fetch_add_explicit(&r->selections, 1, memory_order_relaxed);
             rc = LB_OK;
         }
     }
