@@ -133,6 +133,21 @@ scrape_configs:
     local r = assert(nginx.get("127.0.0.1:" .. port,
                                "/api/v1/query?query=up%7Bjob%3D%22lb%22%7D"))
     assert.truthy(r.body:match('"value":%[[%d.]+,"1"%]'), r.body)
+    -- lb_backend_ready with its labels, one series per backend
+    r = assert(nginx.get("127.0.0.1:" .. port,
+                         "/api/v1/query?query=lb_backend_ready"))
+    local data = require("cjson").decode(r.body).data.result
+    assert.equal(3, #data)
+    local by = {}
+    for _, e in ipairs(data) do
+      assert.equal("app", e.metric.balancer)
+      assert.equal("lb", e.metric.job)
+      assert.equal("1", e.value[2])
+      by[e.metric.backend] = true
+    end
+    for _, a in ipairs(addrs) do
+      assert.is_true(by[a], a)
+    end
     nginx.kill(prom_pid, "KILL")
     nginx.wait_exit(prom_pid, 5)
     prom_pid = nil
@@ -146,8 +161,14 @@ scrape_configs:
     local cmd = q(chrome) .. " --headless --no-sandbox --disable-gpu"
                 .. " --no-first-run --user-data-dir=" .. q(dir .. "/chrome")
                 .. " --window-size=1100,500"
-    local dom = io.popen("timeout 60 " .. cmd .. " --dump-dom " .. q(url)
-                         .. " 2>/dev/null"):read("*a")
+    local log = dir .. "/chrome.log"
+    local dom = io.popen("timeout 60 " .. cmd .. " --enable-logging=stderr"
+                         .. " --dump-dom " .. q(url) .. " 2>" .. q(log))
+                  :read("*a")
+    -- no console message of the page (it has no script; an error would
+    -- be logged as CONSOLE)
+    local clog = nginx.read_file(log) or ""
+    assert.is_nil(clog:match("CONSOLE[^\n]*"), clog)
     for _, a in ipairs(addrs) do
       assert.truthy(dom:find('<tr class="up"><td>' .. a, 1, true), dom)
     end
