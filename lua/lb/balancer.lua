@@ -496,6 +496,30 @@ function Balancer:release(b, result, latency)
   return true
 end
 
+-- For lb.nginx: a request's attempt starts on `b` (a backend table of
+-- this balancer, as select returned it) or ends on it (delta -1).
+function Balancer:_in_flight(b, delta)
+  local i = self._index[b]
+  if i then
+    C.lb_balancer_in_flight_add(self._c, self._gen, i, delta)
+  end
+end
+
+-- For lb.nginx's log phase: the backend of an address text as nginx
+-- writes it in $upstream_addr (the first of that address), or nil.
+function Balancer:_by_addr(addr)
+  local list = self._list
+  local map = self._addr_map
+  if self._addr_list ~= list then
+    map = {}
+    for i = #list, 1, -1 do
+      map[list[i].addr] = list[i]
+    end
+    self._addr_map, self._addr_list = map, list
+  end
+  return map[addr]
+end
+
 -- Whether selection is in panic now (panic_threshold): fewer than that
 -- fraction of the enabled backends are ready, and every enabled backend
 -- is a candidate.  Always false without panic_threshold.
