@@ -315,12 +315,11 @@ int lb_balancer_observe(lb_balancer *b, uint64_t gen, size_t i, int ok,
     return rc;
 }
 
-int lb_balancer_report(lb_balancer *b, uint64_t gen, size_t i, int result,
-                       double latency, const char **err)
+/* A report's latency in ns (UINT64_MAX: unknown), or LB_ERROR. */
+static int report_args(int result, double latency, uint64_t *ns,
+                       const char **err)
 {
-    uint64_t ns = UINT64_MAX;
-    int rc = LB_STALE;
-
+    *ns = UINT64_MAX;
     if (result != 0 && result != 1) {
         *err = "report result must be 0 (failure) or 1 (success)";
         return LB_ERROR;
@@ -330,16 +329,49 @@ int lb_balancer_report(lb_balancer *b, uint64_t gen, size_t i, int result,
             *err = "report latency out of range (0-1e6 seconds)";
             return LB_ERROR;
         }
-        ns = (uint64_t)(latency * 1e9);
+        *ns = (uint64_t)(latency * 1e9);
     } else if (isnan(latency)) {
         *err = "report latency is not a number";
         return LB_ERROR;
     }
+    return LB_OK;
+}
+
+int lb_balancer_report(lb_balancer *b, uint64_t gen, size_t i, int result,
+                       double latency, const char **err)
+{
+    uint64_t ns;
+    int rc = LB_STALE;
+
+    if (report_args(result, latency, &ns, err) != LB_OK)
+        return LB_ERROR;
     lb_rcu_read_lock();
     {
         struct lb_snapshot *s = lb_rcu_deref(&b->snap);
         if (s->gen == gen && i < s->n) {
             lb_passive_report(b, s, i, result == 1, ns);
+            rc = LB_OK;
+        }
+    }
+    lb_rcu_read_unlock();
+    return rc;
+}
+
+int lb_balancer_release(lb_balancer *b, uint64_t gen, size_t i, int result,
+                        double latency, const char **err)
+{
+    uint64_t ns = UINT64_MAX;
+    int rc = LB_STALE;
+
+    if (result != -1 && report_args(result, latency, &ns, err) != LB_OK)
+        return LB_ERROR;
+    lb_rcu_read_lock();
+    {
+        struct lb_snapshot *s = lb_rcu_deref(&b->snap);
+        if (s->gen == gen && i < s->n) {
+            lb_store_in_flight_add(s->store, s->rec[i], -1);
+            if (result != -1)
+                lb_passive_report(b, s, i, result == 1, ns);
             rc = LB_OK;
         }
     }

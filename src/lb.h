@@ -382,16 +382,16 @@ int lb_balancer_record(lb_balancer *b, size_t i, lb_record_info *out);
  * With lb_config.consecutive_failures, the failure that makes the run that
  * long ejects the backend (src/passive.c): not ready for ejection_time x
  * (times ejected, this one included), capped at max_ejection_time, unless
- * max_ejection_percent of the set is ejected already (the run goes on and
- * the next failure asks again).  The ejection resets the run and is a flip
- * on the event queue (healthy 0, err_kind LB_CHECK_ERR_EJECTED, detail the
- * run's length) when it made a ready-as-far-as-health backend not ready.
- * Returns LB_OK, LB_STALE (gen is not the published generation: the
- * outcome is dropped), or LB_ERROR with *err when result is not 0 or 1 or
- * latency is not finite or above 10^6 s.  Lock-free (relaxed atomics on
- * the record) but for the ejection itself, decided under the balancer's
- * ejection lock (a leaf, taken once per ejection, never by select); any
- * thread.
+ * max_ejection_percent of the set (rounded down) is ejected already: the
+ * run goes on, and every further consecutive_failures failures ask again.  The
+ * ejection resets the run and is a flip on the event queue (healthy 0, err_kind
+ * LB_CHECK_ERR_EJECTED, detail the run's length) when it made a
+ * ready-as-far-as-health backend not ready. Returns LB_OK, LB_STALE (gen is not
+ * the published generation: the outcome is dropped), or LB_ERROR with *err when
+ * result is not 0 or 1 or latency is not finite or above 10^6 s.  Lock-free
+ * (relaxed atomics on the record) but for the ejection itself, decided under
+ * the balancer's ejection lock (a leaf, taken once per ejection, never by
+ * select); any thread.
  */
 int lb_balancer_report(lb_balancer *b, uint64_t gen, size_t i, int result,
                        double latency, const char **err);
@@ -406,6 +406,18 @@ int lb_balancer_report(lb_balancer *b, uint64_t gen, size_t i, int result,
  */
 int lb_balancer_in_flight_add(lb_balancer *b, uint64_t gen, size_t i,
                               int delta);
+
+/*
+ * The end of a request counted in flight on backend i of snapshot `gen`:
+ * the count goes down by one (never below zero) and, with result 0 or 1,
+ * the outcome is reported as by lb_balancer_report (result -1: nothing
+ * reported).  One read-side section for both, so a binding's release is
+ * one call.  Returns LB_OK, LB_STALE (nothing done), or LB_ERROR with
+ * *err for a result or latency lb_balancer_report refuses (nothing
+ * done).  Lock-free as lb_balancer_report is; any thread.
+ */
+int lb_balancer_release(lb_balancer *b, uint64_t gen, size_t i, int result,
+                        double latency, const char **err);
 
 /*
  * Record one check result for backend i of snapshot `gen`, with Pingora's

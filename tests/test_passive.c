@@ -418,6 +418,32 @@ static void test_slow_start_marks(void)
     lb_balancer_free(b);
 }
 
+/* release: in flight down and, with a result, the report, in one call. */
+static void test_release(void)
+{
+    lb_balancer *b = make(passive_cfg(2, 30, 30, 100), 1);
+    uint64_t g = lb_balancer_generation(b);
+    const char *err = NULL;
+
+    lb_balancer_in_flight_add(b, g, 0, 1);
+    lb_balancer_in_flight_add(b, g, 0, 1);
+    CHECK_EQ(info(b, 0).in_flight, 2);
+    CHECK_EQ(lb_balancer_release(b, g, 0, 0, 0.01, &err), LB_OK);
+    CHECK_EQ(info(b, 0).in_flight, 1);
+    CHECK_EQ(info(b, 0).passive_failures, 1);
+    CHECK_EQ(lb_balancer_release(b, g, 0, 2, 0.01, &err), LB_ERROR);
+    CHECK(strstr(err, "result") != NULL);
+    CHECK_EQ(info(b, 0).in_flight, 1); /* a refused release does nothing */
+    CHECK_EQ(lb_balancer_release(b, g + 1, 0, -1, -1, &err), LB_STALE);
+    CHECK_EQ(lb_balancer_release(b, g, 0, -1, -1, &err), LB_OK);
+    CHECK_EQ(info(b, 0).in_flight, 0);
+    CHECK_EQ(info(b, 0).passive_failures, 1);
+    CHECK_EQ(lb_balancer_release(b, g, 0, 0, -1, &err), LB_OK);
+    CHECK_EQ(info(b, 0).in_flight, 0); /* never below zero */
+    CHECK_EQ(info(b, 0).ejected, 1);   /* the second failure in a row */
+    lb_balancer_free(b);
+}
+
 /* Bad passive options are refused, naming the option. */
 static void test_config(void)
 {
@@ -462,6 +488,7 @@ int main(void)
     test_slow_start(LB_SELECT_RANDOM, "random");
     test_slow_start_marks();
     test_config();
+    test_release();
     lb_quiesce();
     return tap_done("test_passive");
 }

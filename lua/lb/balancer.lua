@@ -417,31 +417,19 @@ local function latency_value(latency)
 end
 local LATENCY = "latency in seconds (a non-negative number)"
 
--- Run fn(c, gen, i) on backend index i; a set published behind this
--- object's back is re-read once.  The C result.
-local function at_index(self, b, fname, fn, ...)
-  local i = find(self, b, fname)
-  if not i then
-    return nil
-  end
-  local rc = fn(self._c, self._gen, i, ...)
-  if rc == STALE then
+-- The index of backend b for a C call on the published set: a set
+-- published behind this object's back is re-read first.  nil when b is
+-- not in the set.
+local function index_now(self, b, fname)
+  if tonumber(C.lb_balancer_generation(self._c)) ~= self._gen then
     sync(self)
-    i = find(self, b, fname)
-    if not i then
-      return nil
-    end
-    rc = fn(self._c, self._gen, i, ...)
   end
-  return rc
+  return find(self, b, fname)
 end
 
-local function report_c(c, gen, i, result, latency)
-  return C.lb_balancer_report(c, gen, i, result, latency, errbuf)
-end
-
-local function in_flight_c(c, gen, i, delta)
-  return C.lb_balancer_in_flight_add(c, gen, i, delta)
+local function unknown(fname, b)
+  return nil, fname .. ": unknown backend "
+              .. args.text(type(b) == "table" and b.addr or b)
 end
 
 -- One outcome of a request to `backend`: true, or nil, err (an unknown
@@ -455,10 +443,14 @@ function Balancer:report(b, result, latency)
   if l == nil then
     bad_arg(3, "report", LATENCY, latency)
   end
-  local rc = at_index(self, b, "report", report_c, r, l)
-  if rc == nil or rc == STALE then
-    return nil, "report: unknown backend " .. args.text(type(b) == "table"
-                                                        and b.addr or b)
+  local i = self._index[b] or find(self, b, "report")
+  local rc = i and C.lb_balancer_report(self._c, self._gen, i, r, l, errbuf)
+  if rc == STALE then
+    i = index_now(self, b, "report")
+    rc = i and C.lb_balancer_report(self._c, self._gen, i, r, l, errbuf)
+  end
+  if not i or rc == STALE then
+    return unknown("report", b)
   end
   if rc < 0 then
     return nil, "report: " .. ffi_string(errbuf[0])
@@ -468,10 +460,10 @@ end
 
 -- The end of a request acquire() counted: in-flight goes down by one
 -- (never below zero) and, with a result, it is reported as by report().
--- true, or nil, err.
+-- One FFI call.  true, or nil, err.
 function Balancer:release(b, result, latency)
   check_self(self, "release")
-  local r, l
+  local r, l = -1, -1
   if result ~= nil then
     r, l = result_code(self, result), latency_value(latency)
     if r == nil then
@@ -481,16 +473,16 @@ function Balancer:release(b, result, latency)
       bad_arg(3, "release", LATENCY, latency)
     end
   end
-  local rc = at_index(self, b, "release", in_flight_c, -1)
-  if rc == nil or rc == STALE then
-    return nil, "release: unknown backend " .. args.text(type(b) == "table"
-                                                         and b.addr or b)
+  local i = self._index[b] or find(self, b, "release")
+  local rc = i and C.lb_balancer_release(self._c, self._gen, i, r, l, errbuf)
+  if rc == STALE then
+    i = index_now(self, b, "release")
+    rc = i and C.lb_balancer_release(self._c, self._gen, i, r, l, errbuf)
   end
-  if r == nil then
-    return true
+  if not i or rc == STALE then
+    return unknown("release", b)
   end
-  rc = at_index(self, b, "release", report_c, r, l)
-  if rc ~= nil and rc < 0 and rc ~= STALE then
+  if rc < 0 then
     return nil, "release: " .. ffi_string(errbuf[0])
   end
   return true

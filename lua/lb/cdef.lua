@@ -119,6 +119,8 @@ int lb_balancer_report(lb_balancer *b, uint64_t gen, size_t i, int result,
                        double latency, const char **err);
 int lb_balancer_in_flight_add(lb_balancer *b, uint64_t gen, size_t i,
                               int delta);
+int lb_balancer_release(lb_balancer *b, uint64_t gen, size_t i, int result,
+                        double latency, const char **err);
 int lb_balancer_tick(lb_balancer *b);
 int lb_balancer_panic(lb_balancer *b);
 
