@@ -198,3 +198,50 @@ describe("panic mode in nginx", function()
     assert.equal(2, front.size(by_worker))
   end)
 end)
+
+describe("a client that goes away in nginx", function()
+  local slow, srv
+
+  setup(function()
+    slow = "127.0.0.1:" .. assert(nginx.free_port())
+    local host, port = nginx.split_addr(slow)
+    assert(nginx.start({
+      lua = true,
+      http = ("    server {\n        listen %s:%s;\n        location / {\n"
+              .. "            content_by_lua_block { ngx.sleep(3) "
+              .. "ngx.say('slow') }\n        }\n    }\n"):format(host, port),
+      wait = { slow }, workers = 1 }))
+    srv = assert(front.start({
+      init = ([[
+        cjson_encode = require("cjson").encode
+        app = assert(require("lb").new({ backends = { %q }, passive = {} }))
+      ]]):format(slow),
+      server_extra = PASSIVE_LOCATION,
+    }))
+  end)
+
+  teardown(function()
+    nginx.stop_all()
+  end)
+
+  local function in_flight()
+    local n = 0
+    for _, rows in pairs(status_by_worker(srv)) do
+      n = n + rows[1].in_flight
+    end
+    return n
+  end
+
+  it("releases the attempt when the client closes before the response", function()
+    local c = assert(nginx.connect(srv.addr))
+    finally(function() c:close() end)
+    assert(c:send("GET /p/slow HTTP/1.1\r\nHost: front\r\n\r\n"))
+    assert(nginx.wait_for(function() return in_flight() == 1 end, 5),
+           "the request was not counted in flight")
+    c:close()
+    -- nginx sees the closed connection, finalizes the request (499) and
+    -- runs its log phase: peer:log() releases the attempt
+    assert(nginx.wait_for(function() return in_flight() == 0 end, 2.5),
+           "the aborted request's attempt stayed in flight")
+  end)
+end)
