@@ -435,14 +435,16 @@ int lb_balancer_observe(lb_balancer *b, uint64_t gen, size_t i, int ok,
                         uint32_t threshold, int err_kind, int err_detail);
 
 /*
- * The passive side's clock work, lock-free: every ejected backend of the
+ * The passive side's clock work: every ejected backend of the
  * published set whose time is up returns (ready again, a flip healthy 1
  * on the event queue); slow start's "some backend is ramping" flag is
  * cleared once every window is over; panic is recounted.  A binding calls
  * it periodically (lb's Lua side: on every drain of events, 10 times a
  * second in OpenResty, on every poll() in plain Lua); nothing else ends an
  * ejection but a passing active check.  Returns how many backends
- * returned.  One RCU read-side section, O(backends); any thread.
+ * returned.  One RCU read-side section, O(backends), lock-free but for
+ * the panic recount (the balancer's panic lock, a leaf; with a panic
+ * threshold only); any thread.
  */
 int lb_balancer_tick(lb_balancer *b);
 

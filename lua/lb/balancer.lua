@@ -497,6 +497,18 @@ function Balancer:_in_flight(b, delta)
   end
 end
 
+-- For lb.nginx's log phase: release backend b (one of this balancer's
+-- tables) after an attempt that got HTTP status `status`, latency in
+-- seconds or nil.  One FFI call; nothing raised.
+function Balancer:_release_status(b, status, latency)
+  local i = self._index[b]
+  if i then
+    C.lb_balancer_release(self._c, self._gen, i,
+                          self._failure_status[status] and 0 or 1,
+                          latency or -1, errbuf)
+  end
+end
+
 -- For lb.nginx's log phase: the backend of an address text as nginx
 -- writes it in $upstream_addr (the first of that address), or nil.
 function Balancer:_by_addr(addr)
