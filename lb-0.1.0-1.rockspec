@@ -25,8 +25,9 @@ build = {
       ["lb.core"] = {
          sources = {
             "src/backend.c", "src/balancer.c", "src/events.c",
-            "src/fork.c", "src/limits.c", "src/rcu.c", "src/record.c",
-            "src/snapshot.c", "src/store_heap.c", "src/shared.c", "src/share.c", "src/record_stats.c",
+            "src/fork.c", "src/limits.c", "src/passive.c", "src/rcu.c",
+            "src/record.c", "src/record_stats.c", "src/share.c",
+            "src/shared.c", "src/snapshot.c", "src/store_heap.c",
             "src/targets.c", "src/update.c", "src/walk.c",
             "src/select/consistent.c", "src/select/fnv.c",
             "src/select/random.c", "src/select/registry.c",
@@ -41,7 +42,8 @@ build = {
          },
          defines = { "_GNU_SOURCE" },
          incdirs = { "src" },
-         libraries = { "urcu-bp", "urcu-common", "ssl", "crypto", "pthread" },
+         libraries = { "urcu-bp", "urcu-common", "ssl", "crypto", "pthread",
+                       "m" },
       },
       lb = "lua/lb.lua",
       ["lb.args"] = "lua/lb/args.lua",

@@ -111,6 +111,29 @@ for _, n in ipairs(shared_sizes) do
   end
 end
 
+-- acquire + release (in-flight counting, lb.nginx's pair around each
+-- attempt) against select on the same balancer: round robin at 1000
+-- backends, without and with passive health (release reports a status)
+if lb.Balancer.acquire then
+  local list = {}
+  for i = 0, 999 do
+    list[#list + 1] = string.format("10.0.%d.%d:80", math.floor(i / 250),
+                                    i % 250 + 1)
+  end
+  local b = assert(lb.new({ backends = list }))
+  add_case("acquire+release@1000", function(bal, key)
+    local be = bal:acquire(key)
+    bal:release(be)
+    return be
+  end, b)
+  local p = assert(lb.new({ backends = list, passive = {} }))
+  add_case("acquire+release(200)@1000", function(bal, key)
+    local be = bal:acquire(key)
+    bal:release(be, 200, 0.001)
+    return be
+  end, p)
+end
+
 local current
 local vmdef = require("jit.vmdef")
 jit.attach(function(what, _, func, pc, code, info)
@@ -179,6 +202,13 @@ for _, n in ipairs(shared_sizes) do
     local name = alg .. "@" .. n
     print(string.format("ROW ratio %s+shared/%s %.3f x", name, name,
                         med[name .. "+shared"] / med[name]))
+  end
+end
+if med["acquire+release@1000"] then
+  for _, name in ipairs({ "acquire+release@1000",
+                          "acquire+release(200)@1000" }) do
+    print(string.format("ROW ratio %s/round_robin@1000 %.3f x", name,
+                        med[name] / med["round_robin@1000"]))
   end
 end
 print(string.format("ROW info select_lua %d calls x %d runs, %s", CALLS,

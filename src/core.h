@@ -67,7 +67,17 @@ struct lb_balancer {
     struct lb_shared *shared;       /* the region (src/shared.h), or NULL */
     uint64_t adopted;               /* region set version published here */
     _Atomic uint64_t discovered[2]; /* discovery runs: ok, failed (private) */
-    struct lb_checker_job *job;     /* health checks (src/checker/), or NULL */
+    /* Passive health and panic (src/passive.c).  eject_lock decides each
+     * ejection against the cap; panic_lock serialises panic recounts.
+     * Both are leaves (eject_lock may take panic_lock, nothing else is
+     * taken under either), neither is taken by select or report's common
+     * path. */
+    pthread_mutex_t eject_lock;
+    pthread_mutex_t panic_lock;
+    _Atomic uint64_t panic_seq; /* changes that asked for a recount */
+    uint64_t panic_counted;     /* panic_seq the last recount saw (lock) */
+    _Atomic uint32_t panic;     /* selection ignores health */
+    struct lb_checker_job *job; /* health checks (src/checker/), or NULL */
     void (*job_release)(lb_balancer *b); /* stops and frees `job` */
     struct lb_balancer *prev, *next;     /* every balancer, for fork */
 };
@@ -111,6 +121,33 @@ int lb_update_shared(lb_balancer *b, const lb_backend *sorted, size_t m,
 int lb_shared_adopt(lb_balancer *b, const lb_backend *backends,
                     const uint32_t *slots, size_t n, uint64_t v,
                     const char **err);
+
+/* ---- passive health, panic, slow start (src/passive.c) ---- */
+
+/* The balancer's passive state: locks made, not in panic.  Destroy: no
+ * other thread uses b. */
+void lb_passive_init(lb_balancer *b);
+void lb_passive_destroy(lb_balancer *b);
+
+/*
+ * A report on record i of s (the published snapshot, in the caller's
+ * read-side section): counts it and, at every consecutive_failures-th
+ * failure in a row, asks for an ejection (under b->eject_lock, only when
+ * s is still the published snapshot, so the cap is counted over the set
+ * selection uses).  Lock-free otherwise; any thread.
+ */
+void lb_passive_report(lb_balancer *b, struct lb_snapshot *s, size_t i, bool ok,
+                       uint64_t latency_ns);
+
+/*
+ * Something changed what selection sees (a flip, an enablement, a new
+ * set): `up` a record of b became ready (slow start's ramping flag of the
+ * published view is raised, seq_cst, after the record's ready_since was
+ * stored), and panic is recounted when b has a panic threshold (O(n)
+ * under b->panic_lock; concurrent changes share one recount).  Any
+ * thread, inside a read-side section or not (it takes its own).
+ */
+void lb_passive_changed(lb_balancer *b, bool up);
 
 /* ---- events (src/events.c) ---- */
 

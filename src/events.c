@@ -138,6 +138,8 @@ static int resync_locked(struct lb_events *q, const struct lb_snapshot *s,
         }
         atomic_fetch_and_explicit(&r->event_flags, ~LB_R_RESYNC, SEQ_CST);
         lb_record_health_get(r, &h);
+        /* health as selection sees it: an ejection is a flip too */
+        h.healthy = h.healthy && !h.ejected;
         out[k++] = (lb_health_event){
             .id = lb_store_id(s->store, r),
             .healthy = h.healthy,

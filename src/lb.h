@@ -68,6 +68,8 @@ typedef struct lb_limits {
     double max_timeout;
     double min_frequency;
     double max_frequency;
+    double max_ejection_time;
+    double max_slow_start_window;
 } lb_limits;
 
 /* The process's limits: a pointer to static, constant data.  Pure, any
@@ -138,6 +140,9 @@ enum lb_selection {
     2u                         /* steps move shared state (round               \
                                   robin's counter) */
 #define LB_SELECTION_POINTS 4u /* a ring: lb_config.point_multiple applies */
+#define LB_SELECTION_COUNTS                                                    \
+    8u /* picks read in-flight counts: a binding acquires and releases         \
+          (lb_balancer_in_flight_add) around every request */
 
 /*
  * The id (for lb_config.selection) of the algorithm named name[0..len),
@@ -158,7 +163,32 @@ typedef struct lb_config {
     int selection;           /* an id: enum lb_selection, lb_selection_find */
     uint32_t point_multiple; /* consistent only; 0 means 160 */
     int start_unhealthy; /* new backends are not ready until a check passes */
+
+    /* Passive health (src/passive.c): `consecutive_failures` failed
+     * reports in a row eject a backend (0: never) for ejection_time x
+     * (times ejected), at most max_ejection_time seconds; at most
+     * max_ejection_percent (0-100) of the backends are ejected at once.
+     * Which HTTP statuses are failures is the binding's to map. */
+    uint32_t consecutive_failures;
+    uint32_t max_ejection_percent;
+    double ejection_time;     /* seconds, > 0 when consecutive_failures */
+    double max_ejection_time; /* seconds, >= ejection_time */
+    /* Panic: when fewer than this fraction (0-1) of the enabled backends
+     * are ready, selection ignores health (never enablement).  0: off. */
+    double panic_threshold;
+    /* Slow start (Envoy's): a backend that becomes ready takes weight x
+     * max(min_weight, (t / window) ^ (1 / aggression)) for `window`
+     * seconds, in the weighted algorithms.  window 0: off. */
+    double slow_start_window;
+    double slow_start_aggression; /* > 0 */
+    double slow_start_min_weight; /* (0, 1] */
 } lb_config;
+
+/* Limits of the passive options: an ejection lasts at most a day; a slow
+ * start window is at most an hour (its ramp is computed in doubles over
+ * nanoseconds, exact far beyond). */
+#define LB_MAX_EJECTION_TIME 86400.0
+#define LB_MAX_SLOW_START_WINDOW 3600.0
 
 /*
  * Create a balancer with an empty backend set.  Returns NULL with *err set
@@ -303,15 +333,18 @@ int lb_balancer_set_enable(lb_balancer *b, uint64_t gen, size_t i, int enable);
  */
 typedef struct lb_health_info {
     uint64_t id;
-    int32_t healthy;
+    int32_t healthy; /* the active checks' verdict (Pingora's state) */
     int32_t enabled;
     uint32_t consecutive;
     int32_t err_kind;
     int32_t err_detail;
+    int32_t ejected; /* passive: ejected now (not ready, whatever healthy
+                        says) */
 } lb_health_info;
 
 /* Health of backend i of the published snapshot.  LB_OK or LB_DECLINED.
- * Lock-free (one RCU read-side section, relaxed loads). */
+ * Ready means healthy, enabled and not ejected.  Lock-free (one RCU
+ * read-side section, relaxed loads). */
 int lb_balancer_health(lb_balancer *b, size_t i, lb_health_info *out);
 
 /*
@@ -328,7 +361,7 @@ typedef struct lb_record_info {
     uint32_t in_flight;
     uint32_t passive_failures; /* current run of failed reports */
     uint32_t ejections;
-    uint32_t reserved;
+    int32_t ejected; /* ejected now */
     uint64_t ejected_until_ns;
     uint64_t latency_ewma_ns; /* EWMA of reported latencies, weight 1/8 */
     uint64_t latency_last_ns;
@@ -387,10 +420,19 @@ int lb_balancer_record(lb_balancer *b, size_t i, lb_record_info *out);
  * observation): result 1 success, 0 failure; latency in seconds, or < 0
  * when unknown.  Counts it (reports_ok / reports_failed), resets or
  * extends the passive-failure run, records the latency (last and EWMA).
- * No ejection yet.  Returns LB_OK, LB_STALE (gen is not the published
- * generation: the outcome is dropped), or LB_ERROR with *err when result
- * is not 0 or 1 or latency is not finite or above 10^6 s.  Lock-free
- * (relaxed atomics on the record), any thread.
+ * With lb_config.consecutive_failures, the failure that makes the run that
+ * long ejects the backend (src/passive.c): not ready for ejection_time x
+ * (times ejected, this one included), capped at max_ejection_time, unless
+ * max_ejection_percent of the set (rounded down) is ejected already: the
+ * run goes on, and every further consecutive_failures failures ask again.  The
+ * ejection resets the run and is a flip on the event queue (healthy 0, err_kind
+ * LB_CHECK_ERR_EJECTED, detail the run's length) when it made a
+ * ready-as-far-as-health backend not ready. Returns LB_OK, LB_STALE (gen is not
+ * the published generation: the outcome is dropped), or LB_ERROR with *err when
+ * result is not 0 or 1 or latency is not finite or above 10^6 s.  Lock-free
+ * (relaxed atomics on the record) but for the ejection itself, decided under
+ * the balancer's ejection lock (a leaf, taken once per ejection, never by
+ * select); any thread.
  */
 int lb_balancer_report(lb_balancer *b, uint64_t gen, size_t i, int result,
                        double latency, const char **err);
@@ -473,17 +515,54 @@ int lb_balancer_in_flight_add(lb_balancer *b, uint64_t gen, size_t i,
 int lb_balancer_selected(lb_balancer *b, uint64_t gen, size_t i);
 
 /*
+ * The end of a request counted in flight on backend i of snapshot `gen`:
+ * the count goes down by one (never below zero) and, with result 0 or 1,
+ * the outcome is reported as by lb_balancer_report (result -1: nothing
+ * reported).  One read-side section for both, so a binding's release is
+ * one call.  Returns LB_OK, LB_STALE (nothing done), or LB_ERROR with
+ * *err for a result or latency lb_balancer_report refuses (nothing
+ * done).  Lock-free as lb_balancer_report is; any thread.
+ */
+int lb_balancer_release(lb_balancer *b, uint64_t gen, size_t i, int result,
+                        double latency, const char **err);
+
+/*
  * Record one check result for backend i of snapshot `gen`, with Pingora's
  * observe_health: a result opposite to the current state counts up and
  * flips the state at the threshold (consecutive_success or
  * consecutive_failure); a result equal to the current state resets the
- * count.  A flip is pushed onto the balancer's event queue
+ * count.  A passing check also ends an ejection (the passive one's early
+ * return).  A flip of health as selection sees it (healthy and not
+ * ejected) is pushed onto the balancer's event queue
  * (lb_balancer_events), as the built-in checker's flips are.  Returns 1
- * when the state flipped, 0 when not, LB_STALE.  Lock-free
- * (compare-and-swap on the record, a lock-free push).
+ * when that flipped, 0 when not, LB_STALE.  Lock-free (compare-and-swap
+ * on the record, a lock-free push).
  */
 int lb_balancer_observe(lb_balancer *b, uint64_t gen, size_t i, int ok,
                         uint32_t threshold, int err_kind, int err_detail);
+
+/*
+ * The passive side's clock work: every ejected backend of the
+ * published set whose time is up returns (ready again, a flip healthy 1
+ * on the event queue); slow start's "some backend is ramping" flag is
+ * cleared once every window is over; panic is recounted.  A binding calls
+ * it periodically (lb's Lua side: on every drain of events, 10 times a
+ * second in OpenResty, on every poll() in plain Lua); nothing else ends an
+ * ejection but a passing active check.  Returns how many backends
+ * returned.  One RCU read-side section, O(backends), lock-free but for
+ * the panic recount (the balancer's panic lock, a leaf; with a panic
+ * threshold only); any thread.
+ */
+int lb_balancer_tick(lb_balancer *b);
+
+/*
+ * Whether selection is in panic (lb_config.panic_threshold): fewer than
+ * that fraction of the enabled backends are ready, so select and the
+ * iterator take any enabled backend (the iterator's head.ready says
+ * "enabled" then).  Recounted on every flip, enablement change, update
+ * and tick.  A relaxed load; any thread.
+ */
+int lb_balancer_panic(lb_balancer *b);
 
 /*
  * Wait until every snapshot and health record retired so far (by updates
@@ -569,6 +648,8 @@ typedef struct lb_check_config {
 #define LB_CHECK_ERR_IO 8             /* send/recv failed; detail: errno */
 #define LB_CHECK_ERR_RESOURCE 9       /* socket/memory; detail: errno */
 #define LB_CHECK_ERR_CUSTOM 10        /* a Lua check failed (binding) */
+#define LB_CHECK_ERR_EJECTED                                                   \
+    11 /* passive ejection; detail: failures in a row */
 
 /* Phases, for LB_CHECK_ERR_TIMEOUT and LB_CHECK_ERR_CLOSED */
 #define LB_CHECK_PHASE_CONNECT 1

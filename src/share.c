@@ -82,6 +82,8 @@ static int sync_set(lb_balancer *b, const char **err)
     pthread_mutex_unlock(&b->write_lock);
     free(bk);
     free(slots);
+    if (rc == 1)
+        lb_passive_changed(b, true); /* a new set: panic counts anew */
     return rc;
 }
 

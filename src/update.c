@@ -16,7 +16,7 @@ struct sort_item {
 static int sort_item_cmp(const void *pa, const void *pb);
 static int same_set(const struct lb_snapshot *s, const struct sort_item *items,
                     size_t n);
-static void apply_enable(struct lb_record *r, int8_t enable);
+static bool apply_enable(struct lb_record *r, int8_t enable);
 static int inherit_records(lb_balancer *b, const struct lb_snapshot *old,
                            const lb_backend *sorted, size_t m,
                            struct lb_record **rec);
@@ -42,10 +42,10 @@ static int same_set(const struct lb_snapshot *s, const struct sort_item *items,
     return 1;
 }
 
-static void apply_enable(struct lb_record *r, int8_t enable)
+/* true when it enabled a disabled record (slow start begins) */
+static bool apply_enable(struct lb_record *r, int8_t enable)
 {
-    if (enable >= 0)
-        lb_record_set_enable(r, enable != 0);
+    return enable >= 0 && lb_record_set_enable(r, enable != 0);
 }
 
 /*
@@ -197,14 +197,19 @@ int lb_balancer_update(lb_balancer *b, const lb_backend *in, size_t n,
         pthread_mutex_lock(&b->write_lock);
         rc = lb_update_shared(b, sorted, m, err);
         pthread_mutex_unlock(&b->write_lock);
+        if (rc >= 0) /* a set or enablement: panic and slow start look */
+            lb_passive_changed(b, true);
         goto out;
     }
     pthread_mutex_lock(&b->write_lock);
     old = b->snap;
     if (same_set(old, items, m)) {
+        bool up = false;
+
         for (size_t i = 0; i < m; i++)
-            apply_enable(old->rec[i], items[i].b.enable);
+            up |= apply_enable(old->rec[i], items[i].b.enable);
         pthread_mutex_unlock(&b->write_lock);
+        lb_passive_changed(b, up); /* enablement counts for panic */
         rc = 0;
         goto out;
     }
@@ -236,6 +241,7 @@ int lb_balancer_update(lb_balancer *b, const lb_backend *in, size_t n,
     lb_rcu_publish(&b->snap, neu);
     pthread_mutex_unlock(&b->write_lock);
     lb_snapshot_retire(old);
+    lb_passive_changed(b, false); /* a new set: panic counts anew */
     rc = 1;
 out:
     free(items);

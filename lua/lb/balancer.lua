@@ -1,7 +1,10 @@
 -- The Balancer: one object over one C balancer (lb.core).
 --
 --   select, select_with, ready      the select path: FFI calls only, so it
---                                   JIT-compiles
+--   acquire                         JIT-compiles (acquire: select and one
+--                                   more FFI call, the in-flight count)
+--   release, report                 outcomes of requests: in-flight counts,
+--                                   passive health (ejection in C)
 --   update, backends, status,       the set (discovery) and its state
 --   set_enable
 --   run_health_check                one round of the health check: built-in
@@ -48,6 +51,12 @@ M.EVENT_INTERVAL = 0.1
 
 local errbuf = ffi_new("const char *[1]")
 local hinfo = ffi_new("lb_health_info")
+local rinfo = ffi_new("lb_record_info")
+local STALE = core.STALE
+local FAILURE_STATUS = {}
+for _, s in ipairs(args.DEFAULT_FAILURE_STATUS) do
+  FAILURE_STATUS[s] = true
+end
 local cstats = ffi_new("lb_check_stats")
 local rinfo = ffi_new("lb_record_info")
 local rstats = ffi_new("lb_record_stats")
@@ -300,6 +309,19 @@ function Balancer:_selected(b)
   end
 end
 
+-- select(), and the backend's in-flight count goes up by one (release()
+-- takes it down).  The same trace as select plus one FFI call.
+function Balancer:acquire(key, max_iterations)
+  check_self(self, "acquire")
+  key = key_arg(self, key, "acquire")
+  max_iterations = max_arg(2, max_iterations, "acquire", self._maxit)
+  local b = select_raw(self, key, #key, max_iterations)
+  if b ~= nil then
+    C.lb_balancer_in_flight_add(self._c, self._gen, self._index[b], 1)
+  end
+  return b
+end
+
 -- Walk the unique candidates for `key`, calling accept(backend, healthy)
 -- until it returns true; that backend, or nil.  An error in accept
 -- propagates; the balancer stays usable.
@@ -407,6 +429,152 @@ function Balancer:set_enable(b, enable)
   return C.lb_balancer_set_enable(c, gen, i, on) == 0
 end
 
+-- ---- outcomes: report, release ----
+
+-- A result as C takes it: 1 success, 0 failure.  true; false or an error
+-- string (connect failure, timeout); an HTTP status, a failure when it is
+-- in failure_status.  nil for anything else (the caller raises, so the
+-- error names its caller's line).
+local function result_code(self, result)
+  if result == true then
+    return 1
+  end
+  local t = type(result)
+  if result == false or t == "string" then
+    return 0
+  end
+  if t == "number" and result == floor(result) then
+    return self._failure_status[result] and 0 or 1
+  end
+end
+local RESULT = "true, false, an error string or an HTTP status"
+
+-- Seconds, or -1 (unknown) for nil; nil for a bad value.
+local function latency_value(latency)
+  if latency == nil then
+    return -1
+  end
+  if type(latency) == "number" and latency >= 0 then
+    return latency
+  end
+end
+local LATENCY = "latency in seconds (a non-negative number)"
+
+-- The index of backend b for a C call on the published set: a set
+-- published behind this object's back is re-read first.  nil when b is
+-- not in the set.
+local function index_now(self, b, fname)
+  if tonumber(C.lb_balancer_generation(self._c)) ~= self._gen then
+    sync(self)
+  end
+  return find(self, b, fname)
+end
+
+local function unknown(fname, b)
+  return nil, fname .. ": unknown backend "
+              .. args.text(type(b) == "table" and b.addr or b)
+end
+
+-- One outcome of a request to `backend`: true, or nil, err (an unknown
+-- backend, a latency out of range).  A wrong type raises.
+function Balancer:report(b, result, latency)
+  check_self(self, "report")
+  local r, l = result_code(self, result), latency_value(latency)
+  if r == nil then
+    bad_arg(2, "report", RESULT, result)
+  end
+  if l == nil then
+    bad_arg(3, "report", LATENCY, latency)
+  end
+  local i = self._index[b] or find(self, b, "report")
+  local rc = i and C.lb_balancer_report(self._c, self._gen, i, r, l, errbuf)
+  if rc == STALE then
+    i = index_now(self, b, "report")
+    rc = i and C.lb_balancer_report(self._c, self._gen, i, r, l, errbuf)
+  end
+  if not i or rc == STALE then
+    return unknown("report", b)
+  end
+  if rc < 0 then
+    return nil, "report: " .. ffi_string(errbuf[0])
+  end
+  return true
+end
+
+-- The end of a request acquire() counted: in-flight goes down by one
+-- (never below zero) and, with a result, it is reported as by report().
+-- One FFI call.  true, or nil, err.
+function Balancer:release(b, result, latency)
+  check_self(self, "release")
+  local r, l = -1, -1
+  if result ~= nil then
+    r, l = result_code(self, result), latency_value(latency)
+    if r == nil then
+      bad_arg(2, "release", RESULT, result)
+    end
+    if l == nil then
+      bad_arg(3, "release", LATENCY, latency)
+    end
+  end
+  local i = self._index[b] or find(self, b, "release")
+  local rc = i and C.lb_balancer_release(self._c, self._gen, i, r, l, errbuf)
+  if rc == STALE then
+    i = index_now(self, b, "release")
+    rc = i and C.lb_balancer_release(self._c, self._gen, i, r, l, errbuf)
+  end
+  if not i or rc == STALE then
+    return unknown("release", b)
+  end
+  if rc < 0 then
+    return nil, "release: " .. ffi_string(errbuf[0])
+  end
+  return true
+end
+
+-- For lb.nginx: a request's attempt starts on `b` (a backend table of
+-- this balancer, as select returned it) or ends on it (delta -1).
+function Balancer:_in_flight(b, delta)
+  local i = self._index[b]
+  if i then
+    C.lb_balancer_in_flight_add(self._c, self._gen, i, delta)
+  end
+end
+
+-- For lb.nginx's log phase: release backend b (one of this balancer's
+-- tables) after an attempt that got HTTP status `status`, latency in
+-- seconds or nil.  One FFI call; nothing raised.
+function Balancer:_release_status(b, status, latency)
+  local i = self._index[b]
+  if i then
+    C.lb_balancer_release(self._c, self._gen, i,
+                          self._failure_status[status] and 0 or 1,
+                          latency or -1, errbuf)
+  end
+end
+
+-- For lb.nginx's log phase: the backend of an address text as nginx
+-- writes it in $upstream_addr (the first of that address), or nil.
+function Balancer:_by_addr(addr)
+  local list = self._list
+  local map = self._addr_map
+  if self._addr_list ~= list then
+    map = {}
+    for i = #list, 1, -1 do
+      map[list[i].addr] = list[i]
+    end
+    self._addr_map, self._addr_list = map, list
+  end
+  return map[addr]
+end
+
+-- Whether selection is in panic now (panic_threshold): fewer than that
+-- fraction of the enabled backends are ready, and every enabled backend
+-- is a candidate.  Always false without panic_threshold.
+function Balancer:panic()
+  check_self(self, "panic")
+  return C.lb_balancer_panic(self._c) ~= 0
+end
+
 -- The backends, in sorted order (IPv4 < IPv6 < unix; address, port,
 -- weight).  A new array of the balancer's own backend tables.
 function Balancer:backends()
@@ -421,23 +589,34 @@ end
 -- ---- health ----
 
 -- One row per backend in sorted order:
--- { addr, weight, healthy, enabled, ready, last_error, in_flight,
---   selected, checked, last_check }: `checked` is whether any check of the
--- backend ran yet, `last_check` the time the latest ended (seconds since
--- the epoch, nil before the first), `selected` the picks counted by
--- acquire.  With `shared`, the same in every process.
+-- { addr, weight, healthy, enabled, ready, last_error, in_flight, ejected,
+--   ejections, passive_failures, panic, selected, checked, last_check }.
+-- `healthy` is the active checks' verdict; ready = healthy, enabled and
+-- not ejected; `panic` (the same in every row) is balancer:panic();
+-- `checked` is whether any check of the backend ran yet, `last_check` the
+-- time the latest ended (seconds since the epoch, nil before the first),
+-- `selected` the attempts lb.nginx set and the acquires.  With `shared`,
+-- the same in every process.
 function Balancer:status()
   check_self(self, "status")
   local rows = {}
+  local panic = C.lb_balancer_panic(self._c) ~= 0
   for i, b in ipairs(self._list) do
-    if C.lb_balancer_health(self._c, i - 1, hinfo) == 0 then
+    if C.lb_balancer_health(self._c, i - 1, hinfo) == 0
+       and C.lb_balancer_record(self._c, i - 1, rinfo) == 0 then
       local healthy, enabled = hinfo.healthy ~= 0, hinfo.enabled ~= 0
+      local ejected = hinfo.ejected ~= 0
       rows[i] = {
         addr = b.addr,
         weight = b.weight,
         healthy = healthy,
         enabled = enabled,
-        ready = healthy and enabled,
+        ready = healthy and enabled and not ejected,
+        in_flight = tonumber(rinfo.in_flight),
+        ejected = ejected,
+        ejections = tonumber(rinfo.ejections),
+        passive_failures = tonumber(rinfo.passive_failures),
+        panic = panic,
         last_error = checking.error_text(self, tonumber(hinfo.id),
                                 tonumber(hinfo.err_kind),
                                 tonumber(hinfo.err_detail), i - 1),
@@ -585,8 +764,11 @@ local function driver_tasks(self)
       checking.custom_round(self, self.parallel_health_check)
     end }
   end
-  if check and in_openresty() then
+  if (check or self._ticks) and in_openresty() then
     tasks[#tasks + 1] = { period = M.EVENT_INTERVAL, run = function()
+      if self._ticks then
+        C.lb_balancer_tick(self._c)
+      end
       checking.drain(self)
     end }
   end
@@ -637,13 +819,17 @@ function Balancer:stop()
   return true
 end
 
--- Plain Lua: run the Lua-side work that is due (discovery, custom checks)
--- and deliver queued health events.  Never blocks (a custom check or a
+-- Plain Lua: run the Lua-side work that is due (discovery, custom checks),
+-- end the ejections whose time is up (and slow start's windows) and
+-- deliver queued health events.  Never blocks (a custom check or a
 -- discovery function may, if it is written to).
 function Balancer:poll()
   check_self(self, "poll")
   if self._driver then
     self._driver:poll()
+  end
+  if self._ticks then
+    C.lb_balancer_tick(self._c)
   end
   checking.drain(self)
   return true
@@ -667,6 +853,20 @@ function M.new(opts)
     end
   end
 
+  local passive, panic, slow
+  passive, err = args.passive(opts.passive)
+  if passive == nil then
+    return nil, "lb.new: " .. err
+  end
+  panic, err = args.panic_threshold(opts.panic_threshold)
+  if not panic then
+    return nil, "lb.new: " .. err
+  end
+  slow, err = args.slow_start(opts.slow_start)
+  if slow == nil then
+    return nil, "lb.new: " .. err
+  end
+
   local static_list
   if opts.backends ~= nil then
     static_list, err = backend.decode_list(opts.backends, "backends", true)
@@ -679,6 +879,18 @@ function M.new(opts)
   cfg.selection = core.SELECTION[opts.selection or "round_robin"].id
   cfg.point_multiple = opts.point_multiple or 160
   cfg.start_unhealthy = opts.start_unhealthy and 1 or 0
+  if passive then
+    cfg.consecutive_failures = passive.consecutive_failures
+    cfg.ejection_time = passive.ejection_time
+    cfg.max_ejection_time = passive.max_ejection_time
+    cfg.max_ejection_percent = passive.max_ejection_percent
+  end
+  cfg.panic_threshold = panic
+  if slow then
+    cfg.slow_start_window = slow.window
+    cfg.slow_start_aggression = slow.aggression
+    cfg.slow_start_min_weight = slow.min_weight
+  end
   local c = C.lb_balancer_new(cfg, errbuf)
   if c == nil then
     return nil, "lb.new: " .. ffi_string(errbuf[0])
@@ -718,6 +930,14 @@ function M.new(opts)
     _role = capacity and "reader" or "private",
     selection = opts.selection or "round_robin",
     _keyless = core.SELECTION[opts.selection or "round_robin"].keyless,
+    _passive = passive,
+    _failure_status = passive and passive.failure_status or FAILURE_STATUS,
+    -- the clock work of lb_balancer_tick: ejections end, windows close,
+    -- panic is recounted
+    _ticks = (passive or slow or panic > 0) and true or false,
+    -- whether lb.nginx acquires and releases around each attempt
+    _counts = (passive or core.SELECTION[opts.selection or "round_robin"]
+               .counts or opts.hash_balance_factor ~= nil) and true or false,
     health_check_frequency = opts.health_check_frequency,
     update_frequency = opts.update_frequency,
     parallel_health_check = opts.parallel_health_check == true,

@@ -52,10 +52,12 @@ local function builtin_error_text(kind, detail)
   return ffi_string(textbuf, n < 256 and n or 255)
 end
 
+local ERR_EJECTED = core.CHECK_ERR_EJECTED
+
 -- `i` (0-based index), when given, lets a shared balancer find the text
 -- of a custom check that another process ran.
 function M.error_text(self, id, kind, detail, i)
-  local custom = self._last_error[id]
+  local custom = kind ~= ERR_EJECTED and self._last_error[id]
   if custom then
     return custom
   end
@@ -86,7 +88,8 @@ end
 -- Deliver the flips queued on the balancer, oldest first: every
 -- observation (the checker thread's built-in checks, custom checks run
 -- here) goes through the C core, which queues its flips; this is the one
--- drain.  A flip of a backend that has left the set since is dropped.
+-- drain (passive ejections and returns come the same way).  A flip of a
+-- backend that has left the set since is dropped.
 --
 -- Each batch is copied out of the C buffer before any callback runs: a
 -- callback may drain another balancer (its run_health_check(), poll()) or,
@@ -99,7 +102,7 @@ end
 -- is marked and its current state delivered later, which may repeat the
 -- state last delivered; such repeats are not passed on.
 function M.drain(self)
-  if not self._check or self._draining then
+  if not (self._check or self._passive) or self._draining then
     return
   end
   self._draining = true
