@@ -180,23 +180,6 @@ int lb_balancer_check_stats(lb_balancer *b, lb_check_stats *out);
 int lb_balancer_events(lb_balancer *b, lb_health_event *out, int max);
 int lb_check_error_text(int kind, int detail, char *buf, size_t size);
 
-typedef struct lb_record_info {
-    uint64_t id;
-    int32_t healthy;
-    int32_t enabled;
-    uint32_t in_flight;
-    uint32_t passive_failures;
-    uint32_t ejections;
-    uint32_t reserved;
-    uint64_t ejected_until_ns;
-    uint64_t latency_ewma_ns;
-    uint64_t latency_last_ns;
-    uint64_t selections;
-    uint64_t checks_ok, checks_failed;
-    uint64_t reports_ok, reports_failed;
-} lb_record_info;
-int lb_balancer_record(lb_balancer *b, size_t i, lb_record_info *out);
-
 typedef struct lb_record_stats {
     uint64_t flips;
     uint64_t last_check_ms;
@@ -211,8 +194,6 @@ void lb_balancer_discovery_counts(lb_balancer *b, uint64_t *ok,
 int lb_balancer_check_time(lb_balancer *b, uint64_t gen, size_t i,
                            double seconds);
 int lb_balancer_selected(lb_balancer *b, uint64_t gen, size_t i);
-int lb_balancer_in_flight_add(lb_balancer *b, uint64_t gen, size_t i,
-                              int delta);
 
 int lb_balancer_share(lb_balancer *b, uint32_t capacity, const char **err);
 int lb_balancer_role(lb_balancer *b);
