@@ -32,6 +32,8 @@ lb_balancer *lb_balancer_new(const lb_config *cfg, const char **err)
         *err = "point_multiple out of range (1-1000)";
         return NULL;
     }
+    if (lb_selection_check(cfg, err) != LB_OK)
+        return NULL;
     lb_rcu_init();
     b = calloc(1, sizeof(*b));
     if (!b) {
@@ -279,6 +281,10 @@ int lb_balancer_report(lb_balancer *b, uint64_t gen, size_t i, int result,
         struct lb_snapshot *s = lb_rcu_deref(&b->snap);
         if (s->gen == gen && i < s->n) {
             lb_record_report(s->rec[i], result == 1, ns);
+            if (ns != UINT64_MAX) /* peak EWMA (peak_ewma's cost) */
+                lb_record_latency_peak(
+                    s->rec[i], ns, lb_record_now_ms(),
+                    (b->cfg.ewma_decay > 0 ? b->cfg.ewma_decay : 10.0) * 1e3);
             rc = LB_OK;
         }
     }

@@ -536,6 +536,14 @@ function M.new(opts)
   cfg.selection = core.SELECTION[opts.selection or "round_robin"].id
   cfg.point_multiple = opts.point_multiple or 160
   cfg.start_unhealthy = opts.start_unhealthy and 1 or 0
+  cfg.choice_count = opts.choice_count or 0
+  cfg.table_size = opts.table_size or 0
+  if opts.active_request_bias ~= nil then
+    cfg.active_request_bias_set = 1
+    cfg.active_request_bias = opts.active_request_bias
+  end
+  cfg.ewma_decay = opts.ewma_decay or 0
+  cfg.hash_balance_factor = opts.hash_balance_factor or 0
   local c = C.lb_balancer_new(cfg, errbuf)
   if c == nil then
     return nil, "lb.new: " .. ffi_string(errbuf[0])
@@ -562,6 +570,9 @@ function M.new(opts)
     _delivered = {},
     selection = opts.selection or "round_robin",
     _keyless = core.SELECTION[opts.selection or "round_robin"].keyless,
+    -- the algorithm reads in-flight counts: acquire/release feed them
+    _counts = core.SELECTION[opts.selection or "round_robin"].counts
+              or opts.hash_balance_factor ~= nil,
     health_check_frequency = opts.health_check_frequency,
     update_frequency = opts.update_frequency,
     parallel_health_check = opts.parallel_health_check == true,
