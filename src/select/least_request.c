@@ -19,8 +19,16 @@
  * In-flight counts are lb_view_in_flight: with a shared store, every
  * process's requests, so the workers of one nginx balance as one.
  *
- * The walk: every step, first() and next(), is a fresh draw; the unique
- * filter drops repeats and max_iterations caps it, as for random.
+ * With weights and nothing in flight, the heavier candidate always wins
+ * (the score is its weight): Envoy's EDF schedule would give the lighter
+ * ones their weight share even then.  Under load the counts settle as
+ * said above.
+ *
+ * The walk: first() is the power-of-k pick; next() walks the sorted list
+ * from the previous candidate (i + 1, i + 2, ... mod n), so select_with
+ * and the unique walk see every backend within n steps (a fresh draw
+ * would never return a candidate that loses every comparison, such as
+ * the lightest backend with nothing in flight).
  */
 #include <math.h>
 #include <stdlib.h>
@@ -104,14 +112,20 @@ static uint32_t lr_first(void *sel, const char *key, size_t len,
 {
     (void)key;
     (void)len;
-    *state = 0;
-    return lr_pick(sel);
+    *state = lr_pick(sel);
+    return (uint32_t)*state;
 }
 
+/* The sorted list from the previous candidate on (see the walk above). */
 static uint32_t lr_next(void *sel, uint64_t *state)
 {
-    (void)state;
-    return lr_pick(sel);
+    const struct lr *x = sel;
+    uint64_t i = *state + 1;
+
+    if (i >= x->n)
+        i = 0;
+    *state = i;
+    return (uint32_t)i;
 }
 
 const struct lb_selector_ops lb_select_least_request = {

@@ -18,7 +18,8 @@
  * nothing), so the select path stays free of writes; one clock read
  * (CLOCK_MONOTONIC_COARSE) per pick.
  *
- * The walk: every step is a fresh draw, as for least_request.
+ * The walk, as least_request's: first() is the power-of-k pick, next()
+ * walks the sorted list from the previous candidate.
  */
 #include <stdlib.h>
 
@@ -97,14 +98,20 @@ static uint32_t pe_first(void *sel, const char *key, size_t len,
 {
     (void)key;
     (void)len;
-    *state = 0;
-    return pe_pick(sel);
+    *state = pe_pick(sel);
+    return (uint32_t)*state;
 }
 
+/* The sorted list from the previous candidate on (see the walk above). */
 static uint32_t pe_next(void *sel, uint64_t *state)
 {
-    (void)state;
-    return pe_pick(sel);
+    const struct pe *x = sel;
+    uint64_t i = *state + 1;
+
+    if (i >= x->n)
+        i = 0;
+    *state = i;
+    return (uint32_t)i;
 }
 
 const struct lb_selector_ops lb_select_peak_ewma = {
