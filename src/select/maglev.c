@@ -28,9 +28,10 @@
  * backend keeps its position in its permutation as a slot number (one add
  * and one compare per step, no multiply or modulo).
  *
- * Built at build() (writers only, off the read path), as the Ketama ring:
- * at 1,000 backends and M = 65537 the build takes about a millisecond
- * (bench/build.c).  Entries are 16-bit backend indices.
+ * Built at build() (writers only, off the read path), as the Ketama ring
+ * (bench/build.c: a few ms at 1,000 backends and M = 65537, most of it the
+ * last free slots' search, about M ln M probes).  Entries are 16-bit
+ * backend indices.
  *
  * The walk: first() hashes the key (FNV-1a 64, then a 64-bit finaliser)
  * and maps it onto the table by multiply-shift (Lemire); next() rehashes
@@ -125,6 +126,7 @@ static void *maglev_build(const lb_backend *backends, size_t n,
     struct perm *p = NULL;
     uint32_t *heap = NULL;
     uint64_t dup = 0;
+    int equal = 1;
 
     (void)view;
     if (n > m) {
@@ -166,6 +168,7 @@ static void *maglev_build(const lb_backend *backends, size_t n,
         p[i].skip = m > 1 ? (uint32_t)(fmix64(h ^ GOLDEN) % (m - 1)) + 1 : 1;
         p[i].weight = backends[i].weight;
         p[i].turns = 0;
+        equal &= backends[i].weight == backends[0].weight;
         heap[i] = (uint32_t)i;
     }
     for (uint32_t at = (uint32_t)n / 2; at-- > 0;)
@@ -173,8 +176,10 @@ static void *maglev_build(const lb_backend *backends, size_t n,
 
     /* M prime and 1 <= skip < M: a permutation visits every slot within M
      * steps, so the inner loop always ends on a free slot. */
-    for (uint32_t filled = 0; filled < m; filled++) {
-        uint32_t i = heap[0];
+    for (uint32_t filled = 0, rr = 0; filled < m; filled++) {
+        /* equal weights: the turns are plain rounds in index order (the
+         * heap's order then, without its O(log n) per turn) */
+        uint32_t i = equal ? rr : heap[0];
         uint32_t c = p[i].pos;
 
         while (g->table[c] != EMPTY) {
@@ -186,7 +191,10 @@ static void *maglev_build(const lb_backend *backends, size_t n,
         c += p[i].skip;
         p[i].pos = c >= m ? c - m : c;
         p[i].turns++;
-        sift_down(heap, (uint32_t)n, p, 0);
+        if (equal)
+            rr = rr + 1 < n ? rr + 1 : 0;
+        else
+            sift_down(heap, (uint32_t)n, p, 0);
     }
     free(p);
     free(heap);
