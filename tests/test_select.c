@@ -604,6 +604,41 @@ static void test_wrr_threads(void)
     lb_balancer_free(b);
 }
 
+/* The power-of-k draws after fork: a child must not repeat its parent's
+ * sequence (nginx workers forked from one master would all pick alike).
+ * With 16 idle backends of equal weight, least_request's pick is the
+ * better of two random draws: 64 picks from the parent and from the child,
+ * both from the generator state at fork, must differ. */
+static void test_choices_after_fork(void)
+{
+    lb_balancer *b = make("least_request", 16, NULL);
+    lb_iter *it = lb_iter_new();
+    uint8_t mine[64], theirs[64];
+    int fds[2], status = 0;
+    pid_t pid;
+
+    for (int k = 0; k < 10; k++) /* this thread's generator is seeded */
+        lb_balancer_select(b, "", 0, 1, it);
+    CHECK(pipe(fds) == 0);
+    pid = fork();
+    if (pid == 0) {
+        for (int k = 0; k < 64; k++)
+            mine[k] = (uint8_t)lb_balancer_select(b, "", 0, 1, it);
+        _exit(write(fds[1], mine, sizeof(mine)) == sizeof(mine) ? 0 : 1);
+    }
+    CHECK(pid > 0);
+    for (int k = 0; k < 64; k++)
+        mine[k] = (uint8_t)lb_balancer_select(b, "", 0, 1, it);
+    CHECK(read(fds[0], theirs, sizeof(theirs)) == (ssize_t)sizeof(theirs));
+    CHECK(wait_child(pid, 30, &status));
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    CHECK(memcmp(mine, theirs, sizeof(mine)) != 0);
+    close(fds[0]);
+    close(fds[1]);
+    lb_iter_free(it);
+    lb_balancer_free(b);
+}
+
 int main(void)
 {
     test_wrr_sequence();
@@ -616,6 +651,7 @@ int main(void)
     test_maglev_disruption();
     test_maglev_api();
     test_bounded_hot_key();
+    test_choices_after_fork();
     test_wrr_threads();
     lb_quiesce();
     return tap_done("test_select");
