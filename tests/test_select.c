@@ -611,6 +611,13 @@ static void test_wrr_threads(void)
  * both from the generator state at fork, must differ. */
 static void test_choices_after_fork(void)
 {
+#if defined(__SANITIZE_THREAD__)
+    /* ThreadSanitizer cannot start threads in the child of a threaded
+     * process (liburcu restarts its call_rcu worker there), as in
+     * test_fork.c: plain and ASan builds only. */
+    printf("# fork check skipped under ThreadSanitizer\n");
+    return;
+#endif
     lb_balancer *b = make("least_request", 16, NULL);
     lb_iter *it = lb_iter_new();
     uint8_t mine[64], theirs[64];
@@ -627,6 +634,7 @@ static void test_choices_after_fork(void)
         _exit(write(fds[1], mine, sizeof(mine)) == sizeof(mine) ? 0 : 1);
     }
     CHECK(pid > 0);
+    close(fds[1]); /* a child that dies early gives end of file, not a hang */
     for (int k = 0; k < 64; k++)
         mine[k] = (uint8_t)lb_balancer_select(b, "", 0, 1, it);
     CHECK(read(fds[0], theirs, sizeof(theirs)) == (ssize_t)sizeof(theirs));
@@ -634,7 +642,6 @@ static void test_choices_after_fork(void)
     CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
     CHECK(memcmp(mine, theirs, sizeof(mine)) != 0);
     close(fds[0]);
-    close(fds[1]);
     lb_iter_free(it);
     lb_balancer_free(b);
 }
