@@ -19,9 +19,10 @@
  * and adds): lock-free schemes cannot give nginx's sequence (a pick reads
  * and writes every backend's current weight), and per-thread state would
  * give each thread its own sequence, i.e. a share off by up to one round
- * per thread.  Measured (bench/select.lua, bench/select_c.c): 2 threads
- * picking from 10 backends cost about twice one thread's pick; nginx's own
- * pick is the same O(n) loop.
+ * per thread.  Measured (bench/select_c.c, one run on 2 shared cores): one
+ * thread 47 ns per pick at 10 backends, 0.32 us at 100, 3.2 us at 1000
+ * (nginx's own pick is the same O(n) loop); two threads at once 110 ns
+ * each at 10 backends, against 79 ns for round robin's shared counter.
  *
  * The lock word carries the process's fork epoch: a child forked while
  * another thread held the lock (that thread does not exist in the child)
