@@ -58,7 +58,6 @@ for _, s in ipairs(args.DEFAULT_FAILURE_STATUS) do
   FAILURE_STATUS[s] = true
 end
 local cstats = ffi_new("lb_check_stats")
-local rinfo = ffi_new("lb_record_info")
 local rstats = ffi_new("lb_record_stats")
 
 -- An iterator and its head (gen, ready), read through a pointer cast
@@ -620,8 +619,6 @@ function Balancer:status()
         last_error = checking.error_text(self, tonumber(hinfo.id),
                                 tonumber(hinfo.err_kind),
                                 tonumber(hinfo.err_detail), i - 1),
-        in_flight = C.lb_balancer_record(self._c, i - 1, rinfo) == 0
-                    and tonumber(rinfo.in_flight) or 0,
         selected = tonumber(rinfo.selections),
       }
       local row = rows[i]
@@ -891,6 +888,14 @@ function M.new(opts)
     cfg.slow_start_aggression = slow.aggression
     cfg.slow_start_min_weight = slow.min_weight
   end
+  cfg.choice_count = opts.choice_count or 0
+  cfg.table_size = opts.table_size or 0
+  if opts.active_request_bias ~= nil then
+    cfg.active_request_bias_set = 1
+    cfg.active_request_bias = opts.active_request_bias
+  end
+  cfg.ewma_decay = opts.ewma_decay or 0
+  cfg.hash_balance_factor = opts.hash_balance_factor or 0
   local c = C.lb_balancer_new(cfg, errbuf)
   if c == nil then
     return nil, "lb.new: " .. ffi_string(errbuf[0])
