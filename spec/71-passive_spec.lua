@@ -327,3 +327,34 @@ describe("options", function()
     end)
   end
 end)
+
+-- Panic applies to every algorithm: those whose order depends on
+-- readiness (weighted_round_robin skips a backend that is not ready
+-- before adding its weight) take every enabled backend in panic, with
+-- its weight.  Before this, weighted_round_robin sent all 400 picks to
+-- the first backend.
+describe("panic with every algorithm", function()
+  for _, sel in ipairs({ "round_robin", "weighted_round_robin", "maglev",
+                         "least_request", "peak_ewma", "consistent" }) do
+    it(sel .. " spreads over the enabled backends", function()
+      local b = h.new({ backends = { "10.0.0.1:1",
+                                     { addr = "10.0.0.2:1", weight = 2 },
+                                     "10.0.0.3:1", "10.0.0.4:1" },
+                        selection = sel, panic_threshold = 0.5,
+                        health_check = function() return nil, "down" end })
+      assert(b:run_health_check())
+      b:set_enable("10.0.0.4:1", false)
+      assert.is_true(b:panic())
+      local counts = h.count_picks(b, 400, function(i) return "k" .. i end)
+      assert.is_nil(counts["nil"])
+      assert.is_nil(counts["10.0.0.4:1"]) -- never a disabled one
+      for _, a in ipairs({ "10.0.0.1:1", "10.0.0.2:1", "10.0.0.3:1" }) do
+        assert.is_true((counts[a] or 0) >= 40, sel .. " " .. a .. ": "
+                       .. tostring(counts[a]))
+      end
+      if sel == "weighted_round_robin" then
+        assert.equal(200, counts["10.0.0.2:1"]) -- the weight kept, as nginx
+      end
+    end)
+  end
+end)

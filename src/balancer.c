@@ -101,7 +101,8 @@ lb_balancer *lb_balancer_new(const lb_config *cfg, const char **err)
     pthread_mutex_init(&b->write_lock, NULL);
     lb_events_init(&b->events);
     lb_passive_init(b);
-    b->snap = lb_snapshot_new(ops, &b->cfg, NULL, 0, NULL, b->store, 1, err);
+    b->snap = lb_snapshot_new(ops, &b->cfg, NULL, 0, NULL, b->store, &b->panic,
+                              1, err);
     if (!b->snap) {
         lb_passive_destroy(b);
         lb_events_destroy(&b->events);

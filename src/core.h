@@ -178,11 +178,14 @@ void lb_events_destroy(struct lb_events *q);
 
 /* Build a snapshot of sorted, unique backends with their records (the
  * references are taken over by the snapshot on success; on failure the
- * caller still holds them).  Writers only; NULL with *err. */
+ * caller still holds them).  `panic` is the balancer's panic flag, which
+ * the view shows the selector (lb_view_ready).  Writers only; NULL with
+ * *err. */
 struct lb_snapshot *
 lb_snapshot_new(const struct lb_selector_ops *ops, const lb_config *cfg,
                 const lb_backend *sorted, size_t n, struct lb_record **rec,
-                struct lb_store *store, uint64_t gen, const char **err);
+                struct lb_store *store, const _Atomic uint32_t *panic,
+                uint64_t gen, const char **err);
 
 /* Free after a grace period (call_rcu): the selector, then the record
  * references.  Writers only, once per snapshot. */

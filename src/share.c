@@ -21,8 +21,9 @@ int lb_balancer_share(lb_balancer *b, uint32_t capacity, const char **err)
     } else if ((sh = lb_shared_new(capacity, err)) != NULL) {
         struct lb_snapshot *prev = b->snap, *neu;
 
-        neu = lb_snapshot_new(b->ops, &b->cfg, NULL, 0, NULL,
-                              lb_shared_store(sh), prev->gen + 1, err);
+        neu =
+            lb_snapshot_new(b->ops, &b->cfg, NULL, 0, NULL, lb_shared_store(sh),
+                            &b->panic, prev->gen + 1, err);
         if (!neu) {
             lb_shared_store(sh)->ops->close(lb_shared_store(sh));
         } else {

@@ -16,7 +16,8 @@
 struct lb_snapshot *
 lb_snapshot_new(const struct lb_selector_ops *ops, const lb_config *cfg,
                 const lb_backend *sorted, size_t n, struct lb_record **rec,
-                struct lb_store *store, uint64_t gen, const char **err)
+                struct lb_store *store, const _Atomic uint32_t *panic,
+                uint64_t gen, const char **err)
 {
     struct lb_snapshot *s;
     size_t rsize = n * sizeof(struct lb_record *);
@@ -40,6 +41,7 @@ lb_snapshot_new(const struct lb_selector_ops *ops, const lb_config *cfg,
     s->view.records = s->rec;
     s->view.n = n;
     s->view.store = store;
+    s->view.panic = panic;
     if (cfg->slow_start_window > 0) {
         s->view.slow_window_ns = (uint64_t)(cfg->slow_start_window * 1e9);
         s->view.slow_exponent = 1.0 / cfg->slow_start_aggression;
@@ -101,7 +103,11 @@ uint32_t lb_view_in_flight(const struct lb_record_view *v, size_t i)
 
 bool lb_view_ready(const struct lb_record_view *v, size_t i)
 {
-    return lb_record_ready(v->records[i]);
+    /* in panic, health is ignored (never enablement), as by the walk */
+    if (lb_record_ready(v->records[i]))
+        return true;
+    return v->panic && atomic_load_explicit(v->panic, memory_order_relaxed) &&
+           lb_record_enabled(v->records[i]);
 }
 
 uint64_t lb_view_latency_ns(const struct lb_record_view *v, size_t i,

@@ -228,7 +228,7 @@ int lb_balancer_update(lb_balancer *b, const lb_backend *in, size_t n,
         *err = "out of memory";
         goto out;
     }
-    neu = lb_snapshot_new(b->ops, &b->cfg, sorted, m, rec, b->store,
+    neu = lb_snapshot_new(b->ops, &b->cfg, sorted, m, rec, b->store, &b->panic,
                           old->gen + 1, err);
     if (!neu) {
         for (size_t j = 0; j < m; j++)
@@ -324,7 +324,7 @@ int lb_update_shared(lb_balancer *b, const lb_backend *sorted, size_t m,
     /* Build here first: a set this process cannot build is not published
      * to the others either. */
     prev = b->snap;
-    neu = lb_snapshot_new(b->ops, &b->cfg, sorted, m, rec, b->store,
+    neu = lb_snapshot_new(b->ops, &b->cfg, sorted, m, rec, b->store, &b->panic,
                           prev->gen + 1, err);
     if (!neu) {
         lb_shared_abandon(sh);
@@ -368,7 +368,7 @@ int lb_shared_adopt(lb_balancer *b, const lb_backend *backends,
         lb_store_ref(b->store, rec[i]);
     }
     neu = lb_snapshot_new(b->ops, &b->cfg, backends, n, rec, b->store,
-                          prev->gen + 1, err);
+                          &b->panic, prev->gen + 1, err);
     if (!neu) {
         lb_store_release_many(b->store, rec, n);
         free(rec);

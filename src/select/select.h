@@ -46,6 +46,9 @@ struct lb_record_view {
      * on, and lowered by the sweep (lb_balancer_tick) once every window
      * is over.  The one mutable field of a view. */
     _Atomic uint32_t ramping;
+    /* The balancer's panic flag (lb_config.panic_threshold), or NULL: in
+     * panic lb_view_ready takes every enabled backend as ready. */
+    const _Atomic uint32_t *panic;
 };
 
 /* Requests in flight on backend i of the view (every process's, with a
@@ -80,12 +83,13 @@ static inline uint64_t lb_view_slow_start_now(const struct lb_record_view *v)
 double lb_view_slow_start_factor(const struct lb_record_view *v, size_t i,
                                  uint64_t now_ns);
 
-/* Whether backend i of the view is ready (healthy and enabled), as the
- * walk judges it: for algorithms whose order itself depends on readiness
- * (weighted_round_robin skips a backend that is not ready before adding
- * its weight, as nginx skips a `down` server; the power-of-k choices
- * prefer a ready candidate).  One relaxed load, lock-free, any thread, in
- * the caller's read-side section (src/snapshot.c). */
+/* Whether backend i of the view is ready (healthy and enabled, or only
+ * enabled while the balancer is in panic), as the walk judges it: for
+ * algorithms whose order itself depends on readiness (weighted_round_robin
+ * skips a backend that is not ready before adding its weight, as nginx skips a
+ * `down` server; the power-of-k choices prefer a ready candidate).  One relaxed
+ * load, lock-free, any thread, in the caller's read-side section
+ * (src/snapshot.c). */
 bool lb_view_ready(const struct lb_record_view *v, size_t i);
 
 /* Backend i's peak EWMA of latency in nanoseconds, decayed to `now_ms`
