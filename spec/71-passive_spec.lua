@@ -189,7 +189,8 @@ describe("slow start", function()
     return (h.count_picks(b, n)[addr] or 0) / n
   end
 
-  for _, sel in ipairs({ "round_robin", "random" }) do
+  for _, sel in ipairs({ "round_robin", "random", "weighted_round_robin",
+                         "least_request", "peak_ewma" }) do
     it("ramps a new backend up (" .. sel .. ")", function()
       local window = 1
       local t_made = driver.now()

@@ -84,6 +84,15 @@ static inline int better(const struct lr *l, uint32_t wa, uint32_t fa,
            (double)wb / pow((double)fb + 1, l->bias);
 }
 
+/* While a backend ramps up (slow start), scores in doubles with each
+ * candidate's weight scaled by its factor. */
+static double ramp_score(const struct lr *l, uint32_t i, uint32_t f,
+                         uint64_t now)
+{
+    return (double)l->weight[i] * lb_view_slow_start_factor(l->view, i, now) /
+           pow((double)f + 1, l->bias);
+}
+
 static uint32_t lr_pick(const struct lr *l)
 {
     uint32_t cand[LB_MAX_CHOICE_COUNT];
@@ -91,7 +100,24 @@ static uint32_t lr_pick(const struct lr *l)
     uint32_t best = cand[0];
     uint32_t bf = lb_view_in_flight(l->view, best);
     bool br = lb_view_ready(l->view, best);
+    uint64_t now = lb_view_slow_start_now(l->view);
 
+    if (now) {
+        double bs = ramp_score(l, best, bf, now);
+        for (uint32_t c = 1; c < m; c++) {
+            uint32_t i = cand[c];
+            uint32_t f = lb_view_in_flight(l->view, i);
+            bool r = lb_view_ready(l->view, i);
+            double sc = ramp_score(l, i, f, now);
+
+            if ((r && !br) || (r == br && sc > bs)) {
+                best = i;
+                bs = sc;
+                br = r;
+            }
+        }
+        return best;
+    }
     for (uint32_t c = 1; c < m; c++) {
         uint32_t i = cand[c];
         uint32_t f = lb_view_in_flight(l->view, i);

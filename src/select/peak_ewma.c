@@ -57,14 +57,22 @@ static void *pe_build(const lb_backend *backends, size_t n,
 
 static void pe_destroy(void *sel) { free(sel); }
 
-static double cost(const struct pe *p, uint32_t i, uint64_t now_ms)
+/* The cost of backend i; while backends ramp up (slow start, `ramp` the
+ * clock of lb_view_slow_start_now, else 0) its weight is scaled by its
+ * factor, and a backend with no sample yet costs as much as its factor
+ * keeps it from. */
+static double cost(const struct pe *p, uint32_t i, uint64_t now_ms,
+                   uint64_t ramp)
 {
     uint64_t lat = lb_view_latency_ns(p->view, i, now_ms, p->decay_ms);
     uint32_t f = lb_view_in_flight(p->view, i);
+    double w = p->weight[i];
 
+    if (ramp)
+        w *= lb_view_slow_start_factor(p->view, i, ramp);
     if (lat == 0)
-        return f ? PENALTY + f : 0;
-    return (double)lat * ((double)f + 1) / p->weight[i];
+        return f ? PENALTY + f : (ramp ? PENALTY * (1 - w / p->weight[i]) : 0);
+    return (double)lat * ((double)f + 1) / w;
 }
 
 static uint32_t pe_pick(const struct pe *p)
@@ -72,8 +80,9 @@ static uint32_t pe_pick(const struct pe *p)
     uint32_t cand[LB_MAX_CHOICE_COUNT];
     uint32_t m = lb_choices_draw(p->n, p->k, cand);
     uint64_t now = lb_record_now_ms();
+    uint64_t ramp = lb_view_slow_start_now(p->view);
     uint32_t best = cand[0];
-    double bc = cost(p, best, now);
+    double bc = cost(p, best, now, ramp);
     bool br = lb_view_ready(p->view, best);
 
     for (uint32_t c = 1; c < m; c++) {
@@ -83,7 +92,7 @@ static uint32_t pe_pick(const struct pe *p)
 
         if (!r && br)
             continue;
-        ci = cost(p, i, now);
+        ci = cost(p, i, now, ramp);
         if ((r && !br) || ci < bc) {
             best = i;
             bc = ci;

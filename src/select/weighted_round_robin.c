@@ -124,16 +124,29 @@ static uint32_t wrr_first(void *sel, const char *key, size_t len,
     struct wrr *w = sel;
     int64_t total = 0;
     uint32_t best = UINT32_MAX;
-    uint64_t e;
+    uint64_t e, ramp;
 
     (void)key;
     (void)len;
+    ramp = lb_view_slow_start_now(w->view);
     e = wrr_lock(w);
     for (uint32_t i = 0; i < w->n; i++) {
+        int64_t eff;
+
         if (!lb_view_ready(w->view, i))
             continue;
-        w->current[i] += w->weight[i];
-        total += w->weight[i];
+        /* weights in units of 1/1024 (the same sequence as nginx's: every
+         * comparison scales alike); a backend in slow start adds its
+         * weight times its factor */
+        eff = (int64_t)w->weight[i] << 10;
+        if (ramp) {
+            eff = (int64_t)((double)eff *
+                            lb_view_slow_start_factor(w->view, i, ramp));
+            if (eff < 1)
+                eff = 1;
+        }
+        w->current[i] += eff;
+        total += eff;
         if (best == UINT32_MAX || w->current[i] > w->current[best])
             best = i;
     }
