@@ -11,7 +11,7 @@ CC      ?= cc
 CFLAGS  ?= -O2 -g
 WARN    := -Wall -Wextra -Werror -std=gnu11
 CPPFLAGS+= -Isrc -D_GNU_SOURCE
-LDLIBS  := -lurcu-bp -lurcu-common -lssl -lcrypto -lpthread
+LDLIBS  := -lurcu-bp -lurcu-common -lcares -lcurl -ljansson -lssl -lcrypto -lpthread
 LUAJIT  ?= luajit
 BUSTED  ?= busted
 

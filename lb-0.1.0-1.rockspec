@@ -14,7 +14,8 @@ and in plain LuaJIT.
 ]],
    license = "Apache-2.0",
 }
--- System libraries (Debian: liburcu-dev, libssl-dev) are found on the
+-- System libraries (Debian: liburcu-dev, libssl-dev, libc-ares-dev,
+-- libcurl4-openssl-dev, libjansson-dev) are found on the
 -- compiler's default paths, including the multiarch ones.
 dependencies = {
    "lua >= 5.1",
@@ -38,10 +39,13 @@ build = {
             "src/checker/api.c",
             "src/checker/fork.c", "src/checker/heap.c", "src/checker/round.c",
             "src/checker/schedule.c", "src/checker/thread.c",
+            "src/discovery/dns.c", "src/discovery/loop.c",
+            "src/discovery/source.c", "src/published.c",
          },
          defines = { "_GNU_SOURCE" },
          incdirs = { "src" },
-         libraries = { "urcu-bp", "urcu-common", "ssl", "crypto", "pthread" },
+         libraries = { "urcu-bp", "urcu-common", "cares", "curl", "jansson",
+                       "ssl", "crypto", "pthread" },
       },
       lb = "lua/lb.lua",
       ["lb.args"] = "lua/lb/args.lua",

@@ -69,3 +69,15 @@ void lb_balancer_job_set(lb_balancer *b, struct lb_checker_job *job,
     b->job_release = release;
     __atomic_store_n(&b->job, job, __ATOMIC_RELEASE);
 }
+
+struct lb_disc *lb_balancer_disc(lb_balancer *b)
+{
+    return __atomic_load_n(&b->disc, __ATOMIC_ACQUIRE);
+}
+
+void lb_balancer_disc_set(lb_balancer *b, struct lb_disc *d,
+                          void (*release)(lb_balancer *b))
+{
+    b->disc_release = release;
+    __atomic_store_n(&b->disc, d, __ATOMIC_RELEASE);
+}
