@@ -45,6 +45,14 @@ local M = { Balancer = Balancer }
 M.EVENT_INTERVAL = 0.1
 
 local errbuf = ffi_new("const char *[1]")
+local wall_ts = ffi_new("struct lb_timespec")
+
+-- Seconds since the epoch (CLOCK_REALTIME), as discovery_status's
+-- updated_at.
+local function wall()
+  ffi.C.clock_gettime(0, wall_ts)
+  return tonumber(wall_ts.tv_sec) + tonumber(wall_ts.tv_nsec) * 1e-9
+end
 local hinfo = ffi_new("lb_health_info")
 local cstats = ffi_new("lb_check_stats")
 
@@ -147,29 +155,104 @@ local function apply(self, list, en)
   return true
 end
 
--- Re-read the published set when it was published outside this object
--- (not the case in normal use: only this object updates its balancer).
+-- Adopt the set the core published itself (a DNS or etcd source on the
+-- C thread): one whole copy of one snapshot (lb_balancer_backends), the
+-- tables of backends that stay kept, the generation taken from that copy.
 local function sync(self)
-  local n = tonumber(C.lb_balancer_count(self._c))
-  local cb = ffi_new("lb_backend")
-  local list = {}
+  local c = self._c
+  local cap = tonumber(C.lb_balancer_count(c)) + 8
+  local arr, ids, n
+  local gen = ffi_new("uint64_t[1]")
+  while true do
+    arr = ffi_new("lb_backend[?]", cap)
+    ids = ffi_new("uint64_t[?]", cap)
+    n = tonumber(C.lb_balancer_backends(c, arr, cap, ids, gen))
+    if n <= cap then
+      break
+    end
+    cap = n + 8
+  end
+  local old = self._byident
+  local newlist, byident, index, byid = {}, {}, {}, {}
   for i = 0, n - 1 do
-    if C.lb_balancer_backend(self._c, i, cb) == 0 then
-      local t = backend.from_c(cb)
-      local kept = self._byident[backend.identity(t.addr, t.weight)]
-      list[#list + 1] = kept or t
+    local t = backend.from_c(arr[i])
+    local ident = backend.identity(t.addr, t.weight)
+    t = old[ident] or t
+    newlist[i + 1] = t
+    byident[ident] = t
+    index[t] = i
+    byid[tonumber(ids[i])] = t
+  end
+  self._list, self._byident, self._index, self._byid =
+    newlist, byident, index, byid
+  for id in pairs(self._last_error) do
+    if byid[id] == nil then
+      self._last_error[id] = nil
     end
   end
-  return apply(self, list, nil)
+  for id in pairs(self._delivered) do
+    if byid[id] == nil then
+      self._delivered[id] = nil
+    end
+  end
+  self._gen = tonumber(gen[0])
+  return true
 end
 
--- Run discovery now.  true, or nil, err (the previous set stays).
-function Balancer:update()
-  check_self(self, "update")
-  local d = self._discovery
-  if d == nil then
-    return true -- a static `backends` list: nothing to rediscover
+-- Catch up with a set published by the core since we last looked.
+local function refresh(self)
+  if tonumber(C.lb_balancer_generation(self._c)) ~= self._gen then
+    sync(self)
   end
+end
+
+local dstatus = ffi_new("lb_discovery_status")
+
+-- The status of the C source as a Lua table.
+local function c_status(self)
+  C.lb_balancer_discovery_status(self._c, dstatus)
+  local ok = dstatus.ok ~= 0
+  local err = ffi_string(dstatus.last_error)
+  local at = tonumber(dstatus.updated_at)
+  return {
+    ok = ok,
+    last_error = err ~= "" and err or nil,
+    updated_at = at > 0 and at or nil,
+    revision = dstatus.has_revision ~= 0 and tonumber(dstatus.revision)
+               or nil,
+    running = dstatus.running ~= 0,
+    updates = tonumber(dstatus.updates),
+    errors = tonumber(dstatus.errors),
+    queries = tonumber(dstatus.queries),
+  }
+end
+
+-- update() on a C source: ask for a fresh answer; plain Lua waits for it
+-- (up to the source's timeout), OpenResty never waits.
+local function update_c(self)
+  local ticket = C.lb_balancer_discovery_refresh(self._c, errbuf)
+  if ticket < 0 then
+    return nil, "discovery: " .. ffi_string(errbuf[0])
+  end
+  if in_openresty() then
+    return true
+  end
+  -- the source's own deadline ends every request; the slack covers the
+  -- thread's turn and the publish
+  local rc = C.lb_balancer_discovery_wait(self._c, ticket,
+                                          self._source_timeout + 1)
+  refresh(self)
+  if rc == 0 then
+    return true
+  end
+  if rc == core.ERROR then
+    return nil, c_status(self).last_error or "discovery failed"
+  end
+  return nil, "discovery: no answer within " .. self._source_timeout .. " s"
+end
+
+-- update() on a Lua discovery (a function or an object with discover).
+local function update_lua(self, d)
   local ok, list, en
   if type(d) == "function" then
     ok, list, en = pcall(d)
@@ -195,6 +278,43 @@ function Balancer:update()
     return nil, "discovery result: " .. err
   end
   return apply(self, decoded, enablement)
+end
+
+-- Run discovery now.  true, or nil, err (the previous set stays).
+function Balancer:update()
+  check_self(self, "update")
+  local d = self._discovery
+  if d == nil then
+    return true -- a static `backends` list: nothing to rediscover
+  end
+  if self._source then
+    return update_c(self)
+  end
+  local ok, err = update_lua(self, d)
+  local st = self._lua_status
+  if ok then
+    st.ok, st.last_error, st.updated_at = true, nil, wall()
+    st.updates = st.updates + 1
+  else
+    st.ok, st.last_error = false, err
+    st.errors = st.errors + 1
+  end
+  return ok, err
+end
+
+-- The state of discovery: { ok, last_error, updated_at, revision } (and
+-- the counts updates, errors; queries for a C source).  `ok` is false
+-- before the first answer.  updated_at: seconds since the epoch of the
+-- last good answer (nil: none yet); revision: etcd's, else nil.
+function Balancer:discovery_status()
+  check_self(self, "discovery_status")
+  if self._source then
+    return c_status(self)
+  end
+  local st = self._lua_status
+  return { ok = st.ok, last_error = st.last_error, updated_at = st.updated_at,
+           updates = st.updates, errors = st.errors,
+           running = self._started == true }
 end
 
 -- ---- the select path ----
@@ -331,6 +451,7 @@ end
 -- that is not in the set.
 function Balancer:ready(b)
   check_self(self, "ready")
+  refresh(self)
   local i = find(self, b, "ready")
   if not i then
     return false
@@ -343,6 +464,7 @@ end
 -- backend of the set matches.
 function Balancer:set_enable(b, enable)
   check_self(self, "set_enable")
+  refresh(self)
   if type(enable) ~= "boolean" then
     bad_arg(2, "set_enable", "boolean", enable)
   end
@@ -368,6 +490,7 @@ end
 -- weight).  A new array of the balancer's own backend tables.
 function Balancer:backends()
   check_self(self, "backends")
+  refresh(self)
   local out = {}
   for i, b in ipairs(self._list) do
     out[i] = b
@@ -381,6 +504,7 @@ end
 -- { addr, weight, healthy, enabled, ready, last_error }.
 function Balancer:status()
   check_self(self, "status")
+  refresh(self)
   local rows = {}
   for i, b in ipairs(self._list) do
     if C.lb_balancer_health(self._c, i - 1, hinfo) == 0 then
@@ -422,6 +546,7 @@ function Balancer:run_health_check(parallel)
   if parallel == nil then
     parallel = self.parallel_health_check
   end
+  refresh(self)
   return checking.round(self, parallel)
 end
 
@@ -431,7 +556,7 @@ end
 local function driver_tasks(self)
   local tasks = {}
   local check = self._check
-  if self._discovery ~= nil then
+  if self._discovery ~= nil and not self._source then
     tasks[#tasks + 1] = { period = self.update_frequency, run = function()
       local ok, err = self:update()
       if not ok then
@@ -448,6 +573,7 @@ local function driver_tasks(self)
   end
   if check and in_openresty() then
     tasks[#tasks + 1] = { period = M.EVENT_INTERVAL, run = function()
+      refresh(self)
       checking.drain(self)
     end }
   end
@@ -473,6 +599,10 @@ function Balancer:start()
   if not ok0 then
     return nil, err0
   end
+  if self._source and C.lb_balancer_discovery_start(self._c, errbuf) < 0 then
+    checking.stop(self)
+    return nil, "cannot start discovery: " .. ffi_string(errbuf[0])
+  end
   self._driver = self._driver or driver.new(driver_tasks(self))
   local ok, err = self._driver:start()
   if not ok then
@@ -491,6 +621,9 @@ function Balancer:stop()
     self._driver:stop()
   end
   checking.stop(self)
+  if self._source then
+    C.lb_balancer_discovery_stop(self._c)
+  end
   return true
 end
 
@@ -502,11 +635,47 @@ function Balancer:poll()
   if self._driver then
     self._driver:poll()
   end
+  refresh(self)
   checking.drain(self)
   return true
 end
 
 -- ---- construction ----
+
+-- Hand a checked C source configuration (lb.args.discovery_source) to
+-- the core.  true, or nil, err.
+function M._set_source(self, kind, o)
+  local rc
+  if kind == "dns" then
+    local dc = ffi_new("lb_dns_config")
+    dc.name, dc.name_len = o.name, #o.name
+    dc.type = core.DNS_TYPE[o.type]
+    dc.port = o.port
+    if o.resolvers then
+      dc.resolvers, dc.resolvers_len = o.resolvers, #o.resolvers
+    end
+    dc.timeout, dc.min_ttl, dc.max_ttl = o.timeout, o.min_ttl, o.max_ttl
+    rc = C.lb_balancer_set_dns(self._c, dc, errbuf)
+  else
+    local ec = ffi_new("lb_etcd_config")
+    ec.endpoints, ec.endpoints_len = o.endpoints, #o.endpoints
+    ec.prefix, ec.prefix_len = o.prefix, #o.prefix
+    ec.timeout = o.timeout
+    if o.username then
+      ec.username, ec.username_len = o.username, #o.username
+      ec.password, ec.password_len = o.password, #o.password
+    end
+    ec.tls_verify = o.tls_verify and 1 or 0
+    if o.tls_ca then
+      ec.tls_ca, ec.tls_ca_len = o.tls_ca, #o.tls_ca
+    end
+    rc = C.lb_balancer_set_etcd(self._c, ec, errbuf)
+  end
+  if rc < 0 then
+    return nil, ffi_string(errbuf[0])
+  end
+  return true
+end
 
 function M.new(opts)
   if type(opts) ~= "table" then
@@ -522,6 +691,16 @@ function M.new(opts)
     if not check then
       return nil, "lb.new: health_check: " .. err
     end
+  end
+
+  local source_kind, source_cfg = discovery.source(opts.discovery)
+  if source_kind then
+    local sopts
+    sopts, err = args.discovery_source(source_kind, source_cfg)
+    if not sopts then
+      return nil, "lb.new: discovery: " .. err
+    end
+    source_cfg = sopts
   end
 
   local static_list
@@ -560,6 +739,9 @@ function M.new(opts)
     _check = check,
     _last_error = {},
     _delivered = {},
+    _source = source_kind,
+    _source_timeout = source_cfg and source_cfg.timeout,
+    _lua_status = { ok = false, updates = 0, errors = 0 },
     selection = opts.selection or "round_robin",
     _keyless = core.SELECTION[opts.selection or "round_robin"].keyless,
     health_check_frequency = opts.health_check_frequency,
@@ -580,6 +762,12 @@ function M.new(opts)
     ok, err = self:update()
     if not ok then
       return nil, "lb.new: " .. err
+    end
+  end
+  if source_kind then
+    ok, err = M._set_source(self, source_kind, source_cfg)
+    if not ok then
+      return nil, "lb.new: discovery: " .. err
     end
   end
   if check and check.kind ~= "custom" then
