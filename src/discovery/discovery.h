@@ -53,6 +53,9 @@ struct lb_disc_ops {
      * closed, memory freed; no report.  With `child` (a forked child), the
      * epoll set is the parent's: close our descriptors only. */
     void (*abort)(struct lb_disc *d, bool child);
+    /* Optional: a ticket was asked while the request runs (a caller's
+     * thread; the kind may set io_due to look at it). */
+    void (*asked)(struct lb_disc *d);
     void (*free_cfg)(void *cfg);
 };
 
@@ -60,7 +63,7 @@ struct lb_disc {
     lb_balancer *b;
     struct lb_disc *prev, *next; /* lb_disc_all */
     const struct lb_disc_ops *ops;
-    void *cfg;   /* the kind's, immutable */
+    void *cfg;   /* the kind's (with what outlives a request: etcd's keys) */
     void *state; /* the kind's request in flight, or NULL */
     bool started;
     bool busy;         /* begin called, lb_disc_end not yet */
@@ -80,6 +83,8 @@ struct lb_disc {
     int64_t pending_ticket;
     uint64_t pending_revision;
     bool pending_has_revision;
+    bool warned;         /* a problem reported during this answer */
+    bool pending_warned; /* ... of the pending answer: keep last_error */
     lb_discovery_status st;
 };
 

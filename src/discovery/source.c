@@ -197,6 +197,8 @@ int64_t lb_balancer_discovery_refresh(lb_balancer *b, const char **err)
      * its next event or, when none comes, at once (etcd.c). */
     if (!d->busy)
         d->due = lb_ck_now_ns();
+    else if (d->ops->asked)
+        d->ops->asked(d);
     lb_ck_wake();
     pthread_mutex_unlock(&lb_ck.lock);
     return ticket;
@@ -290,14 +292,18 @@ void lb_disc_answer(struct lb_disc *d, const lb_backend *set, size_t n,
     d->pending_ticket = d->serving;
     d->pending_has_revision = has_rev;
     d->pending_revision = rev;
+    d->pending_warned = d->warned;
+    d->warned = false;
 }
 
 void lb_disc_fail(struct lb_disc *d, const char *msg, bool fatal)
 {
     d->st.errors++;
     snprintf(d->st.last_error, sizeof(d->st.last_error), "%s", msg);
-    if (!fatal)
+    if (!fatal) {
+        d->warned = true;
         return;
+    }
     d->st.ok = 0;
     if (d->serving > d->answered && !d->has_pending) {
         d->answered = d->serving;
@@ -343,6 +349,7 @@ static void maybe_begin(struct lb_disc *d, uint64_t now)
     d->due = 0;
     d->busy = true;
     d->serving = d->asked;
+    d->warned = false;
     d->ops->begin(d, now);
 }
 
@@ -351,7 +358,7 @@ void lb_disc_publish(struct lb_disc *d)
     lb_backend *set = d->pending;
     size_t n = d->npending, count;
     int64_t ticket = d->pending_ticket;
-    bool has_rev = d->pending_has_revision;
+    bool has_rev = d->pending_has_revision, warned = d->pending_warned;
     uint64_t rev = d->pending_revision;
     const char *err = NULL;
     int rc;
@@ -371,7 +378,8 @@ void lb_disc_publish(struct lb_disc *d)
                  err ? err : "failed");
     } else {
         d->st.ok = 1;
-        d->st.last_error[0] = '\0';
+        if (!warned)
+            d->st.last_error[0] = '\0';
         d->st.updated_at = lb_disc_wall();
         d->st.updates++;
         if (has_rev) {
