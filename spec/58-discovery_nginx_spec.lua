@@ -1,0 +1,159 @@
+-- The C core's discovery sources in real nginx (2 workers): an etcd-fed
+-- balancer serves a backend put into etcd within a second in every worker
+-- (timed over 20 puts), and a worker keeps serving while a DNS source
+-- waits on a server that does not answer (update() returns at once, no
+-- request stalls).
+local nginx = require("support.nginx")
+local front = require("support.front")
+local etcd = require("support.etcd")
+local dnsmasq = require("support.dnsmasq")
+local socket = require("socket")
+
+local P = "/services/front/"
+
+describe("discovery sources in nginx (2 workers)", function()
+  local addrs, srv, e, d
+
+  setup(function()
+    addrs = nginx.loopback_backends(3)
+    e = etcd.start()
+    e:put(P .. "one", addrs[1])
+    d = dnsmasq.start({ hosts = "127.0.0.51 slow.lb.test\n", ttl = 1 })
+    srv = assert(front.start({
+      init = ([[
+        local lb = require("lb")
+        app = assert(lb.new({ discovery = lb.discovery.etcd({
+          endpoints = { %q }, prefix = %q, timeout = 1 }) }))
+        dnsapp = assert(lb.new({ discovery = lb.discovery.dns({
+          name = "slow.lb.test", port = 80, resolvers = { %q },
+          timeout = 2, min_ttl = 0.2, max_ttl = 0.5 }) }))
+      ]]):format(e.endpoint, P, d.resolver),
+      init_worker = "assert(app:start()); assert(dnsapp:start())",
+      server_extra = [[
+        # this worker's pid and whether its balancer selects ?addr
+        location = /has {
+            content_by_lua_block {
+                local want, seen = ngx.var.arg_addr, false
+                for _ = 1, 8 do
+                    local b = app:select()
+                    if b and b.addr == want then seen = true break end
+                end
+                ngx.print(ngx.worker.pid(), " ", seen and "yes" or "no")
+            }
+        }
+        # update() on the DNS source: how long the worker was held
+        location = /dns-update {
+            content_by_lua_block {
+                ngx.update_time()
+                local t0 = ngx.now()
+                local ok, err = dnsapp:update()
+                ngx.update_time()
+                local st = dnsapp:discovery_status()
+                ngx.print(ngx.now() - t0, " ", tostring(ok), " ",
+                          tostring(st.last_error))
+            }
+        }
+      ]],
+    }))
+  end)
+
+  teardown(function()
+    nginx.stop_all()
+    dnsmasq.stop_all()
+    etcd.stop_all()
+  end)
+
+  -- until every worker selects `addr` (or `secs` pass): the time taken
+  local function every_worker_has(addr, secs)
+    local t0 = socket.gettime()
+    local yes = {}
+    while socket.gettime() - t0 < secs do
+      local reqs = {}
+      for i = 1, 8 do
+        reqs[i] = { path = "/has?addr=" .. addr .. "&i=" .. i }
+      end
+      -- fresh connections land on both workers (reuseport)
+      for _, r in ipairs(assert(nginx.get_spread(srv.addr, reqs, 4))) do
+        local pid, v = r.body:match("^(%d+) (%a+)$")
+        if pid then
+          yes[pid] = v == "yes"
+        end
+      end
+      local n, all = 0, true
+      for _, v in pairs(yes) do
+        n = n + 1
+        all = all and v
+      end
+      if n == 2 and all then
+        return socket.gettime() - t0
+      end
+    end
+    return nil
+  end
+
+  it("serves etcd's set in every worker", function()
+    assert.is_truthy(every_worker_has(addrs[1], 5))
+    local by_backend, by_worker, bad = front.count(front.get(srv, 200))
+    assert.equal(0, bad)
+    assert.equal(2, front.size(by_worker))
+    assert.equal(200, by_backend[addrs[1]])
+  end)
+
+  it("serves a backend put into etcd within 1 s in every worker", function()
+    local times = {}
+    for i = 1, 20 do
+      local which = addrs[2 + i % 2]
+      local other = addrs[2 + (i + 1) % 2]
+      e:del(P .. "x")
+      -- the previous one gone from every worker first
+      assert.is_truthy(nginx.wait_for(function()
+        local by_backend = front.count(front.get(srv, 40))
+        return by_backend[other] == nil
+      end, 5))
+      local t0 = socket.gettime()
+      e:put(P .. "x", which)
+      local took = every_worker_has(which, 5)
+      assert.is_truthy(took, "put " .. i .. " not seen in every worker")
+      times[i] = socket.gettime() - t0
+    end
+    table.sort(times)
+    local median = (times[10] + times[11]) / 2
+    print(("\n  # etcd put -> every worker selects it: median %.3f s, "
+           .. "max %.3f s (20 puts, etcdctl and polling included)")
+          :format(median, times[20]))
+    assert.is_true(median < 1, "median " .. median)
+    assert.is_true(times[20] < 2, "max " .. times[20])
+  end)
+
+  it("keeps serving while the DNS server does not answer", function()
+    -- the DNS source has its set
+    assert.is_truthy(nginx.wait_for(function()
+      local r = nginx.get(srv.addr, "/dns-update")
+      return r and r.body:find(" true nil$")
+    end, 5))
+    d:pause()
+    local r = assert(nginx.get(srv.addr, "/dns-update"))
+    local held = tonumber(r.body:match("^(%S+)"))
+    assert.is_true(held < 0.05, "update() held the worker " .. held .. " s")
+    -- requests during the timeouts (2 s each): none stalls
+    local worst, n = 0, 0
+    local t_end = socket.gettime() + 2.5
+    while socket.gettime() < t_end do
+      local t0 = socket.gettime()
+      local res = assert(nginx.get(srv.addr, "/r/" .. n))
+      local dt = socket.gettime() - t0
+      assert.equal(200, res.status)
+      if dt > worst then worst = dt end
+      n = n + 1
+    end
+    local st
+    assert.is_truthy(nginx.wait_for(function()
+      st = assert(nginx.get(srv.addr, "/dns-update")).body
+      return st:find("timeout")
+    end, 6), "no timeout reported: " .. tostring(st))
+    d:resume()
+    print(("\n  # %d requests during DNS timeouts: slowest %.1f ms")
+          :format(n, worst * 1000))
+    assert.is_true(worst < 0.05, "a request took " .. worst .. " s")
+  end)
+end)
