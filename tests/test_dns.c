@@ -255,6 +255,81 @@ static void test_srv(void)
     lb_balancer_free(b);
 }
 
+static lb_balancer *gated;
+
+static int gate(lb_balancer *b) { return b != gated; }
+
+/* The gate: a balancer it refuses asks nothing (as a shared balancer's
+ * reader process); let through, it asks at its next due time. */
+static void test_gate(void)
+{
+    lb_balancer *b = with_dns("a.lb.test", LB_DNS_A, 80);
+    lb_discovery_status st;
+    const char *err = NULL;
+    int64_t t;
+
+    write_hosts("127.0.0.61 a.lb.test\n");
+    kill(dns_pid, SIGHUP);
+    gated = b;
+    lb_discovery_gate_set(gate);
+    t = lb_balancer_discovery_refresh(b, &err);
+    CHECK_EQ(lb_balancer_discovery_wait(b, t, 0.5), LB_DECLINED);
+    lb_balancer_discovery_status(b, &st);
+    CHECK_EQ(st.queries, 0);
+    CHECK_EQ(lb_balancer_count(b), 0);
+    lb_discovery_gate_set(NULL);
+    CHECK_EQ(lb_balancer_discovery_wait(b, t, 5), LB_OK);
+    CHECK(has(b, "127.0.0.61:80"));
+    lb_balancer_free(b);
+}
+
+/* A source made before fork() and started in the child (OpenResty's
+ * master and workers), while the parent's thread runs one too. */
+static void test_fork(void)
+{
+#ifndef __SANITIZE_THREAD__ /* TSan: no threads in a forked child */
+    lb_balancer *b = with_dns("a.lb.test", LB_DNS_A, 80);
+    const char *err = NULL;
+    int st = 0;
+    pid_t pid;
+
+    CHECK_EQ(lb_balancer_discovery_start(b, &err), LB_OK);
+    CHECK(WAIT_FOR(has(b, "127.0.0.61:80"), 5));
+    pid = fork();
+    if (pid == 0) {
+        int ok = 1;
+        write_hosts("127.0.0.62 a.lb.test\n");
+        kill(dns_pid, SIGHUP);
+        /* started in the parent: it runs again here by itself */
+        ok &= WAIT_FOR(has(b, "127.0.0.62:80"), 10);
+        lb_balancer_free(b);
+        _exit(ok ? 0 : 1);
+    }
+    CHECK(wait_child(pid, 20, &st));
+    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    /* the parent's source went on beside it */
+    CHECK(WAIT_FOR(has(b, "127.0.0.62:80"), 10));
+    lb_balancer_free(b);
+#endif
+}
+
+/* DNS queries at TTL 1 s while started: one per TTL. */
+static void test_rate(void)
+{
+    lb_balancer *b = with_dns("a.lb.test", LB_DNS_A, 80);
+    lb_discovery_status st;
+    const char *err = NULL;
+    double t0 = now_s();
+
+    CHECK_EQ(lb_balancer_discovery_start(b, &err), LB_OK);
+    usleep(4000000);
+    lb_balancer_discovery_status(b, &st);
+    printf("# %llu queries in %.1f s at TTL 1 s (max_ttl 1)\n",
+           (unsigned long long)st.queries, now_s() - t0);
+    CHECK(st.queries >= 3 && st.queries <= 6);
+    lb_balancer_free(b);
+}
+
 int main(void)
 {
     if (!mkdtemp(dir))
@@ -281,6 +356,9 @@ int main(void)
     test_bad_config();
     test_a();
     test_srv();
+    test_gate();
+    test_fork();
+    test_rate();
     lb_quiesce();
     return tap_done("test_dns");
 }
