@@ -27,8 +27,15 @@ describe("discovery sources in nginx (2 workers)", function()
         dnsapp = assert(lb.new({ discovery = lb.discovery.dns({
           name = "slow.lb.test", port = 80, resolvers = { %q },
           timeout = 2, min_ttl = 0.2, max_ttl = 0.5 }) }))
-      ]]):format(e.endpoint, P, d.resolver),
-      init_worker = "assert(app:start()); assert(dnsapp:start())",
+        -- a host name from a Lua discovery: resolved on the C thread
+        -- while the timer sleeps (lb.backend), never blocking the worker
+        named = assert(lb.new({ discovery = function()
+          return { %q }
+        end, update_frequency = 0.5 }))
+      ]]):format(e.endpoint, P, d.resolver,
+                 "localhost:" .. addrs[1]:match("%d+$")),
+      init_worker = "assert(app:start()); assert(dnsapp:start()); "
+                    .. "assert(named:start())",
       server_extra = [[
         # this worker's pid and whether its balancer selects ?addr
         location = /has {
@@ -39,6 +46,15 @@ describe("discovery sources in nginx (2 workers)", function()
                     if b and b.addr == want then seen = true break end
                 end
                 ngx.print(ngx.worker.pid(), " ", seen and "yes" or "no")
+            }
+        }
+        location = /named {
+            content_by_lua_block {
+                local out = {}
+                for _, b in ipairs(named:backends()) do
+                    out[#out + 1] = b.addr
+                end
+                ngx.print(ngx.worker.pid(), " ", table.concat(out, " "))
             }
         }
         # update() on the DNS source: how long the worker was held
@@ -123,6 +139,23 @@ describe("discovery sources in nginx (2 workers)", function()
           :format(median, times[20]))
     assert.is_true(median < 1, "median " .. median)
     assert.is_true(times[20] < 2, "max " .. times[20])
+  end)
+
+  it("resolves a host name from a Lua discovery in every worker", function()
+    local want = "127.0.0.1:" .. addrs[1]:match("%d+$")
+    assert.is_truthy(nginx.wait_for(function()
+      local seen = {}
+      for _, r in ipairs(assert(nginx.get_spread(srv.addr,
+          { "/named?1", "/named?2", "/named?3", "/named?4" }, 4))) do
+        local pid, list = r.body:match("^(%d+) (.*)$")
+        if pid and (" " .. list .. " "):find(" " .. want .. " ", 1, true)
+        then
+          seen[pid] = true
+        end
+      end
+      return front.size(seen) == 2
+    end, 5))
+    assert.is_nil(srv:error_log():find("update failed", 1, true))
   end)
 
   it("keeps serving while the DNS server does not answer", function()

@@ -705,6 +705,34 @@ int lb_balancer_discovery_status(lb_balancer *b, lb_discovery_status *out);
 void lb_discovery_gate_set(int (*gate)(lb_balancer *b));
 
 /*
+ * Resolve a "name:port" without blocking the caller: the name's addresses
+ * (both families; /etc/hosts, then the servers of /etc/resolv.conf, as
+ * getaddrinfo does) are asked on the background thread with c-ares, each
+ * becoming a backend of `weight`.  lb_resolve_start returns the pending
+ * resolution (owned by the caller, freed with lb_resolve_free, which
+ * cancels it when still pending), or NULL with *err (a static string) for
+ * a bad name, port or weight, or when the thread cannot start.  Literal
+ * addresses need no resolution: lb_backend_parse them.  `timeout` bounds
+ * the answer (<= 0: 5 s).  Any thread; takes the checker's mutex briefly.
+ */
+typedef struct lb_resolve lb_resolve;
+lb_resolve *lb_resolve_start(const char *text, size_t len, uint32_t weight,
+                             double timeout, const char **err);
+
+/*
+ * The answer: LB_DECLINED while pending; LB_ERROR with *err (valid until
+ * lb_resolve_free) when the name has no address, the servers did not
+ * answer in time, ...; else the number of backends, of which the first
+ * `max` are copied to out (call again with more room when it exceeds
+ * max).  Never blocks.  lb_resolve_wait blocks up to `timeout` seconds
+ * for it: LB_OK when answered (either way), LB_DECLINED when not yet.
+ */
+int lb_resolve_result(lb_resolve *r, lb_backend *out, int max,
+                      const char **err);
+int lb_resolve_wait(lb_resolve *r, double timeout);
+void lb_resolve_free(lb_resolve *r);
+
+/*
  * Copy the published set, whole, from one snapshot: up to `max` backends
  * into out (sorted order), their record ids (lb_health_info.id) into ids
  * (when not NULL) and the snapshot's generation into *gen.  Returns the

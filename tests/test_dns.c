@@ -330,6 +330,36 @@ static void test_rate(void)
     lb_balancer_free(b);
 }
 
+/* One host name resolved on the thread (lb_resolve_*): /etc/hosts'
+ * localhost, so no query leaves the machine. */
+static void test_resolve(void)
+{
+    const char *err = NULL;
+    lb_backend out[8];
+    lb_resolve *r = lb_resolve_start("localhost:8080", 14, 3, 2, &err);
+    int n, v4 = 0;
+
+    CHECK(r != NULL);
+    CHECK_EQ(lb_resolve_wait(r, 5), LB_OK);
+    n = lb_resolve_result(r, out, 8, &err);
+    CHECK(n >= 1);
+    for (int i = 0; i < n && i < 8; i++) {
+        v4 += strcmp(out[i].addr, "127.0.0.1:8080") == 0;
+        CHECK_EQ(out[i].weight, 3);
+    }
+    CHECK_EQ(v4, 1);
+    lb_resolve_free(r);
+    CHECK(lb_resolve_start("bad name:80", 11, 1, 2, &err) == NULL);
+    CHECK(err && strstr(err, "host name"));
+    CHECK(lb_resolve_start("localhost:0", 11, 1, 2, &err) == NULL);
+    CHECK(lb_resolve_start("localhost", 9, 1, 2, &err) == NULL);
+    /* freed while pending */
+    r = lb_resolve_start("localhost:1", 11, 1, 2, &err);
+    CHECK(r != NULL);
+    lb_resolve_free(r);
+    CHECK(WAIT_FOR(checker_threads() == 0, 5));
+}
+
 int main(void)
 {
     if (!mkdtemp(dir))
@@ -359,6 +389,7 @@ int main(void)
     test_gate();
     test_fork();
     test_rate();
+    test_resolve();
     lb_quiesce();
     return tap_done("test_dns");
 }

@@ -195,6 +195,13 @@ void lb_balancer_discovery_stop(lb_balancer *b);
 int64_t lb_balancer_discovery_refresh(lb_balancer *b, const char **err);
 int lb_balancer_discovery_wait(lb_balancer *b, int64_t ticket, double timeout);
 int lb_balancer_discovery_status(lb_balancer *b, lb_discovery_status *out);
+typedef struct lb_resolve lb_resolve;
+lb_resolve *lb_resolve_start(const char *text, size_t len, uint32_t weight,
+                             double timeout, const char **err);
+int lb_resolve_result(lb_resolve *r, lb_backend *out, int max,
+                      const char **err);
+int lb_resolve_wait(lb_resolve *r, double timeout);
+void lb_resolve_free(lb_resolve *r);
 size_t lb_balancer_backends(lb_balancer *b, lb_backend *out, size_t max,
                             uint64_t *ids, uint64_t *gen);
 

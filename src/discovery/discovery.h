@@ -7,7 +7,10 @@
  *              lb_balancer_update, the fork step
  *   loop.c     the sources' place on the checker thread: their own epoll
  *              set (nested in the checker's), descriptors and deadlines
- *   dns.c      DNS with c-ares: A, AAAA, SRV (and its targets' addresses)
+ *   dns.c      DNS with c-ares: A, AAAA, SRV (and its targets' addresses),
+ *              and host names as getaddrinfo resolves them
+ *   resolve.c  lb_resolve_*: one host name resolved on the thread, for a
+ *              caller that must not block (a source without a balancer)
  *   etcd.c     etcd v3's JSON gateway with libcurl's multi interface and
  *              jansson: range, then a streaming watch
  *
@@ -60,7 +63,7 @@ struct lb_disc_ops {
 };
 
 struct lb_disc {
-    lb_balancer *b;
+    lb_balancer *b; /* NULL: a resolution (resolve.c), never published */
     struct lb_disc *prev, *next; /* lb_disc_all */
     const struct lb_disc_ops *ops;
     void *cfg;   /* the kind's (with what outlives a request: etcd's keys) */
@@ -138,6 +141,15 @@ void lb_disc_publish(struct lb_disc *d);
 
 /* Seconds on CLOCK_REALTIME (the status's updated_at). */
 double lb_disc_wall(void);
+
+/* dns.c: the configuration of a host name's resolution (lb_resolve_start),
+ * or NULL when out of memory. */
+void *lb_disc_dns_addr_cfg(const char *name, size_t len, uint16_t port,
+                           uint32_t weight, double timeout);
+/* source.c: link a new source (b NULL: a resolution, answered, not
+ * published), counted as a user, asked once.  LB_OK or LB_ERROR. */
+int lb_disc_link_resolve(struct lb_disc *d, const char **err);
+void lb_disc_unlink_resolve(struct lb_disc *d);
 
 /* The kinds (dns.c, etcd.c). */
 extern const struct lb_disc_ops lb_disc_dns_ops

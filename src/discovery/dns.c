@@ -33,9 +33,10 @@
 
 struct dns_cfg {
     char *name;
-    int type;
+    int type; /* LB_DNS_*, or DNS_ADDR: a host name as getaddrinfo does */
     uint16_t port;
-    char *servers; /* c-ares' "host:port,..." or NULL */
+    uint32_t weight; /* DNS_ADDR: every address's */
+    char *servers;   /* c-ares' "host:port,..." or NULL */
     double timeout, min_ttl, max_ttl;
 };
 
@@ -62,9 +63,17 @@ struct dns_req {
     struct lb_disc_fd fds[DNS_MAX_FDS];
 };
 
+/* A host name's addresses, both families, /etc/hosts first (c-ares'
+ * ares_getaddrinfo, "fb" lookups as resolv.conf says): what
+ * lb_resolve_start asks for. */
+#define DNS_ADDR 0
+
 static const char *type_name(int t)
 {
-    return t == LB_DNS_A ? "A" : t == LB_DNS_AAAA ? "AAAA" : "SRV";
+    return t == LB_DNS_A      ? "A"
+           : t == LB_DNS_AAAA ? "AAAA"
+           : t == DNS_ADDR    ? "address"
+                              : "SRV";
 }
 
 static pthread_once_t ares_once = PTHREAD_ONCE_INIT;
@@ -301,6 +310,43 @@ static void on_answer(void *arg, int status, int timeouts, unsigned char *abuf,
     req_maybe_finish(q);
 }
 
+static void on_addrinfo(void *arg, int status, int timeouts,
+                        struct ares_addrinfo *res)
+{
+    struct dns_req *q = arg;
+    struct dns_cfg *c;
+
+    (void)timeouts;
+    if (q->destroying) {
+        ares_freeaddrinfo(res);
+        return;
+    }
+    c = q->d->cfg;
+    if (status != ARES_SUCCESS) {
+        req_fail(q, "%.150s: %.40s", c->name, ares_strerror(status));
+    } else {
+        for (struct ares_addrinfo_node *n = res ? res->nodes : NULL; n;
+             n = n->ai_next) {
+            if (n->ai_family == AF_INET)
+                add_backend(
+                    q, AF_INET,
+                    &((struct sockaddr_in *)(void *)n->ai_addr)->sin_addr,
+                    c->port, c->weight);
+            else if (n->ai_family == AF_INET6)
+                add_backend(
+                    q, AF_INET6,
+                    &((struct sockaddr_in6 *)(void *)n->ai_addr)->sin6_addr,
+                    c->port, c->weight);
+            else
+                continue;
+            see_ttl(q, n->ai_ttl);
+        }
+    }
+    ares_freeaddrinfo(res);
+    q->outstanding--;
+    req_maybe_finish(q);
+}
+
 static void on_fd(struct lb_disc_fd *h, uint32_t rev)
 {
     struct dns_req *q = h->arg;
@@ -441,7 +487,15 @@ static void dns_begin(struct lb_disc *d, uint64_t now)
     }
     q->outstanding++;
     lb_disc_count_query(d);
-    ares_query(q->ch, c->name, 1 /* C_IN */, c->type, on_answer, q);
+    if (c->type == DNS_ADDR) {
+        struct ares_addrinfo_hints h;
+
+        memset(&h, 0, sizeof(h));
+        h.ai_family = AF_UNSPEC;
+        h.ai_socktype = SOCK_STREAM;
+        ares_getaddrinfo(q->ch, c->name, NULL, &h, on_addrinfo, q);
+    } else
+        ares_query(q->ch, c->name, 1 /* C_IN */, c->type, on_answer, q);
     d->io_due = 1;
 }
 
@@ -585,6 +639,26 @@ static char *dup_n(const char *s, size_t n)
     return p;
 }
 
+void *lb_disc_dns_addr_cfg(const char *name, size_t len, uint16_t port,
+                           uint32_t weight, double timeout)
+{
+    struct dns_cfg *c = calloc(1, sizeof(*c));
+
+    if (!c)
+        return NULL;
+    c->name = dup_n(name, len);
+    if (!c->name) {
+        free(c);
+        return NULL;
+    }
+    c->type = DNS_ADDR;
+    c->port = port;
+    c->weight = weight;
+    c->timeout = timeout;
+    c->min_ttl = c->max_ttl = 1;
+    return c;
+}
+
 int lb_balancer_set_dns(lb_balancer *b, const lb_dns_config *cfg,
                         const char **err)
 {
@@ -621,6 +695,7 @@ int lb_balancer_set_dns(lb_balancer *b, const lb_dns_config *cfg,
     }
     c->type = cfg->type;
     c->port = cfg->port;
+    c->weight = 1;
     c->timeout = cfg->timeout > 0 ? cfg->timeout : 2.0;
     c->min_ttl = cfg->min_ttl > 0 ? cfg->min_ttl : 1.0;
     c->max_ttl = cfg->max_ttl > 0 ? cfg->max_ttl : 300.0;

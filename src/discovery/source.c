@@ -277,6 +277,26 @@ void lb_disc_count_query(struct lb_disc *d) { d->st.queries++; }
 void lb_disc_answer(struct lb_disc *d, const lb_backend *set, size_t n,
                     bool has_rev, uint64_t rev)
 {
+    if (!d->b) {
+        /* a resolution: the answer is the result, kept for the caller */
+        lb_backend *copy = malloc((n ? n : 1) * sizeof(*copy));
+
+        if (!copy) {
+            lb_disc_fail(d, "out of memory", true);
+            return;
+        }
+        if (n)
+            memcpy(copy, set, n * sizeof(*copy));
+        free(d->pending);
+        d->pending = copy;
+        d->npending = n;
+        d->st.ok = 1;
+        d->st.updates++;
+        d->answered = d->serving;
+        d->answer_rc = LB_OK;
+        pthread_cond_broadcast(&lb_ck.cond);
+        return;
+    }
     lb_backend *copy = malloc((n ? n : 1) * sizeof(*copy));
 
     if (!copy) {
@@ -342,7 +362,7 @@ static void maybe_begin(struct lb_disc *d, uint64_t now)
 {
     if (d->busy || !d->due || d->due > now || d->publishing)
         return;
-    if (gate_fn && !gate_fn(d->b)) {
+    if (d->b && gate_fn && !gate_fn(d->b)) {
         d->due = now + 1000000000u; /* not this process: ask later */
         return;
     }
@@ -425,7 +445,7 @@ int lb_disc_wait_ms(uint64_t now)
     uint64_t first = UINT64_MAX;
 
     for (struct lb_disc *d = lb_disc_all; d; d = d->next) {
-        if (d->has_pending)
+        if (d->has_pending && !d->publishing)
             return 0;
         if (!d->busy && d->due && d->due < first)
             first = d->due;
@@ -440,6 +460,90 @@ int lb_disc_wait_ms(uint64_t now)
     return (int)((first - now + 999999) / 1000000 > 86400000
                      ? 86400000
                      : (first - now + 999999) / 1000000);
+}
+
+int lb_disc_link_resolve(struct lb_disc *d, const char **err)
+{
+    pthread_mutex_lock(&lb_ck.lock);
+    if (count_locked(d, err) != LB_OK) {
+        pthread_mutex_unlock(&lb_ck.lock);
+        return LB_ERROR;
+    }
+    d->next = lb_disc_all;
+    if (lb_disc_all)
+        lb_disc_all->prev = d;
+    lb_disc_all = d;
+    d->asked = 1;
+    d->due = lb_ck_now_ns();
+    lb_ck_wake();
+    pthread_mutex_unlock(&lb_ck.lock);
+    return LB_OK;
+}
+
+void lb_disc_unlink_resolve(struct lb_disc *d)
+{
+    pthread_mutex_lock(&lb_ck.lock);
+    stop_locked(d);
+    unlink_locked(d);
+    pthread_mutex_unlock(&lb_ck.lock);
+    destroy(d);
+}
+
+/* ---- lb_resolve (resolve.c starts one) ---- */
+
+int lb_resolve_result(lb_resolve *r, lb_backend *out, int max, const char **err)
+{
+    struct lb_disc *d = (struct lb_disc *)r;
+    int rc;
+
+    pthread_mutex_lock(&lb_ck.lock);
+    if (d->answered < 1)
+        rc = LB_DECLINED;
+    else if (d->answer_rc != LB_OK) {
+        *err = d->st.last_error[0] ? d->st.last_error : "resolution failed";
+        rc = LB_ERROR;
+    } else {
+        rc = (int)d->npending;
+        for (int i = 0; i < rc && i < max; i++)
+            out[i] = d->pending[i];
+    }
+    pthread_mutex_unlock(&lb_ck.lock);
+    return rc;
+}
+
+int lb_resolve_wait(lb_resolve *r, double timeout)
+{
+    struct lb_disc *d = (struct lb_disc *)r;
+    struct timespec ts;
+    int rc;
+
+    if (!(timeout >= 0))
+        timeout = 0;
+    if (timeout > LB_MAX_TIMEOUT)
+        timeout = LB_MAX_TIMEOUT;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    {
+        double whole = floor(timeout);
+        ts.tv_sec += (time_t)whole;
+        ts.tv_nsec += (long)((timeout - whole) * 1e9);
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+    }
+    pthread_mutex_lock(&lb_ck.lock);
+    while (d->answered < 1 &&
+           pthread_cond_timedwait(&lb_ck.cond, &lb_ck.lock, &ts) != ETIMEDOUT)
+        ;
+    rc = d->answered >= 1 ? LB_OK : LB_DECLINED;
+    pthread_mutex_unlock(&lb_ck.lock);
+    return rc;
+}
+
+void lb_resolve_free(lb_resolve *r)
+{
+    if (r)
+        lb_disc_unlink_resolve((struct lb_disc *)r);
 }
 
 void lb_disc_fork_child(void)
