@@ -153,6 +153,39 @@ describe("lb.discovery.dns", function()
     b:stop()
   end)
 
+  it("hands on_health_change the tables of a set the C thread published",
+     function()
+    local nginx = require("support.nginx")
+    local port = assert(nginx.free_port()) -- nothing listens there
+    d:set_hosts("127.0.0.71 hc.lb.test\n127.0.0.72 hc.lb.test\n")
+    local flips = {}
+    local b = assert(lb.new({
+      discovery = lb.discovery.dns({ name = "hc.lb.test", port = port,
+                                     resolvers = { d.resolver },
+                                     timeout = 0.5, min_ttl = 0.2,
+                                     max_ttl = 1 }),
+      health_check = lb.health.tcp({ timeout = 0.2 }),
+      health_check_frequency = 0.2,
+      on_health_change = function(be, healthy)
+        flips[#flips + 1] = { be = be, healthy = healthy }
+      end,
+    }))
+    assert.is_true(b:start())
+    assert.is_truthy(helpers.wait_for(function() return #flips >= 2 end, 10,
+                                      function() b:poll() end))
+    b:stop()
+    local mine = {}
+    for _, be in ipairs(b:backends()) do
+      mine[be] = true
+    end
+    for _, f in ipairs(flips) do
+      assert.is_false(f.healthy)
+      assert.is_true(mine[f.be] == true, "a table not of the set: "
+                                         .. tostring(f.be.addr))
+    end
+    assert.is_false(b:ready(b:backends()[1]))
+  end)
+
   it("is checked by lb.new, with the bad option named", function()
     local function bad(o, pattern)
       local b, err = lb.new({ discovery = lb.discovery.dns(o) })
