@@ -8,6 +8,7 @@
 --   e:put(key, value); e:del(key); e:compact(); e:revision()
 --   e:stop(); e:start()        -- the same data dir: a restart
 --   e:enable_auth("root", "pw")
+--   etcd.start({ cert = c, key = k })   -- clients over https://
 --   etcd.stop_all()            -- an after_each safety net
 
 local nginx = require("support.nginx")
@@ -28,11 +29,17 @@ function Etcd:start()
                  "--initial-advertise-peer-urls", peer,
                  "--initial-cluster", "default=" .. peer,
                  "--log-level", "warn" }
+  if self.cert then
+    args[#args + 1] = "--cert-file " .. q(self.cert) .. " --key-file "
+                      .. q(self.key)
+  end
   self.pid = assert(nginx.spawn(table.concat(args, " "),
                                 self.dir .. "/log"))
   running[self.pid] = self
   assert(nginx.wait_for(function()
-    local ok = nginx.run("curl -s -m 1 " .. q(self.endpoint .. "/health")
+    local ca = self.cert and (" --cacert " .. q(self.cert)) or ""
+    local ok = nginx.run("curl -s -m 1" .. ca .. " "
+                         .. q(self.endpoint .. "/health")
                          .. " | grep -q true")
     return ok
   end, 20), "etcd did not come up: " .. (nginx.read_file(self.dir .. "/log")
@@ -51,6 +58,9 @@ end
 
 function Etcd:ctl(args)
   local auth = self.auth and (" --user " .. q(self.auth)) or ""
+  if self.cert then
+    auth = auth .. " --cacert " .. q(self.cert)
+  end
   local ok, out = nginx.run("ETCDCTL_API=3 etcdctl --endpoints="
                             .. self.endpoint .. auth .. " " .. args)
   assert(ok, "etcdctl " .. args .. ": " .. tostring(out))
@@ -97,14 +107,17 @@ function Etcd:close()
   end
 end
 
-function M.start()
+-- opts.cert, opts.key: serve clients over TLS (https://) with them.
+function M.start(opts)
+  opts = opts or {}
   local dir = assert(nginx.mkdtemp("lb-etcd"))
   local ports = nginx.free_ports(2)
   local self = setmetatable({
     dir = dir, data = dir .. "/data", client_port = ports[1],
-    peer_port = ports[2],
+    peer_port = ports[2], cert = opts.cert, key = opts.key,
   }, Etcd)
-  self.endpoint = "http://127.0.0.1:" .. self.client_port
+  self.endpoint = (opts.cert and "https" or "http") .. "://127.0.0.1:"
+                  .. self.client_port
   return self:start()
 end
 
