@@ -24,8 +24,6 @@
  * reached.
  */
 #include <curl/curl.h>
-#include <jansson.h>
-#include <openssl/evp.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,32 +32,10 @@
 #include <unistd.h>
 
 #include "checker/checker.h"
-#include "discovery/discovery.h"
+#include "discovery/etcd.h"
 
 #define ETCD_MAX_FDS 8
 #define ETCD_MAX_BODY (16u * 1024 * 1024)
-
-struct kv {
-    char *key;
-    char *value;
-};
-
-/* The configuration, and what outlives a request: the keys and the
- * revision they reflect. */
-struct etcd_src {
-    char **endpoints;
-    size_t nendpoints, next_endpoint;
-    char *prefix;
-    size_t prefix_len;
-    double timeout;
-    char *username, *password;
-    bool tls_verify;
-    char *tls_ca;
-    /* state */
-    struct kv *kvs;
-    size_t nkvs;
-    uint64_t revision; /* 0: not read yet */
-};
 
 enum phase { PH_AUTH, PH_RANGE, PH_WATCH };
 
@@ -86,212 +62,6 @@ static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
 static int curl_init_rc;
 
 static void curl_init_once(void) { curl_init_rc = curl_global_init(0); }
-
-/* ---- base64 and JSON helpers ---- */
-
-static char *b64_encode(const char *s, size_t n)
-{
-    char *out = malloc(4 * ((n + 2) / 3) + 1);
-
-    if (out)
-        EVP_EncodeBlock((unsigned char *)out, (const unsigned char *)s, (int)n);
-    return out;
-}
-
-/* Decode to a NUL-terminated string; NULL when not base64. */
-static char *b64_decode(const char *s)
-{
-    size_t n = strlen(s);
-    char *out;
-    int m;
-
-    if (n % 4)
-        return NULL;
-    out = malloc(n / 4 * 3 + 1);
-    if (!out)
-        return NULL;
-    m = EVP_DecodeBlock((unsigned char *)out, (const unsigned char *)s, (int)n);
-    if (m < 0) {
-        free(out);
-        return NULL;
-    }
-    if (n && s[n - 1] == '=')
-        m--;
-    if (n > 1 && s[n - 2] == '=')
-        m--;
-    out[m] = '\0';
-    return out;
-}
-
-/* The gateway writes int64 as strings ("42"); accept both. */
-static uint64_t json_u64(json_t *v)
-{
-    if (json_is_string(v))
-        return strtoull(json_string_value(v), NULL, 10);
-    if (json_is_integer(v))
-        return (uint64_t)json_integer_value(v);
-    return 0;
-}
-
-/* ---- the keys and the set ---- */
-
-static void kvs_clear(struct etcd_src *e)
-{
-    for (size_t i = 0; i < e->nkvs; i++) {
-        free(e->kvs[i].key);
-        free(e->kvs[i].value);
-    }
-    free(e->kvs);
-    e->kvs = NULL;
-    e->nkvs = 0;
-}
-
-static void kv_delete(struct etcd_src *e, const char *key)
-{
-    for (size_t i = 0; i < e->nkvs; i++) {
-        if (strcmp(e->kvs[i].key, key) == 0) {
-            free(e->kvs[i].key);
-            free(e->kvs[i].value);
-            e->kvs[i] = e->kvs[--e->nkvs];
-            return;
-        }
-    }
-}
-
-/* Own key and value (both malloc'd); false when out of memory. */
-static bool kv_put(struct etcd_src *e, char *key, char *value)
-{
-    struct kv *v;
-
-    for (size_t i = 0; i < e->nkvs; i++) {
-        if (strcmp(e->kvs[i].key, key) == 0) {
-            free(e->kvs[i].value);
-            free(key);
-            e->kvs[i].value = value;
-            return true;
-        }
-    }
-    v = realloc(e->kvs, (e->nkvs + 1) * sizeof(*v));
-    if (!v) {
-        free(key);
-        free(value);
-        return false;
-    }
-    e->kvs = v;
-    e->kvs[e->nkvs].key = key;
-    e->kvs[e->nkvs].value = value;
-    e->nkvs++;
-    return true;
-}
-
-/* One value: "addr", or {"addr": "...", "weight": n, "enabled": bool}.
- * LB_OK, or LB_ERROR with why. */
-static int parse_value(const char *v, lb_backend *out, const char **why)
-{
-    const char *addr = v, *err;
-    uint32_t weight = 1;
-    int enable = -1;
-    json_t *j = NULL;
-    int rc;
-
-    while (*addr == ' ' || *addr == '\t' || *addr == '\n' || *addr == '\r')
-        addr++;
-    if (*addr == '{' || *addr == '"') {
-        json_error_t je;
-        json_t *a;
-
-        j = json_loads(addr, JSON_DECODE_ANY, &je);
-        if (!j) {
-            *why = "not valid JSON";
-            return LB_ERROR;
-        }
-        if (json_is_string(j))
-            addr = json_string_value(j);
-        else if (json_is_object(j)) {
-            json_t *w = json_object_get(j, "weight");
-            json_t *en = json_object_get(j, "enabled");
-
-            a = json_object_get(j, "addr");
-            if (!json_is_string(a)) {
-                json_decref(j);
-                *why = "no \"addr\" string";
-                return LB_ERROR;
-            }
-            addr = json_string_value(a);
-            if (w) {
-                if (!json_is_integer(w) || json_integer_value(w) < 1 ||
-                    json_integer_value(w) > LB_MAX_WEIGHT) {
-                    json_decref(j);
-                    *why = "\"weight\" is not an integer 1-1000";
-                    return LB_ERROR;
-                }
-                weight = (uint32_t)json_integer_value(w);
-            }
-            if (en) {
-                if (!json_is_boolean(en)) {
-                    json_decref(j);
-                    *why = "\"enabled\" is not a boolean";
-                    return LB_ERROR;
-                }
-                enable = json_is_true(en) ? 1 : 0;
-            }
-        } else {
-            json_decref(j);
-            *why = "JSON that is neither a string nor an object";
-            return LB_ERROR;
-        }
-    }
-    {
-        size_t n = strlen(addr);
-
-        while (n && (addr[n - 1] == ' ' || addr[n - 1] == '\n' ||
-                     addr[n - 1] == '\r' || addr[n - 1] == '\t'))
-            n--;
-        rc = lb_backend_parse(addr, n, weight, out, &err);
-    }
-    if (rc == LB_OK)
-        out->enable = (int8_t)enable;
-    else
-        *why = err;
-    json_decref(j);
-    return rc;
-}
-
-/* Publish the set the keys make; malformed values are reported (not
- * fatal) and skipped, and a set they would empty is not published. */
-static void publish_keys(struct lb_disc *d)
-{
-    struct etcd_src *e = d->cfg;
-    lb_backend *set = malloc((e->nkvs ? e->nkvs : 1) * sizeof(*set));
-    size_t n = 0, bad = 0;
-
-    if (!set) {
-        lb_disc_fail(d, "etcd: out of memory", true);
-        return;
-    }
-    for (size_t i = 0; i < e->nkvs; i++) {
-        const char *why = NULL;
-
-        if (parse_value(e->kvs[i].value, &set[n], &why) == LB_OK)
-            n++;
-        else {
-            char msg[256];
-
-            snprintf(msg, sizeof(msg), "etcd: %.100s: skipped: %.100s",
-                     e->kvs[i].key, why);
-            lb_disc_fail(d, msg, false);
-            bad++;
-        }
-    }
-    if (n == 0 && bad > 0)
-        lb_disc_fail(d,
-                     "etcd: every value under the prefix is malformed: "
-                     "the last set stays",
-                     true);
-    else
-        lb_disc_answer(d, set, n, true, e->revision);
-    free(set);
-}
 
 /* ---- HTTP ---- */
 
@@ -323,7 +93,7 @@ static const char *phase_name(enum phase p)
 
 static char *range_json(const struct etcd_src *e, bool watch)
 {
-    char *key = b64_encode(e->prefix, e->prefix_len), *end;
+    char *key = lb_etcd_b64_encode(e->prefix, e->prefix_len), *end;
     char *pe = malloc(e->prefix_len + 1);
     size_t n = e->prefix_len;
     json_t *o;
@@ -343,7 +113,7 @@ static char *range_json(const struct etcd_src *e, bool watch)
         pe[n - 1]++;
     else
         pe[n++] = '\0';
-    end = b64_encode(pe, n);
+    end = lb_etcd_b64_encode(pe, n);
     free(pe);
     if (!end) {
         free(key);
@@ -453,7 +223,7 @@ static void watch_message(struct etcd_req *r, const char *line, size_t n)
         json_decref(j);
         return;
     }
-    if (json_u64(json_object_get(res, "compact_revision")) > 0 ||
+    if (lb_etcd_json_u64(json_object_get(res, "compact_revision")) > 0 ||
         json_is_true(json_object_get(res, "canceled"))) {
         /* compacted past our revision: read the prefix again */
         e->revision = 0;
@@ -473,18 +243,18 @@ static void watch_message(struct etcd_req *r, const char *line, size_t n)
         json_t *ev = json_array_get(evs, i), *kv = json_object_get(ev, "kv");
         const char *type = json_string_value(json_object_get(ev, "type"));
         const char *k64 = json_string_value(json_object_get(kv, "key"));
-        char *key = k64 ? b64_decode(k64) : NULL;
+        char *key = k64 ? lb_etcd_b64_decode(k64) : NULL;
 
         if (!key)
             continue;
         if (type && strcmp(type, "DELETE") == 0) {
-            kv_delete(e, key);
+            lb_etcd_kv_delete(e, key);
             free(key);
         } else {
             const char *v64 = json_string_value(json_object_get(kv, "value"));
-            char *value = b64_decode(v64 ? v64 : "");
+            char *value = lb_etcd_b64_decode(v64 ? v64 : "");
 
-            if (!value || !kv_put(e, key, value)) {
+            if (!value || !lb_etcd_kv_put(e, key, value)) {
                 if (!value)
                     free(key);
                 continue;
@@ -493,14 +263,14 @@ static void watch_message(struct etcd_req *r, const char *line, size_t n)
         changed = true;
     }
     {
-        uint64_t rev = json_u64(
+        uint64_t rev = lb_etcd_json_u64(
             json_object_get(json_object_get(res, "header"), "revision"));
         if (rev > e->revision && changed)
             e->revision = rev;
     }
     json_decref(j);
     if (changed)
-        publish_keys(d);
+        lb_etcd_publish_keys(d);
 }
 
 static size_t on_body(char *p, size_t size, size_t n, void *arg)
@@ -578,25 +348,25 @@ static void phase_done(struct etcd_req *r, long status)
     } else {
         json_t *kvs = json_object_get(j, "kvs");
 
-        kvs_clear(e);
+        lb_etcd_kvs_clear(e);
         for (size_t i = 0; json_is_array(kvs) && i < json_array_size(kvs);
              i++) {
             json_t *kv = json_array_get(kvs, i);
             const char *k64 = json_string_value(json_object_get(kv, "key"));
             const char *v64 = json_string_value(json_object_get(kv, "value"));
-            char *key = k64 ? b64_decode(k64) : NULL;
-            char *value = b64_decode(v64 ? v64 : "");
+            char *key = k64 ? lb_etcd_b64_decode(k64) : NULL;
+            char *value = lb_etcd_b64_decode(v64 ? v64 : "");
 
             if (!key || !value) {
                 free(key);
                 free(value);
                 continue;
             }
-            kv_put(e, key, value);
+            lb_etcd_kv_put(e, key, value);
         }
-        e->revision =
-            json_u64(json_object_get(json_object_get(j, "header"), "revision"));
-        publish_keys(d);
+        e->revision = lb_etcd_json_u64(
+            json_object_get(json_object_get(j, "header"), "revision"));
+        lb_etcd_publish_keys(d);
         r->phase = PH_WATCH;
     }
     json_decref(j);
@@ -833,7 +603,7 @@ static void etcd_free_cfg(void *p)
     free(e->username);
     free(e->password);
     free(e->tls_ca);
-    kvs_clear(e);
+    lb_etcd_kvs_clear(e);
     free(e);
 }
 
