@@ -183,6 +183,8 @@ static void test_a(void)
     CHECK_EQ(st.ok, 1);
     CHECK(st.updated_at > 0);
     CHECK_EQ(st.running, 0);
+    /* asked once and answered: no thread stays for it */
+    CHECK(WAIT_FOR(checker_threads() == 0, 5));
 
     /* started: a change is seen once the TTL (1 s) runs out */
     CHECK_EQ(lb_balancer_discovery_start(b, &err), LB_OK);

@@ -344,7 +344,7 @@ static void phase_done(struct etcd_req *r, long status)
         }
         free(r->token);
         r->token = strdup(t);
-        r->phase = e->revision ? PH_WATCH : PH_RANGE;
+        r->phase = e->revision && d->started ? PH_WATCH : PH_RANGE;
     } else {
         json_t *kvs = json_object_get(j, "kvs");
 
@@ -367,6 +367,12 @@ static void phase_done(struct etcd_req *r, long status)
         e->revision = lb_etcd_json_u64(
             json_object_get(json_object_get(j, "header"), "revision"));
         lb_etcd_publish_keys(d);
+        if (!d->started) {
+            /* asked once (update): the answer is in, no watch follows */
+            json_decref(j);
+            req_end(r, true);
+            return;
+        }
         r->phase = PH_WATCH;
     }
     json_decref(j);
@@ -543,7 +549,11 @@ static void etcd_begin(struct lb_disc *d, uint64_t now)
     curl_multi_setopt(r->multi, CURLMOPT_SOCKETDATA, r);
     curl_multi_setopt(r->multi, CURLMOPT_TIMERFUNCTION, on_timer);
     curl_multi_setopt(r->multi, CURLMOPT_TIMERDATA, r);
-    r->phase = e->username ? PH_AUTH : e->revision ? PH_WATCH : PH_RANGE;
+    /* started: resume the watch from the revision held; asked once: a
+     * fresh read (a watch would only wait for the next change) */
+    r->phase = e->username                 ? PH_AUTH
+               : e->revision && d->started ? PH_WATCH
+                                           : PH_RANGE;
     if (start_phase(r) != LB_OK)
         req_fail(r, phase_name(r->phase), "cannot start the request");
     d->io_due = 1;

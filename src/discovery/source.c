@@ -231,6 +231,12 @@ int lb_balancer_discovery_wait(lb_balancer *b, int64_t ticket, double timeout)
             break;
         if (d->answered >= ticket) {
             rc = d->answer_rc;
+            /* asked once and answered: the thread need not stay for it */
+            if (!d->started && !d->busy && !d->due && !d->has_pending &&
+                !d->publishing && d->answered >= d->asked && d->counted) {
+                d->counted = false;
+                lb_ck_unuse();
+            }
             break;
         }
         if (pthread_cond_timedwait(&lb_ck.cond, &lb_ck.lock, &ts) ==
