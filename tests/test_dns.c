@@ -20,19 +20,26 @@ static char hosts[300];
 static int port;
 static pid_t dns_pid = -1;
 
+/* A port free for both UDP and TCP on 127.0.0.1 (dnsmasq binds both). */
 static int free_udp_port(void)
 {
-    struct sockaddr_in a = {.sin_family = AF_INET};
-    socklen_t len = sizeof(a);
-    int fd = socket(AF_INET, SOCK_DGRAM, 0), p;
+    for (int tries = 0; tries < 100; tries++) {
+        struct sockaddr_in a = {.sin_family = AF_INET};
+        socklen_t len = sizeof(a);
+        int u = socket(AF_INET, SOCK_DGRAM, 0);
+        int t = socket(AF_INET, SOCK_STREAM, 0), ok;
 
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof(a)) < 0 ||
-        getsockname(fd, (struct sockaddr *)&a, &len) < 0)
-        abort();
-    p = ntohs(a.sin_port);
-    close(fd);
-    return p;
+        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        if (u < 0 || t < 0 || bind(u, (struct sockaddr *)&a, sizeof(a)) < 0 ||
+            getsockname(u, (struct sockaddr *)&a, &len) < 0)
+            abort();
+        ok = bind(t, (struct sockaddr *)&a, sizeof(a)) == 0;
+        close(u);
+        close(t);
+        if (ok)
+            return ntohs(a.sin_port);
+    }
+    abort();
 }
 
 static void write_hosts(const char *text)

@@ -143,9 +143,14 @@ int main(void)
     if (!mkdtemp(dir))
         return 2;
     snprintf(data, sizeof(data), "%s/data", dir);
-    snprintf(client_url, sizeof(client_url), "http://127.0.0.1:%d",
-             free_port());
-    snprintf(peer_url, sizeof(peer_url), "http://127.0.0.1:%d", free_port());
+    {
+        int cp = free_port(), pp;
+
+        while ((pp = free_port()) == cp)
+            ;
+        snprintf(client_url, sizeof(client_url), "http://127.0.0.1:%d", cp);
+        snprintf(peer_url, sizeof(peer_url), "http://127.0.0.1:%d", pp);
+    }
     snprintf(cluster, sizeof(cluster), "default=%s", peer_url);
     etcd_start();
     atexit(cleanup);

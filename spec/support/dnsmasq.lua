@@ -98,12 +98,28 @@ function Dns:close()
   end
 end
 
+-- A loopback port free for TCP (support.nginx) and for UDP as well:
+-- dnsmasq binds both.
+function M.free_port()
+  local socket = require("socket")
+  for _ = 1, 100 do
+    local p = assert(nginx.free_port())
+    local u = socket.udp()
+    local ok = u:setsockname("127.0.0.1", p)
+    u:close()
+    if ok then
+      return p
+    end
+  end
+  error("no port free for both TCP and UDP")
+end
+
 function M.start(opts)
   opts = opts or {}
   local dir = assert(nginx.mkdtemp("lb-dnsmasq"))
   local self = setmetatable({
     dir = dir, hosts = dir .. "/hosts", log = dir .. "/log",
-    port = assert(nginx.free_port()), ttl = opts.ttl or 1,
+    port = M.free_port(), ttl = opts.ttl or 1,
     srv = opts.srv or {},
   }, Dns)
   self.resolver = "127.0.0.1:" .. self.port

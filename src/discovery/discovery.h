@@ -8,7 +8,8 @@
  *   loop.c     the sources' place on the checker thread: their own epoll
  *              set (nested in the checker's), descriptors and deadlines
  *   dns.c      DNS with c-ares: A, AAAA, SRV (and its targets' addresses),
- *              and host names as getaddrinfo resolves them
+ *              and host names as getaddrinfo resolves them; dns_config.c
+ *              checks and copies its configurations (dns.h)
  *   resolve.c  lb_resolve_*: one host name resolved on the thread, for a
  *              caller that must not block (a source without a balancer)
  *   etcd.c     etcd v3's JSON gateway with libcurl's multi interface and
