@@ -672,7 +672,9 @@ int64_t lb_balancer_discovery_refresh(lb_balancer *b, const char **err);
  * published, or was the set already published), LB_ERROR (it failed: the
  * status's last_error says why; the last good set stays), LB_DECLINED (no
  * answer in time, or no source).  Blocks the calling thread (never call it
- * where a thread must not wait, as an nginx worker).  Any thread.
+ * where a thread must not wait, as an nginx worker).  A source that is not
+ * started and has nothing more in flight stops counting as a user of the
+ * background thread here (the last user stops it).  Any thread.
  */
 int lb_balancer_discovery_wait(lb_balancer *b, int64_t ticket, double timeout);
 
