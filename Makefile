@@ -11,7 +11,7 @@ CC      ?= cc
 CFLAGS  ?= -O2 -g
 WARN    := -Wall -Wextra -Werror -std=gnu11
 CPPFLAGS+= -Isrc -D_GNU_SOURCE
-LDLIBS  := -lurcu-bp -lurcu-common -lcares -lcurl -ljansson -lssl -lcrypto -lpthread
+LDLIBS  := -lurcu-bp -lurcu-common -lcares -lcurl -ljansson -lssl -lcrypto -lpthread -lm
 LUAJIT  ?= luajit
 BUSTED  ?= busted
 
@@ -64,9 +64,12 @@ test:
 bench: all
 	sh bench/run.sh
 
-# nginx with lb in balancer_by_lua against native upstreams (bench/nginx.sh)
+# nginx with lb in balancer_by_lua against native upstreams (bench/nginx.sh),
+# then the workers' CPU for health checks, private against shared
+# (bench/checks_workers.lua)
 bench-nginx: all
 	sh bench/nginx.sh
+	$(LUAJIT) bench/checks_workers.lua
 .PHONY: bench-nginx
 
 demo:

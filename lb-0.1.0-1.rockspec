@@ -26,8 +26,9 @@ build = {
       ["lb.core"] = {
          sources = {
             "src/backend.c", "src/balancer.c", "src/events.c",
-            "src/fork.c", "src/limits.c", "src/rcu.c", "src/record.c",
-            "src/snapshot.c", "src/store_heap.c", "src/store_shared.c",
+            "src/fork.c", "src/limits.c", "src/passive.c", "src/rcu.c",
+            "src/record.c", "src/record_stats.c", "src/share.c",
+            "src/shared.c", "src/snapshot.c", "src/store_heap.c",
             "src/targets.c", "src/update.c", "src/walk.c",
             "src/select/consistent.c", "src/select/fnv.c",
             "src/select/random.c", "src/select/registry.c",
@@ -47,7 +48,7 @@ build = {
          defines = { "_GNU_SOURCE" },
          incdirs = { "src" },
          libraries = { "urcu-bp", "urcu-common", "cares", "curl", "jansson",
-                       "ssl", "crypto", "pthread" },
+                       "ssl", "crypto", "pthread", "m" },
       },
       lb = "lua/lb.lua",
       ["lb.args"] = "lua/lb/args.lua",
@@ -58,6 +59,8 @@ build = {
       ["lb.discovery"] = "lua/lb/discovery.lua",
       ["lb.driver"] = "lua/lb/driver.lua",
       ["lb.health"] = "lua/lb/health.lua",
+      ["lb.metrics"] = "lua/lb/metrics.lua",
       ["lb.nginx"] = "lua/lb/nginx.lua",
+      ["lb.status_page"] = "lua/lb/status_page.lua",
    },
 }

@@ -11,6 +11,13 @@
 #                 any Lua balancer)
 #   lb_rr         lb round_robin through lb.nginx
 #   lb_chash      lb consistent by request_uri through lb.nginx
+#   lb_rr_log     lb round_robin with passive health: balance() counts the
+#                 attempt in flight, log_by_lua's peer:log() releases it
+#                 and reports its status (the cost of peer:log(), against
+#                 lb_rr)
+#   lb_rr_emptylog lb_rr with an empty log_by_lua_block: the floor of any
+#                 log-phase Lua handler, so lb_rr_log - lb_rr_emptylog is
+#                 what peer:log() itself costs
 #
 # wrk (1 thread, 16 connections, a different URI per request) loads one
 # variant at a time for BENCH_DURATION seconds; the variants run
@@ -26,7 +33,7 @@ ROOT=$(pwd)
 DURATION=${BENCH_DURATION:-3}
 ROUNDS=${BENCH_ROUNDS:-3}
 CONNS=${BENCH_CONNECTIONS:-16}
-VARIANTS="native_rr native_chash lua_fixed lb_rr lb_chash"
+VARIANTS="native_rr native_chash lua_fixed lb_rr lb_chash lb_rr_log lb_rr_emptylog"
 
 command -v wrk >/dev/null || { echo "bench-nginx: wrk is not installed (apt-get install wrk)" >&2; exit 1; }
 [ -f build/lb/core.so ] || make
@@ -47,9 +54,10 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-set -- $(free_ports 8)
+set -- $(free_ports 10)
 B1=$1 B2=$2 B3=$3
 P_native_rr=$4 P_native_chash=$5 P_lua_fixed=$6 P_lb_rr=$7 P_lb_chash=$8
+P_lb_rr_log=$9 P_lb_rr_emptylog=${10}
 
 head_conf() {
     cat <<EOF
@@ -85,8 +93,14 @@ LOCATION='
             proxy_set_header Connection "";
         }'
 server_block() { # port upstream
-    printf '    server {\n        listen 127.0.0.1:%s;%s\n    }\n' "$1" \
-        "$(printf '%s' "$LOCATION" | sed "s/UP/$2/")"
+    loc=$(printf '%s' "$LOCATION" | sed "s/UP/$2/")
+    if [ "$2" = lb_rr_emptylog ]; then
+        loc=$(printf '%s' "$loc" | sed 's|proxy_pass http://lb_rr_emptylog|log_by_lua_block { }\n            proxy_pass http://lb_rr|')
+    fi
+    if [ "$2" = lb_rr_log ]; then
+        loc=$(printf '%s' "$loc" | sed 's|proxy_pass|log_by_lua_block { bench_rr_log:log() }\n            proxy_pass|')
+    fi
+    printf '    server {\n        listen 127.0.0.1:%s;%s\n    }\n' "$1" "$loc"
 }
 SERVERS="        server 127.0.0.1:$B1;
         server 127.0.0.1:$B2;
@@ -112,6 +126,8 @@ http {
         local ch = assert(lb.new({ backends = list, selection = "consistent" }))
         bench_rr = assert(lbn.new(rr))
         bench_chash = assert(lbn.new(ch, { key = "request_uri" }))
+        local rrp = assert(lb.new({ backends = list, passive = {} }))
+        bench_rr_log = assert(lbn.new(rrp))
     }
 
     upstream native_rr {
@@ -142,6 +158,12 @@ $SERVERS
     upstream lb_chash {
         server 127.0.0.1:1;
         balancer_by_lua_block { bench_chash:balance() }
+        keepalive 64;
+        keepalive_requests 1000000;
+    }
+    upstream lb_rr_log {
+        server 127.0.0.1:1;
+        balancer_by_lua_block { bench_rr_log:balance() }
         keepalive 64;
         keepalive_requests 1000000;
     }

@@ -82,16 +82,56 @@ add_case("lua_CFunction", function(f, key) return f(key) end, floor_cfunc.nop)
 
 local algorithms = { "round_robin", "random", "fnv", "consistent" }
 local sizes = { 10, 100, 1000 }
-for _, n in ipairs(sizes) do
+-- n addresses of 10.0.0.0/16 (selection data only)
+local function addresses(n)
   local list = {}
   for i = 0, n - 1 do
     list[#list + 1] = string.format("10.0.%d.%d:80", math.floor(i / 250),
                                     i % 250 + 1)
   end
+  return list
+end
+for _, n in ipairs(sizes) do
+  local list = addresses(n)
   for _, alg in ipairs(algorithms) do
     local b = assert(lb.new({ backends = list, selection = alg }))
     add_case(alg .. "@" .. n, function(bal, key) return bal:select(key) end, b)
   end
+end
+-- The same at 100 and 1000 backends on shared balancers (records in the
+-- shared region), beside the private ones in the same run.
+local shared_sizes = { 100, 1000 }
+for _, n in ipairs(shared_sizes) do
+  local list = addresses(n)
+  for _, alg in ipairs(algorithms) do
+    local b = assert(lb.new({ backends = list, selection = alg,
+                              shared = true }))
+    add_case(alg .. "@" .. n .. "+shared",
+             function(bal, key) return bal:select(key) end, b)
+  end
+end
+
+-- acquire + release (in-flight counting, lb.nginx's pair around each
+-- attempt) against select on the same balancer: round robin at 1000
+-- backends, without and with passive health (release reports a status)
+if lb.Balancer.acquire then
+  local list = {}
+  for i = 0, 999 do
+    list[#list + 1] = string.format("10.0.%d.%d:80", math.floor(i / 250),
+                                    i % 250 + 1)
+  end
+  local b = assert(lb.new({ backends = list }))
+  add_case("acquire+release@1000", function(bal, key)
+    local be = bal:acquire(key)
+    bal:release(be)
+    return be
+  end, b)
+  local p = assert(lb.new({ backends = list, passive = {} }))
+  add_case("acquire+release(200)@1000", function(bal, key)
+    local be = bal:acquire(key)
+    bal:release(be, 200, 0.001)
+    return be
+  end, p)
 end
 
 local current
@@ -156,6 +196,20 @@ for _, alg in ipairs(algorithms) do
   local name = alg .. "@1000"
   print(string.format("ROW ratio %s/ffi_call %.3f x", name,
                       med[name] / med.ffi_call))
+end
+for _, n in ipairs(shared_sizes) do
+  for _, alg in ipairs(algorithms) do
+    local name = alg .. "@" .. n
+    print(string.format("ROW ratio %s+shared/%s %.3f x", name, name,
+                        med[name .. "+shared"] / med[name]))
+  end
+end
+if med["acquire+release@1000"] then
+  for _, name in ipairs({ "acquire+release@1000",
+                          "acquire+release(200)@1000" }) do
+    print(string.format("ROW ratio %s/round_robin@1000 %.3f x", name,
+                        med[name] / med["round_robin@1000"]))
+  end
 end
 print(string.format("ROW info select_lua %d calls x %d runs, %s", CALLS,
                     RUNS, jit.version))

@@ -14,6 +14,8 @@
 --   lb.discovery  lb.discovery.static{}
 --   lb.cdef       the FFI declarations of lb.core, and the library
 --   lb.nginx      the OpenResty balancer_by_lua* helper
+--   lb.metrics    the Prometheus exposition
+--   lb.status_page  the HTML status page
 
 local core = require("lb.cdef")
 local args = require("lb.args")
@@ -35,5 +37,10 @@ local lb = {
 
 -- Build a balancer: the balancer, or nil, err naming the bad entry.
 lb.new = balancer.new
+
+-- The Prometheus text exposition of { name = balancer, ... }.
+function lb.metrics(what)
+  return require("lb.metrics").render(what)
+end
 
 return lb

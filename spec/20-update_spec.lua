@@ -116,7 +116,9 @@ describe("update", function()
     local rows = b:status()
     assert.equal(3, #rows)
     assert.same({ addr = "10.0.0.2:1", weight = 1, healthy = true,
-                  enabled = false, ready = false }, rows[2])
+                  enabled = false, ready = false, in_flight = 0, selected = 0,
+                  checked = false, ejected = false, ejections = 0,
+                  passive_failures = 0, panic = false }, rows[2])
     assert.is_true(rows[1].ready)
   end)
 

@@ -2,39 +2,13 @@
 -- runs rounds, and runs its own background checker, whose flips it sees
 -- on its own.  The child reports through a file and leaves with _exit; a
 -- child that hangs is killed by its pid at a deadline.
-local ffi = require("ffi")
 local lb = require("lb")
 local h = require("helpers")
 local nginx = require("support.nginx")
 local servers = require("support.servers")
 
-pcall(ffi.cdef, [[
-int fork(void);
-int waitpid(int pid, int *status, int options);
-void _exit(int status);
-int kill(int pid, int sig);
-]])
-local WNOHANG, SIGKILL = 1, 9
-
--- Wait for a child with a deadline; kill it by pid when it is late.
--- Returns its exit code, or nil, "killed".
-local function reap(pid, timeout)
-  local st = ffi.new("int[1]")
-  local deadline = lb.now() + timeout
-  while lb.now() < deadline do
-    local r = ffi.C.waitpid(pid, st, WNOHANG)
-    if r == pid then
-      if bit.band(st[0], 0x7f) ~= 0 then
-        return nil, "signal " .. bit.band(st[0], 0x7f)
-      end
-      return bit.band(bit.rshift(st[0], 8), 0xff)
-    end
-    require("socket").sleep(0.005)
-  end
-  ffi.C.kill(pid, SIGKILL)
-  ffi.C.waitpid(pid, st, 0)
-  return nil, "killed"
-end
+local fork = require("support.fork")
+local reap = fork.reap
 
 describe("fork", function()
   local srv, ok200
@@ -92,7 +66,7 @@ describe("fork", function()
     end
 
     local result = srv.dir .. "/child"
-    local pid = ffi.C.fork()
+    local pid = fork.fork()
     assert.is_true(pid >= 0)
     if pid == 0 then
       -- the child: never return into busted
@@ -105,7 +79,7 @@ describe("fork", function()
         f:close()
         code = ok and 0 or 1
       end
-      ffi.C._exit(code)
+      fork.exit(code)
     end
 
     local killed = true

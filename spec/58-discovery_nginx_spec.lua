@@ -190,3 +190,43 @@ describe("discovery sources in nginx (2 workers)", function()
     assert.is_true(worst < 0.05, "a request took " .. worst .. " s")
   end)
 end)
+
+describe("a DNS source of a shared balancer in nginx (2 workers)", function()
+  local addrs, srv, d
+
+  setup(function()
+    addrs = nginx.loopback_backends(1)
+    d = dnsmasq.start({ hosts = "127.0.0.1 shared.lb.test\n", ttl = 1 })
+    srv = assert(front.start({
+      init = ([[
+        local lb = require("lb")
+        app = assert(lb.new({ shared = true,
+          discovery = lb.discovery.dns({ name = "shared.lb.test",
+            port = %d, resolvers = { %q }, timeout = 1,
+            min_ttl = 1, max_ttl = 1 }) }))
+      ]]):format(tonumber(addrs[1]:match("%d+$")), d.resolver),
+      init_worker = "assert(app:start())",
+    }))
+  end)
+
+  teardown(function()
+    nginx.stop_all()
+    dnsmasq.stop_all()
+  end)
+
+  it("is asked by the prober alone, once per TTL, and served by every "
+     .. "worker", function()
+    assert.is_truthy(nginx.wait_for(function()
+      local by_backend, by_worker = front.count(front.get(srv, 40))
+      return by_backend[addrs[1]] == 40 and front.size(by_worker) == 2
+    end, 10), "both workers serve the discovered backend")
+    local q0, t0 = d:queries("shared.lb.test"), socket.gettime()
+    socket.sleep(5) -- a window to count queries in, not a wait for a state
+    local n = d:queries("shared.lb.test") - q0
+    local per_min = n / (socket.gettime() - t0) * 60
+    print(("\n  # shared, 2 workers, TTL 1 s: %d DNS queries in 5 s "
+           .. "(%.0f per minute)"):format(n, per_min))
+    -- one per TTL (about 5), not one per worker (about 10)
+    assert.is_true(n >= 3 and n <= 7, n .. " queries in 5 s")
+  end)
+end)

@@ -14,6 +14,7 @@
 #include "rcu.h"
 #include "record.h"
 #include "select/select.h"
+#include "shared.h"
 #include "store.h"
 
 /*
@@ -61,8 +62,21 @@ struct lb_balancer {
     pthread_mutex_t write_lock; /* serialises writers (update, free) */
     lb_config cfg;
     const struct lb_selector_ops *ops;
-    struct lb_store *store;     /* the records (heap store) */
-    struct lb_events events;    /* every flip observed through the core */
+    struct lb_store *store;         /* the records (heap store) */
+    struct lb_events events;        /* every flip observed through the core */
+    struct lb_shared *shared;       /* the region (src/shared.h), or NULL */
+    uint64_t adopted;               /* region set version published here */
+    _Atomic uint64_t discovered[2]; /* discovery runs: ok, failed (private) */
+    /* Passive health and panic (src/passive.c).  eject_lock decides each
+     * ejection against the cap; panic_lock serialises panic recounts.
+     * Both are leaves (eject_lock may take panic_lock, nothing else is
+     * taken under either), neither is taken by select or report's common
+     * path. */
+    pthread_mutex_t eject_lock;
+    pthread_mutex_t panic_lock;
+    _Atomic uint64_t panic_seq; /* changes that asked for a recount */
+    uint64_t panic_counted;     /* panic_seq the last recount saw (lock) */
+    _Atomic uint32_t panic;     /* selection ignores health */
     struct lb_checker_job *job; /* health checks (src/checker/), or NULL */
     void (*job_release)(lb_balancer *b); /* stops and frees `job` */
     struct lb_disc *disc; /* discovery source (src/discovery/), or NULL */
@@ -88,6 +102,54 @@ void lb_balancers_fork_child(void);
 int lb_balancer_observe_record(lb_balancer *b, struct lb_store *st,
                                struct lb_record *r, int ok, uint32_t threshold,
                                int err_kind, int err_detail);
+
+/*
+ * The shared update (src/update.c): publish sorted[0..m) (unique, each
+ * entry's enable applied) into b's region, relative to the region's set
+ * (not this process's snapshot, which may lag), then adopt it here.
+ * Caller holds b->write_lock.  Returns 1 (published), 0 (same set: only
+ * the enables applied, adopted here if this process lagged), or LB_ERROR
+ * with *err (capacity, out of memory): the region and this process keep
+ * their previous set.
+ */
+int lb_update_shared(lb_balancer *b, const lb_backend *sorted, size_t m,
+                     const char **err);
+
+/*
+ * Make backends[0..n) of the region (sorted, with their slots), version v,
+ * this process's published snapshot.  Caller holds b->write_lock.  LB_OK
+ * or LB_ERROR with *err (out of memory: the previous snapshot stays).
+ */
+int lb_shared_adopt(lb_balancer *b, const lb_backend *backends,
+                    const uint32_t *slots, size_t n, uint64_t v,
+                    const char **err);
+
+/* ---- passive health, panic, slow start (src/passive.c) ---- */
+
+/* The balancer's passive state: locks made, not in panic.  Destroy: no
+ * other thread uses b. */
+void lb_passive_init(lb_balancer *b);
+void lb_passive_destroy(lb_balancer *b);
+
+/*
+ * A report on record i of s (the published snapshot, in the caller's
+ * read-side section): counts it and, at every consecutive_failures-th
+ * failure in a row, asks for an ejection (under b->eject_lock, only when
+ * s is still the published snapshot, so the cap is counted over the set
+ * selection uses).  Lock-free otherwise; any thread.
+ */
+void lb_passive_report(lb_balancer *b, struct lb_snapshot *s, size_t i, bool ok,
+                       uint64_t latency_ns);
+
+/*
+ * Something changed what selection sees (a flip, an enablement, a new
+ * set): `up` a record of b became ready (slow start's ramping flag of the
+ * published view is raised, seq_cst, after the record's ready_since was
+ * stored), and panic is recounted when b has a panic threshold (O(n)
+ * under b->panic_lock; concurrent changes share one recount).  Any
+ * thread, inside a read-side section or not (it takes its own).
+ */
+void lb_passive_changed(lb_balancer *b, bool up);
 
 /* ---- events (src/events.c) ---- */
 

@@ -86,6 +86,8 @@ static bool ring_push(struct lb_events *q, const lb_health_event *ev)
 void lb_events_flip(struct lb_events *q, struct lb_record *r,
                     const lb_health_event *ev)
 {
+    /* every flip passes here: the record's count for metrics */
+    atomic_fetch_add_explicit(&r->flips, 1, RELAXED);
     if (!(atomic_load_explicit(&r->event_flags, SEQ_CST) & LB_R_RESYNC) &&
         ring_push(q, ev))
         return;
@@ -136,6 +138,8 @@ static int resync_locked(struct lb_events *q, const struct lb_snapshot *s,
         }
         atomic_fetch_and_explicit(&r->event_flags, ~LB_R_RESYNC, SEQ_CST);
         lb_record_health_get(r, &h);
+        /* health as selection sees it: an ejection is a flip too */
+        h.healthy = h.healthy && !h.ejected;
         out[k++] = (lb_health_event){
             .id = lb_store_id(s->store, r),
             .healthy = h.healthy,

@@ -16,6 +16,7 @@ struct lb_iter {
     uint32_t steps;
     uint32_t max_steps;
     uint32_t nseen;    /* unique candidates returned in this walk */
+    uint32_t panic;    /* the walk takes enabled backends (panic mode) */
     uint64_t state;    /* the selector's position (hash seed, ring index) */
     uint32_t nwords;   /* bitmap capacity in 64-bit words */
     uint32_t ntouched; /* words dirtied in this walk; > LB_ITER_TOUCH: all */

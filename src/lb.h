@@ -68,6 +68,8 @@ typedef struct lb_limits {
     double max_timeout;
     double min_frequency;
     double max_frequency;
+    double max_ejection_time;
+    double max_slow_start_window;
 } lb_limits;
 
 /* The process's limits: a pointer to static, constant data.  Pure, any
@@ -138,6 +140,9 @@ enum lb_selection {
     2u                         /* steps move shared state (round               \
                                   robin's counter) */
 #define LB_SELECTION_POINTS 4u /* a ring: lb_config.point_multiple applies */
+#define LB_SELECTION_COUNTS                                                    \
+    8u /* picks read in-flight counts: a binding acquires and releases         \
+          (lb_balancer_in_flight_add) around every request */
 
 /*
  * The id (for lb_config.selection) of the algorithm named name[0..len),
@@ -158,7 +163,32 @@ typedef struct lb_config {
     int selection;           /* an id: enum lb_selection, lb_selection_find */
     uint32_t point_multiple; /* consistent only; 0 means 160 */
     int start_unhealthy; /* new backends are not ready until a check passes */
+
+    /* Passive health (src/passive.c): `consecutive_failures` failed
+     * reports in a row eject a backend (0: never) for ejection_time x
+     * (times ejected), at most max_ejection_time seconds; at most
+     * max_ejection_percent (0-100) of the backends are ejected at once.
+     * Which HTTP statuses are failures is the binding's to map. */
+    uint32_t consecutive_failures;
+    uint32_t max_ejection_percent;
+    double ejection_time;     /* seconds, > 0 when consecutive_failures */
+    double max_ejection_time; /* seconds, >= ejection_time */
+    /* Panic: when fewer than this fraction (0-1) of the enabled backends
+     * are ready, selection ignores health (never enablement).  0: off. */
+    double panic_threshold;
+    /* Slow start (Envoy's): a backend that becomes ready takes weight x
+     * max(min_weight, (t / window) ^ (1 / aggression)) for `window`
+     * seconds, in the weighted algorithms.  window 0: off. */
+    double slow_start_window;
+    double slow_start_aggression; /* > 0 */
+    double slow_start_min_weight; /* (0, 1] */
 } lb_config;
+
+/* Limits of the passive options: an ejection lasts at most a day; a slow
+ * start window is at most an hour (its ramp is computed in doubles over
+ * nanoseconds, exact far beyond). */
+#define LB_MAX_EJECTION_TIME 86400.0
+#define LB_MAX_SLOW_START_WINDOW 3600.0
 
 /*
  * Create a balancer with an empty backend set.  Returns NULL with *err set
@@ -303,15 +333,18 @@ int lb_balancer_set_enable(lb_balancer *b, uint64_t gen, size_t i, int enable);
  */
 typedef struct lb_health_info {
     uint64_t id;
-    int32_t healthy;
+    int32_t healthy; /* the active checks' verdict (Pingora's state) */
     int32_t enabled;
     uint32_t consecutive;
     int32_t err_kind;
     int32_t err_detail;
+    int32_t ejected; /* passive: ejected now (not ready, whatever healthy
+                        says) */
 } lb_health_info;
 
 /* Health of backend i of the published snapshot.  LB_OK or LB_DECLINED.
- * Lock-free (one RCU read-side section, relaxed loads). */
+ * Ready means healthy, enabled and not ejected.  Lock-free (one RCU
+ * read-side section, relaxed loads). */
 int lb_balancer_health(lb_balancer *b, size_t i, lb_health_info *out);
 
 /*
@@ -328,7 +361,7 @@ typedef struct lb_record_info {
     uint32_t in_flight;
     uint32_t passive_failures; /* current run of failed reports */
     uint32_t ejections;
-    uint32_t reserved;
+    int32_t ejected; /* ejected now */
     uint64_t ejected_until_ns;
     uint64_t latency_ewma_ns; /* EWMA of reported latencies, weight 1/8 */
     uint64_t latency_last_ns;
@@ -336,6 +369,47 @@ typedef struct lb_record_info {
     uint64_t checks_ok, checks_failed;
     uint64_t reports_ok, reports_failed;
 } lb_record_info;
+
+/*
+ * Figures for metrics and status pages (lb_balancer_stats).  Histogram of
+ * the durations of active checks: check_buckets[k] counts checks that took
+ * at most LB_CHECK_BUCKET_BOUNDS[k] seconds and more than the bound before
+ * (not cumulative); check_timed counts every timed check (the +Inf
+ * bucket).  last_check_ms: CLOCK_REALTIME in ms when the latest check of
+ * the backend ended, 0 when none has run.
+ */
+#define LB_CHECK_BUCKETS 12
+#define LB_CHECK_BUCKET_BOUNDS                                                 \
+    {                                                                          \
+        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1,    \
+            2.5                                                                \
+    }
+typedef struct lb_record_stats {
+    uint64_t flips;
+    uint64_t last_check_ms;
+    uint64_t check_time_ns;
+    uint64_t check_timed;
+    uint64_t check_buckets[LB_CHECK_BUCKETS];
+} lb_record_stats;
+
+/* The stats of backend i of the published snapshot.  LB_OK or
+ * LB_DECLINED.  Relaxed loads, lock-free, any thread. */
+int lb_balancer_stats(lb_balancer *b, size_t i, lb_record_stats *out);
+
+/*
+ * Count one run of a balancer's discovery, and read the counts: ok (a
+ * result published or found unchanged) and failed (an error: the previous
+ * set stayed).  With a shared balancer the counts are in the region, the
+ * same from every process.  Relaxed atomics, any thread.
+ */
+void lb_balancer_discovery_count(lb_balancer *b, int ok);
+/* The time of one check of backend i of snapshot `gen` run outside the
+ * checker (a custom Lua check): duration in seconds (< 0: unknown) into the
+ * histogram, now as the last check.  LB_OK or LB_STALE. */
+int lb_balancer_check_time(lb_balancer *b, uint64_t gen, size_t i,
+                           double seconds);
+void lb_balancer_discovery_counts(lb_balancer *b, uint64_t *ok,
+                                  uint64_t *failed);
 
 /* The record of backend i of the published snapshot.  LB_OK or
  * LB_DECLINED.  Lock-free. */
@@ -346,17 +420,85 @@ int lb_balancer_record(lb_balancer *b, size_t i, lb_record_info *out);
  * observation): result 1 success, 0 failure; latency in seconds, or < 0
  * when unknown.  Counts it (reports_ok / reports_failed), resets or
  * extends the passive-failure run, records the latency (last and EWMA).
- * No ejection yet.  Returns LB_OK, LB_STALE (gen is not the published
- * generation: the outcome is dropped), or LB_ERROR with *err when result
- * is not 0 or 1 or latency is not finite or above 10^6 s.  Lock-free
- * (relaxed atomics on the record), any thread.
+ * With lb_config.consecutive_failures, the failure that makes the run that
+ * long ejects the backend (src/passive.c): not ready for ejection_time x
+ * (times ejected, this one included), capped at max_ejection_time, unless
+ * max_ejection_percent of the set (rounded down) is ejected already: the
+ * run goes on, and every further consecutive_failures failures ask again.  The
+ * ejection resets the run and is a flip on the event queue (healthy 0, err_kind
+ * LB_CHECK_ERR_EJECTED, detail the run's length) when it made a
+ * ready-as-far-as-health backend not ready. Returns LB_OK, LB_STALE (gen is not
+ * the published generation: the outcome is dropped), or LB_ERROR with *err when
+ * result is not 0 or 1 or latency is not finite or above 10^6 s.  Lock-free
+ * (relaxed atomics on the record) but for the ejection itself, decided under
+ * the balancer's ejection lock (a leaf, taken once per ejection, never by
+ * select); any thread.
  */
 int lb_balancer_report(lb_balancer *b, uint64_t gen, size_t i, int result,
                        double latency, const char **err);
 
 /*
+ * Shared balancers (src/shared.h): the records, the backend set and the
+ * prober's turn live in one region mapped MAP_SHARED, so every process
+ * forked after lb_balancer_share sees the same health, enablement,
+ * in-flight counts and set.
+ *
+ * lb_balancer_share: make b (new, its set still empty) shared, with room
+ * for `capacity` backends (1-65535).  Call before the processes fork.
+ * LB_OK, or LB_ERROR with *err (b stays private).  Not thread-safe with
+ * other calls on b.
+ */
+int lb_balancer_share(lb_balancer *b, uint32_t capacity, const char **err);
+
+/* Roles of lb_balancer_role. */
+#define LB_ROLE_PRIVATE 0
+#define LB_ROLE_READER 1
+#define LB_ROLE_PROBER 2
+
+/* LB_ROLE_PRIVATE (not shared), LB_ROLE_PROBER (this process holds an
+ * unexpired turn) or LB_ROLE_READER.  Lock-free, any thread. */
+int lb_balancer_role(lb_balancer *b);
+
+/*
+ * The periodic step of a shared balancer, from the thread that drives it
+ * (the main thread or the Lua thread; it must live as long as the
+ * process): registers the process, sweeps processes that are gone (their
+ * in-flight counts dropped, their turn freed), renews or takes the
+ * prober's turn for `lease` seconds, and adopts the region's set when it
+ * moved on (rebuilding this process's snapshot and selector).  Returns
+ * the role (LB_ROLE_*), with *adopted set to 1 when a new set was
+ * adopted; LB_ERROR with *err when the adoption failed (out of memory:
+ * the previous set stays, the next step tries again).  A private
+ * balancer: LB_ROLE_PRIVATE, nothing done.
+ */
+int lb_balancer_shared_step(lb_balancer *b, double lease, int *adopted,
+                            const char **err);
+
+/* Give up the prober's turn when this process holds it (stop()), so
+ * another process takes it at its next step. */
+void lb_balancer_shared_yield(lb_balancer *b);
+
+/* The version of the region's set this process has adopted, and the
+ * region's current one (0, 0 for a private balancer). */
+void lb_balancer_shared_versions(lb_balancer *b, uint64_t *adopted,
+                                 uint64_t *published);
+
+/* Processes registered on b's region and alive (0: private). */
+uint32_t lb_balancer_shared_processes(lb_balancer *b);
+
+/* The shared text of backend i's last custom-check error (written by the
+ * process that ran the check), for a shared balancer: set from
+ * text[0..len) (cut at 120 bytes), get into buf[0..len) NUL-terminated,
+ * returning its length (0: none, or a private balancer).  LB_STALE from
+ * set when gen is not the published generation.  Lock-free. */
+int lb_balancer_error_text_set(lb_balancer *b, uint64_t gen, size_t i,
+                               const char *text, size_t len);
+size_t lb_balancer_error_text(lb_balancer *b, size_t i, char *buf, size_t len);
+
+/*
  * Requests in flight on backend i of snapshot `gen`: add delta (+1 when a
- * request starts, -1 when it ends; the count never goes below zero).
+ * request starts, -1 when it ends; the count never goes below zero); a
+ * positive delta counts as that many selections too.
  * With a shared balancer the count is this process's share of the total
  * (lb_record_info.in_flight sums every live process's).  Returns LB_OK or
  * LB_STALE (gen is not the published generation: nothing counted).
@@ -365,18 +507,62 @@ int lb_balancer_report(lb_balancer *b, uint64_t gen, size_t i, int result,
 int lb_balancer_in_flight_add(lb_balancer *b, uint64_t gen, size_t i,
                               int delta);
 
+/* Count one selection of backend i of snapshot `gen` without counting it
+ * in flight (lb_balancer_in_flight_add with delta > 0 counts its
+ * selections itself): lb_record_info.selections, the metric
+ * lb_backend_selected_total.  LB_OK or LB_STALE.  One relaxed atomic add,
+ * any thread.  The select path itself counts nothing. */
+int lb_balancer_selected(lb_balancer *b, uint64_t gen, size_t i);
+
+/*
+ * The end of a request counted in flight on backend i of snapshot `gen`:
+ * the count goes down by one (never below zero) and, with result 0 or 1,
+ * the outcome is reported as by lb_balancer_report (result -1: nothing
+ * reported).  One read-side section for both, so a binding's release is
+ * one call.  Returns LB_OK, LB_STALE (nothing done), or LB_ERROR with
+ * *err for a result or latency lb_balancer_report refuses (nothing
+ * done).  Lock-free as lb_balancer_report is; any thread.
+ */
+int lb_balancer_release(lb_balancer *b, uint64_t gen, size_t i, int result,
+                        double latency, const char **err);
+
 /*
  * Record one check result for backend i of snapshot `gen`, with Pingora's
  * observe_health: a result opposite to the current state counts up and
  * flips the state at the threshold (consecutive_success or
  * consecutive_failure); a result equal to the current state resets the
- * count.  A flip is pushed onto the balancer's event queue
+ * count.  A passing check also ends an ejection (the passive one's early
+ * return).  A flip of health as selection sees it (healthy and not
+ * ejected) is pushed onto the balancer's event queue
  * (lb_balancer_events), as the built-in checker's flips are.  Returns 1
- * when the state flipped, 0 when not, LB_STALE.  Lock-free
- * (compare-and-swap on the record, a lock-free push).
+ * when that flipped, 0 when not, LB_STALE.  Lock-free (compare-and-swap
+ * on the record, a lock-free push).
  */
 int lb_balancer_observe(lb_balancer *b, uint64_t gen, size_t i, int ok,
                         uint32_t threshold, int err_kind, int err_detail);
+
+/*
+ * The passive side's clock work: every ejected backend of the
+ * published set whose time is up returns (ready again, a flip healthy 1
+ * on the event queue); slow start's "some backend is ramping" flag is
+ * cleared once every window is over; panic is recounted.  A binding calls
+ * it periodically (lb's Lua side: on every drain of events, 10 times a
+ * second in OpenResty, on every poll() in plain Lua); nothing else ends an
+ * ejection but a passing active check.  Returns how many backends
+ * returned.  One RCU read-side section, O(backends), lock-free but for
+ * the panic recount (the balancer's panic lock, a leaf; with a panic
+ * threshold only); any thread.
+ */
+int lb_balancer_tick(lb_balancer *b);
+
+/*
+ * Whether selection is in panic (lb_config.panic_threshold): fewer than
+ * that fraction of the enabled backends are ready, so select and the
+ * iterator take any enabled backend (the iterator's head.ready says
+ * "enabled" then).  Recounted on every flip, enablement change, update
+ * and tick.  A relaxed load; any thread.
+ */
+int lb_balancer_panic(lb_balancer *b);
 
 /*
  * Wait until every snapshot and health record retired so far (by updates
@@ -462,6 +648,8 @@ typedef struct lb_check_config {
 #define LB_CHECK_ERR_IO 8             /* send/recv failed; detail: errno */
 #define LB_CHECK_ERR_RESOURCE 9       /* socket/memory; detail: errno */
 #define LB_CHECK_ERR_CUSTOM 10        /* a Lua check failed (binding) */
+#define LB_CHECK_ERR_EJECTED                                                   \
+    11 /* passive ejection; detail: failures in a row */
 
 /* Phases, for LB_CHECK_ERR_TIMEOUT and LB_CHECK_ERR_CLOSED */
 #define LB_CHECK_PHASE_CONNECT 1

@@ -13,6 +13,8 @@ static const lb_limits limits = {
     .max_timeout = LB_MAX_TIMEOUT,
     .min_frequency = LB_MIN_FREQUENCY,
     .max_frequency = LB_MAX_FREQUENCY,
+    .max_ejection_time = LB_MAX_EJECTION_TIME,
+    .max_slow_start_window = LB_MAX_SLOW_START_WINDOW,
 };
 
 const lb_limits *lb_limits_get(void) { return &limits; }

@@ -20,6 +20,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <time.h>
 
 #include "lb.h"
 
@@ -31,7 +32,11 @@
  *   bit 1       enabled
  *   bits 2..31  consecutive opposite observations (Pingora's counter)
  *   bits 32..39 kind of the last error (LB_CHECK_ERR_*)
- *   bits 40..63 detail of the last error (errno, HTTP status), 24 bits
+ *   bits 40..62 detail of the last error (errno, HTTP status), 23 bits
+ *   bit 63      ejected (passive health, src/passive.c)
+ *
+ * Ready is healthy, enabled and not ejected: still one load and one
+ * compare under a mask.
  */
 #define LB_H_HEALTHY 1ull
 #define LB_H_ENABLED 2ull
@@ -39,6 +44,9 @@
 #define LB_H_COUNT_MASK (0x3fffffffull << LB_H_COUNT_SHIFT)
 #define LB_H_KIND_SHIFT 32
 #define LB_H_DETAIL_SHIFT 40
+#define LB_H_DETAIL_MASK 0x7fffffull
+#define LB_H_EJECTED (1ull << 63)
+#define LB_H_READY_MASK (LB_H_HEALTHY | LB_H_ENABLED | LB_H_EJECTED)
 
 /* Bits of `event_flags` (src/events.c): the record's latest flip could not
  * be queued (the queue was full); the next drain delivers its current
@@ -57,35 +65,102 @@ struct lb_record {
     _Atomic uint64_t selections;       /* picks counted by acquire */
     _Atomic uint64_t checks_ok, checks_failed;   /* active observations */
     _Atomic uint64_t reports_ok, reports_failed; /* passive outcomes */
+    _Atomic uint64_t flips;         /* state changes, every cause */
+    _Atomic uint64_t last_check_ms; /* CLOCK_REALTIME of the last check */
+    _Atomic uint64_t check_time_ns; /* sum of timed checks' durations */
+    _Atomic uint64_t check_timed;   /* checks with a duration */
+    _Atomic uint64_t check_buckets[LB_CHECK_BUCKETS]; /* per bucket, not
+                                                         cumulative */
+    _Atomic uint64_t ready_since_ns; /* coarse clock: became ready (slow
+                                        start) */
 };
 
-/* Reset every field: healthy or not, enabled, counters zero.  The caller
- * owns r (a store handing it out for the first time); no reader sees it
- * yet. */
+/*
+ * One active check's time: its duration into the histogram (ns; UINT64_MAX
+ * when not measured) and the time it ended as the record's last check.
+ * Relaxed atomics, lock-free, any thread (src/record_stats.c).
+ */
+void lb_record_check_time(struct lb_record *r, uint64_t ns);
+
+/* The figures of lb_record_stats_get (lb.h) from the record. */
+void lb_record_stats_get(const struct lb_record *r, lb_record_stats *out);
+
+/* The clocks of the passive side, both CLOCK_MONOTONIC's time base:
+ * ejections with the precise one, slow start's ramp (read on the select
+ * path while a backend ramps) with the coarse one (a few ms of
+ * resolution, a few ns to read).  Pure, any thread. */
+static inline uint64_t lb_clock_ns(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static inline uint64_t lb_clock_coarse_ns(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* Reset every field: healthy or not, enabled, counters zero, ready since
+ * now (slow start).  The caller owns r (a store handing it out for the
+ * first time); no reader sees it yet. */
 void lb_record_init(struct lb_record *r, bool healthy);
 
 /* Lock-free (one atomic RMW), any thread, on a record the caller reaches
- * through a snapshot or a held target. */
-void lb_record_set_enable(struct lb_record *r, bool enable);
+ * through a snapshot or a held target.  Returns true when it enabled a
+ * disabled record (whose ready_since it then sets: slow start). */
+bool lb_record_set_enable(struct lb_record *r, bool enable);
 
 /*
  * Pingora's observe_health as one compare-and-swap: a result opposite to
  * the current state counts up and flips at `threshold` (clamped to what
  * the count can reach), a result equal to it resets the count; the error
- * fields always describe the latest observation.  Counts the check
- * (checks_ok / checks_failed).  Returns true when the state flipped.
- * Lock-free, any thread.
+ * fields always describe the latest observation.  A passing check also
+ * clears the ejected bit (an active pass ends an ejection early; the
+ * caller learns it through *unejected, when not NULL).  Counts the check
+ * (checks_ok / checks_failed).  Returns true when health as selection
+ * sees it (healthy and not ejected) flipped; then it went to `ok`, and
+ * when it went up, ready_since is set (slow start).  Lock-free, any
+ * thread.
  */
 bool lb_record_observe(struct lb_record *r, bool ok, uint32_t threshold,
-                       int err_kind, int err_detail);
+                       int err_kind, int err_detail, bool *unejected);
 
 /*
  * One passive outcome: counts it (reports_ok / reports_failed), resets or
  * extends the passive-failure run, and with latency_ns != UINT64_MAX
- * records the latency (last, and the EWMA with weight 1/8).  No ejection
- * here.  Relaxed atomics only, lock-free, any thread.
+ * records the latency (last, and the EWMA with weight 1/8).  Returns the
+ * run of failures after it (0 after a success); ejecting is the caller's
+ * (src/passive.c).  Relaxed atomics only, lock-free, any thread.
  */
-void lb_record_report(struct lb_record *r, bool ok, uint64_t latency_ns);
+uint32_t lb_record_report(struct lb_record *r, bool ok, uint64_t latency_ns);
+
+/*
+ * Eject r until `until_ns` (lb_clock_ns): one compare-and-swap sets the
+ * ejected bit with err kind LB_CHECK_ERR_EJECTED and detail `run`;
+ * ejected_until and the ejection count are written before it (release), so
+ * a sweep that sees the bit sees its deadline; the run is reset.  Returns
+ * false when r was ejected already (nothing changes).  *flipped: whether
+ * health as selection sees it went down (r was healthy).  Lock-free, any
+ * thread; the cap on ejections is the caller's (src/passive.c, under the
+ * balancer's ejection lock).
+ */
+bool lb_record_eject(struct lb_record *r, uint64_t until_ns, uint32_t run,
+                     bool *flipped);
+
+/*
+ * End r's ejection when its time is up at now_ns (or at once with
+ * now_ns UINT64_MAX): one compare-and-swap clears the bit (the error
+ * fields too; ejected_until is left, meaningless without the bit) and, when
+ * r is healthy, ready_since
+ * to now (slow start).  Returns true when this call ended it; *flipped:
+ * whether health as selection sees it went up.  Lock-free, any thread.
+ */
+bool lb_record_unject(struct lb_record *r, uint64_t now_ns, bool *flipped);
 
 /* Health fields of the record into *out (all but out->id, which the store
  * gives).  Relaxed loads: one consistent health word. */
@@ -110,11 +185,20 @@ static inline void lb_record_in_flight_add(_Atomic uint32_t *c, int32_t delta)
         c, &v, nv, memory_order_relaxed, memory_order_relaxed));
 }
 
-/* Healthy and enabled: one relaxed load, the only access select makes. */
+/* Healthy, enabled and not ejected: one relaxed load, the only access
+ * select makes. */
 static inline bool lb_record_ready(const struct lb_record *r)
 {
     uint64_t w = atomic_load_explicit(&r->health, memory_order_relaxed);
-    return (w & (LB_H_HEALTHY | LB_H_ENABLED)) == (LB_H_HEALTHY | LB_H_ENABLED);
+    return (w & LB_H_READY_MASK) == (LB_H_HEALTHY | LB_H_ENABLED);
+}
+
+/* Enabled, whatever its health: what panic mode selects by (one relaxed
+ * load). */
+static inline bool lb_record_enabled(const struct lb_record *r)
+{
+    return atomic_load_explicit(&r->health, memory_order_relaxed) &
+           LB_H_ENABLED;
 }
 
 #endif /* LB_RECORD_H */

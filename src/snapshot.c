@@ -40,6 +40,13 @@ lb_snapshot_new(const struct lb_selector_ops *ops, const lb_config *cfg,
     s->view.records = s->rec;
     s->view.n = n;
     s->view.store = store;
+    if (cfg->slow_start_window > 0) {
+        s->view.slow_window_ns = (uint64_t)(cfg->slow_start_window * 1e9);
+        s->view.slow_exponent = 1.0 / cfg->slow_start_aggression;
+        s->view.slow_min_weight = cfg->slow_start_min_weight;
+        /* new records may be ramping: the first tick looks */
+        atomic_init(&s->view.ramping, n > 0);
+    }
     s->selector = ops->build(s->backends, n, cfg, &s->view, err);
     if (!s->selector) {
         free(s);

@@ -4,12 +4,14 @@
  * One small interface, two implementations:
  *   heap    (store_heap.c)    records in this process's heap: every
  *                             balancer's default;
- *   shared  (store_shared.c)  records in a caller's memory region, made
+ *   shared  (shared.c)        records in a shared balancer's region, made
  *                             with mmap(MAP_SHARED) before fork(), so every
  *                             forked process reads and writes the same
  *                             records; the region holds no pointer and no
- *                             process-local id (a process attaches its own
- *                             handle).
+ *                             process-local id (each process has its own
+ *                             handle).  Its slots live by the published
+ *                             set; ref and release count one process's
+ *                             holds, so the mapping outlives them.
  *
  * A record is handed out held (one reference) and stays at the same
  * address, in the same slot, until its last reference is released: a
@@ -78,28 +80,10 @@ struct lb_store {
  * who ends it with close. */
 struct lb_store *lb_store_heap_new(void);
 
-/* Bytes a shared region for `capacity` records needs (0 when capacity is
- * 0 or beyond LB_STORE_MAX_SLOTS). */
+/* The most slots a store holds (an id keeps 24 bits of slot). */
 #define LB_STORE_MAX_SLOTS (1u << 24)
-size_t lb_store_shared_size(uint32_t capacity);
 
-/*
- * Format mem[0..size) (zeroed or not; at least lb_store_shared_size) as an
- * empty shared store of `capacity` records and return this process's
- * handle on it, or NULL with *err.  Call once, before fork(); every
- * process that inherits the mapping uses the handle it inherited (the
- * handle is process memory, copied by fork) or lb_store_shared_attach.
- * The region's lock is a process-shared robust mutex: a process that dies
- * holding it leaves it to the next taker.  The caller owns the mapping
- * and unmaps it after every process closed its handle.
- */
-struct lb_store *lb_store_shared_format(void *mem, size_t size,
-                                        uint32_t capacity, const char **err);
-
-/* A new handle on a region formatted by lb_store_shared_format (in this or
- * another process that shares the mapping at the same address).  NULL with
- * *err when mem is not such a region or out of memory. */
-struct lb_store *lb_store_shared_attach(void *mem, const char **err);
+/* The shared store is the region's: src/shared.h. */
 
 /* The common calls, for readability at the call sites: take one more hold
  * on a record found or acquired, and give holds back (the last release

@@ -70,6 +70,16 @@ void lb_balancer_job_set(lb_balancer *b, struct lb_checker_job *job,
     __atomic_store_n(&b->job, job, __ATOMIC_RELEASE);
 }
 
+int lb_balancer_may_probe(lb_balancer *b)
+{
+    return lb_balancer_role(b) != LB_ROLE_READER;
+}
+
+void lb_target_check_time(const struct lb_target *t, uint64_t ns)
+{
+    lb_record_check_time(t->record, ns);
+}
+
 struct lb_disc *lb_balancer_disc(lb_balancer *b)
 {
     return __atomic_load_n(&b->disc, __ATOMIC_ACQUIRE);

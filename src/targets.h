@@ -49,6 +49,19 @@ void lb_targets_put(lb_balancer *b, struct lb_target *t, size_t n);
 int lb_target_observe(lb_balancer *b, const struct lb_target *t, int ok,
                       uint32_t threshold, int err_kind, int err_detail);
 
+/* The time of one check of a held target (its duration in ns, UINT64_MAX
+ * when unknown) for metrics: the record's histogram and last check.
+ * Relaxed atomics, any thread. */
+void lb_target_check_time(const struct lb_target *t, uint64_t ns);
+
+/*
+ * Whether this process runs b's periodic checks: always for a private
+ * balancer; for a shared one, only while this process holds the prober's
+ * turn (lb.h, lb_balancer_shared_step).  A round asked for explicitly
+ * runs anyway.  One load; any thread.
+ */
+int lb_balancer_may_probe(lb_balancer *b);
+
 /*
  * The balancer's pointer to its checker job (NULL: none), and the function
  * that lb_balancer_free calls, before the balancer's records go, to stop

@@ -2,6 +2,7 @@
  * update.c - lb_balancer_update: build the next snapshot aside, keep the
  * records of backends that stay, publish with one pointer swap.
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -15,7 +16,7 @@ struct sort_item {
 static int sort_item_cmp(const void *pa, const void *pb);
 static int same_set(const struct lb_snapshot *s, const struct sort_item *items,
                     size_t n);
-static void apply_enable(struct lb_record *r, int8_t enable);
+static bool apply_enable(struct lb_record *r, int8_t enable);
 static int inherit_records(lb_balancer *b, const struct lb_snapshot *old,
                            const lb_backend *sorted, size_t m,
                            struct lb_record **rec);
@@ -41,10 +42,10 @@ static int same_set(const struct lb_snapshot *s, const struct sort_item *items,
     return 1;
 }
 
-static void apply_enable(struct lb_record *r, int8_t enable)
+/* true when it enabled a disabled record (slow start begins) */
+static bool apply_enable(struct lb_record *r, int8_t enable)
 {
-    if (enable >= 0)
-        lb_record_set_enable(r, enable != 0);
+    return enable >= 0 && lb_record_set_enable(r, enable != 0);
 }
 
 /*
@@ -185,12 +186,30 @@ int lb_balancer_update(lb_balancer *b, const lb_backend *in, size_t n,
     if (count)
         *count = m;
 
+    if (b->shared) {
+        sorted = malloc((m ? m : 1) * sizeof(*sorted));
+        if (!sorted) {
+            *err = "out of memory";
+            goto out;
+        }
+        for (size_t i = 0; i < m; i++)
+            sorted[i] = items[i].b;
+        pthread_mutex_lock(&b->write_lock);
+        rc = lb_update_shared(b, sorted, m, err);
+        pthread_mutex_unlock(&b->write_lock);
+        if (rc >= 0) /* a set or enablement: panic and slow start look */
+            lb_passive_changed(b, true);
+        goto out;
+    }
     pthread_mutex_lock(&b->write_lock);
     old = b->snap;
     if (same_set(old, items, m)) {
+        bool up = false;
+
         for (size_t i = 0; i < m; i++)
-            apply_enable(old->rec[i], items[i].b.enable);
+            up |= apply_enable(old->rec[i], items[i].b.enable);
         pthread_mutex_unlock(&b->write_lock);
+        lb_passive_changed(b, up); /* enablement counts for panic */
         rc = 0;
         goto out;
     }
@@ -222,10 +241,143 @@ int lb_balancer_update(lb_balancer *b, const lb_backend *in, size_t n,
     lb_rcu_publish(&b->snap, neu);
     pthread_mutex_unlock(&b->write_lock);
     lb_snapshot_retire(old);
+    lb_passive_changed(b, false); /* a new set: panic counts anew */
     rc = 1;
 out:
     free(items);
     free(rec);
     free(sorted);
     return rc;
+}
+/* ---- shared balancers ---- */
+
+int lb_update_shared(lb_balancer *b, const lb_backend *sorted, size_t m,
+                     const char **err)
+{
+    static __thread char msg[160];
+    struct lb_shared *sh = b->shared;
+    uint32_t cap = lb_shared_capacity(sh);
+    lb_backend *ob = NULL;
+    uint32_t *os = NULL, *slots = NULL;
+    struct lb_record **orec = NULL, **rec = NULL;
+    struct lb_snapshot old = {0}, *neu = NULL, *prev;
+    uint64_t v;
+    size_t on;
+    int rc = LB_ERROR;
+
+    if (m > cap) {
+        snprintf(msg, sizeof(msg),
+                 "%zu backends, more than the shared region holds "
+                 "(capacity %u)",
+                 m, cap);
+        *err = msg;
+        return LB_ERROR;
+    }
+    ob = malloc(cap * sizeof(*ob));
+    os = malloc(cap * sizeof(*os));
+    orec = malloc(cap * sizeof(*orec));
+    rec = calloc(m ? m : 1, sizeof(*rec));
+    slots = malloc((m ? m : 1) * sizeof(*slots));
+    if (!ob || !os || !orec || !rec || !slots) {
+        *err = "out of memory";
+        goto done;
+    }
+    if (lb_shared_lock(sh, LB_SHARED_WAIT) != 0) {
+        *err = "the shared region stayed locked by another process for 2 s "
+               "(a stopped process?); the previous set stays";
+        goto done;
+    }
+    on = lb_shared_set_read(sh, ob, os, &v);
+    if (on == m) {
+        size_t i = 0;
+        while (i < m && lb_backend_compare(&ob[i], &sorted[i]) == 0)
+            i++;
+        if (i == m) { /* the same set: enables only */
+            for (i = 0; i < m; i++)
+                apply_enable(lb_shared_record(sh, os[i]), sorted[i].enable);
+            lb_shared_unlock(sh);
+            rc = 0;
+            if (b->adopted != v)
+                rc = lb_shared_adopt(b, ob, os, on, v, err) == LB_OK ? 0
+                                                                     : LB_ERROR;
+            goto done;
+        }
+    }
+    for (size_t i = 0; i < on; i++)
+        orec[i] = lb_shared_record(sh, os[i]);
+    old.n = on;
+    old.backends = ob;
+    old.rec = orec;
+    if (inherit_records(b, &old, sorted, m, rec) != LB_OK) {
+        lb_shared_abandon(sh);
+        lb_shared_unlock(sh);
+        snprintf(msg, sizeof(msg),
+                 "no free slot in the shared region (capacity %u; the slots "
+                 "of removed backends are reused %u s after every process "
+                 "has adopted the set without them)",
+                 cap, (unsigned)(LB_SHARED_QUARANTINE_NS / 1000000000ull));
+        *err = msg;
+        goto done;
+    }
+    for (size_t i = 0; i < m; i++)
+        slots[i] = lb_shared_slot_of(sh, rec[i]);
+    /* Build here first: a set this process cannot build is not published
+     * to the others either. */
+    prev = b->snap;
+    neu = lb_snapshot_new(b->ops, &b->cfg, sorted, m, rec, b->store,
+                          prev->gen + 1, err);
+    if (!neu) {
+        lb_shared_abandon(sh);
+        for (size_t i = 0; i < m; i++)
+            lb_store_release(b->store, rec[i]);
+        lb_shared_unlock(sh);
+        goto done;
+    }
+    lb_shared_set_publish(sh, sorted, slots, m, &v);
+    lb_shared_unlock(sh);
+    for (size_t i = 0; i < m; i++)
+        apply_enable(neu->rec[i], sorted[i].enable);
+    lb_rcu_publish(&b->snap, neu);
+    lb_snapshot_retire(prev);
+    __atomic_store_n(&b->adopted, v, __ATOMIC_RELAXED);
+    lb_shared_adopted(sh, v);
+    rc = 1;
+done:
+    free(ob);
+    free(os);
+    free(orec);
+    free(rec);
+    free(slots);
+    return rc;
+}
+
+int lb_shared_adopt(lb_balancer *b, const lb_backend *backends,
+                    const uint32_t *slots, size_t n, uint64_t v,
+                    const char **err)
+{
+    struct lb_shared *sh = b->shared;
+    struct lb_record **rec = malloc((n ? n : 1) * sizeof(*rec));
+    struct lb_snapshot *prev = b->snap, *neu;
+
+    if (!rec) {
+        *err = "out of memory";
+        return LB_ERROR;
+    }
+    for (size_t i = 0; i < n; i++) {
+        rec[i] = lb_shared_record(sh, slots[i]);
+        lb_store_ref(b->store, rec[i]);
+    }
+    neu = lb_snapshot_new(b->ops, &b->cfg, backends, n, rec, b->store,
+                          prev->gen + 1, err);
+    if (!neu) {
+        lb_store_release_many(b->store, rec, n);
+        free(rec);
+        return LB_ERROR;
+    }
+    free(rec);
+    lb_rcu_publish(&b->snap, neu);
+    lb_snapshot_retire(prev);
+    __atomic_store_n(&b->adopted, v, __ATOMIC_RELAXED);
+    lb_shared_adopted(sh, v);
+    return LB_OK;
 }

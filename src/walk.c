@@ -4,6 +4,11 @@
  * Readers: each call is one RCU read-side section, takes no lock, and
  * touches the published snapshot and its records with plain and relaxed
  * loads (round robin's counter is the selector's relaxed atomic add).
+ *
+ * Panic (src/passive.c): a walk that begins while the balancer is in
+ * panic takes enabled backends whatever their health, and says so in the
+ * head's `ready`.  select reads the flag (one relaxed load) only when its
+ * first candidate is not ready, so the common case costs nothing more.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -85,13 +90,24 @@ static inline void walk_skip_rest(struct lb_snapshot *s, lb_iter *it)
     }
 }
 
-/* Any backend of s ready?  n relaxed loads: cheaper than the walk it saves
- * when none is (an outage), and only taken when the first pick was not
- * ready. */
-static bool any_ready(const struct lb_snapshot *s)
+/* Whether a walk takes r: ready, or in panic enabled. */
+static inline bool walk_takes(const lb_iter *it, const struct lb_record *r)
+{
+    return it->panic ? lb_record_enabled(r) : lb_record_ready(r);
+}
+
+static inline uint32_t panic_now(lb_balancer *b)
+{
+    return atomic_load_explicit(&b->panic, memory_order_relaxed);
+}
+
+/* Any backend of s the walk takes?  n relaxed loads: cheaper than the walk
+ * it saves when none is (an outage), and only taken when the first pick
+ * was not ready. */
+static bool any_ready(const struct lb_snapshot *s, const lb_iter *it)
 {
     for (size_t i = 0; i < s->n; i++)
-        if (lb_record_ready(s->rec[i]))
+        if (walk_takes(it, s->rec[i]))
             return true;
     return false;
 }
@@ -112,7 +128,7 @@ static inline int walk_next(struct lb_snapshot *s, lb_iter *it)
             continue;
         if (iter_mark(it, idx)) {
             it->nseen++;
-            it->head.ready = lb_record_ready(s->rec[idx]);
+            it->head.ready = walk_takes(it, s->rec[idx]);
             return (int)idx;
         }
     }
@@ -149,9 +165,10 @@ int lb_iter_first(lb_balancer *b, const char *key, size_t len,
     it->owner = b;
     it->head.ready = 0;
     it->max_steps = 0;
+    it->panic = panic_now(b);
     if (s->n > 0 && max_iterations > 0) {
         uint32_t first = s->ops->first(s->selector, key, len, &it->state);
-        rc = walk_begin(s, it, first, lb_record_ready(s->rec[first]),
+        rc = walk_begin(s, it, first, walk_takes(it, s->rec[first]),
                         max_iterations);
     }
     lb_rcu_read_unlock();
@@ -199,8 +216,10 @@ int lb_balancer_select(lb_balancer *b, const char *key, size_t len,
         rc = (int)first;
         goto out;
     }
-    rc = walk_begin(s, it, first, 0, max_iterations);
-    if (rc >= 0 && !any_ready(s)) {
+    it->panic = panic_now(b);
+    rc =
+        walk_begin(s, it, first, walk_takes(it, s->rec[first]), max_iterations);
+    if (rc >= 0 && !it->head.ready && !any_ready(s, it)) {
         /* An outage: nothing to find, whatever the cap.  The walk is over
          * (lb_iter_next declines), with round robin's steps taken. */
         walk_skip_rest(s, it);

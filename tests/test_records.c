@@ -1,7 +1,8 @@
 /*
  * test_records.c - the per-backend records and what goes through them:
- * the shared record store across fork(), the balancer's bounded event
- * queue under flips from several threads, passive reports.
+ * the balancer's bounded event queue under flips from several threads,
+ * passive reports, in-flight counts (the shared records across fork():
+ * tests/test_shared.c).
  */
 #include <pthread.h>
 #include <stdatomic.h>
@@ -12,90 +13,12 @@
 #include <unistd.h>
 
 #include "lb.h"
-#include "store.h"
 #include "tap.h"
 #include "util.h"
 
 static lb_backend parse(const char *s, uint32_t w)
 {
     return parse_backend(s, w);
-}
-
-/* A store placed in a MAP_SHARED mapping before fork(): a record the child
- * makes and writes is found by identity, and read, in the parent. */
-static void test_shared_store_fork(void)
-{
-    const uint32_t cap = 8;
-    size_t size = lb_store_shared_size(cap);
-    char *mem = mmap(NULL, size + 64, PROT_READ | PROT_WRITE,
-                     MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-    _Atomic uint64_t *child_id = (_Atomic uint64_t *)(mem + size);
-    const char *err = NULL;
-    struct lb_store *st;
-    lb_backend x = parse("127.0.0.1:8080", 2), y = parse("127.0.0.1:8081", 1);
-    struct lb_record *r, *more[8];
-    int status = -1, got = 0;
-    pid_t pid;
-
-    CHECK(mem != MAP_FAILED);
-    CHECK(lb_store_shared_format(mem, size - 1, cap, &err) == NULL);
-    CHECK(strstr(err, "too small") != NULL);
-    st = lb_store_shared_format(mem, size, cap, &err);
-    CHECK(st != NULL);
-    CHECK(st->ops->find(st, &x) == NULL);
-    pid = fork();
-    if (pid == 0) {
-        struct lb_record *c = st->ops->acquire(st, &x, true);
-        if (!c)
-            _exit(2);
-        atomic_fetch_add_explicit(&c->selections, 5, memory_order_relaxed);
-        atomic_store_explicit(&c->in_flight, 3, memory_order_relaxed);
-        lb_record_report(c, false, 250000);
-        lb_record_set_enable(c, false);
-        atomic_store(child_id, lb_store_id(st, c));
-        /* held on purpose: the record outlives this process */
-        _exit(0);
-    }
-    CHECK(pid > 0);
-    waitpid(pid, &status, 0);
-    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
-    r = st->ops->find(st, &x);
-    CHECK(r != NULL);
-    if (r) {
-        lb_record_info info;
-
-        lb_record_info_get(r, &info);
-        CHECK_EQ(info.selections, 5);
-        CHECK_EQ(info.in_flight, 3);
-        CHECK_EQ(info.reports_failed, 1);
-        CHECK_EQ(info.passive_failures, 1);
-        CHECK_EQ(info.latency_last_ns, 250000);
-        CHECK_EQ(info.enabled, 0);
-        CHECK_EQ(info.healthy, 1);
-        CHECK_EQ(lb_store_id(st, r), atomic_load(child_id));
-        CHECK(st->ops->acquire(st, &x, true) == r); /* same identity */
-        lb_store_release(st, r);
-    }
-    /* another identity gets another record; the capacity is a bound */
-    CHECK(st->ops->find(st, &y) == NULL);
-    while (got < 8 && (more[got] = st->ops->acquire(st, &y, true))) {
-        y.port++;
-        got++;
-    }
-    CHECK_EQ(got, cap - 1); /* x holds one slot */
-    for (int i = 0; i < got; i++)
-        lb_store_release(st, more[i]);
-    if (r)
-        lb_store_release(st, r);
-    {
-        struct lb_store *again = lb_store_shared_attach(mem, &err);
-        CHECK(again != NULL);
-        if (again)
-            again->ops->close(again);
-        CHECK(lb_store_shared_attach(mem + 8, &err) == NULL);
-    }
-    st->ops->close(st);
-    munmap(mem, size + 64);
 }
 
 #define NBACK 64
@@ -283,14 +206,58 @@ static void test_in_flight(void)
     lb_balancer_record(b, 1, &info);
     CHECK_EQ(info.in_flight, 0); /* the third release found nothing */
     CHECK_EQ(lb_balancer_in_flight_add(b, g + 1, 1, 1), LB_STALE);
+    CHECK_EQ(lb_balancer_selected(b, g, 1), LB_OK);
+    CHECK_EQ(lb_balancer_selected(b, g + 1, 1), LB_STALE);
+    lb_balancer_record(b, 1, &info);
+    CHECK_EQ(info.selections, 3); /* two acquires and one selection */
     lb_balancer_record(b, 1, &info);
     CHECK_EQ(info.in_flight, 0);
     lb_balancer_free(b);
 }
 
+/* The figures metrics read: flips, last check, the histogram, the
+ * discovery counts. */
+static void test_stats(void)
+{
+    lb_config cfg = {.selection = LB_SELECT_ROUND_ROBIN};
+    const char *err = NULL;
+    lb_balancer *b = lb_balancer_new(&cfg, &err);
+    lb_backend in[1] = {parse("127.0.0.1:9000", 1)};
+    lb_record_stats st;
+    uint64_t g, ok, failed;
+
+    CHECK_EQ(lb_balancer_update(b, in, 1, NULL, NULL, &err), 1);
+    g = lb_balancer_generation(b);
+    CHECK_EQ(lb_balancer_stats(b, 0, &st), LB_OK);
+    CHECK_EQ(st.last_check_ms, 0);
+    CHECK_EQ(st.flips, 0);
+    CHECK_EQ(lb_balancer_check_time(b, g, 0, 0.003), LB_OK);  /* <= 5 ms */
+    CHECK_EQ(lb_balancer_check_time(b, g, 0, 0.0001), LB_OK); /* <= 0.5 */
+    CHECK_EQ(lb_balancer_check_time(b, g, 0, 7), LB_OK);      /* +Inf */
+    CHECK_EQ(lb_balancer_check_time(b, g, 0, -1), LB_OK);     /* untimed */
+    CHECK_EQ(lb_balancer_check_time(b, g + 1, 0, 1), LB_STALE);
+    lb_balancer_observe(b, g, 0, 0, 1, LB_CHECK_ERR_CONNECT, 111);
+    lb_balancer_observe(b, g, 0, 1, 1, 0, 0);
+    lb_balancer_stats(b, 0, &st);
+    CHECK_EQ(st.flips, 2);
+    CHECK_EQ(st.check_timed, 3);
+    CHECK_EQ(st.check_buckets[3], 1);
+    CHECK_EQ(st.check_buckets[0], 1);
+    CHECK_EQ(st.check_time_ns, 7003100000ull);
+    CHECK(st.last_check_ms > 1700000000000ull); /* a wall-clock time */
+    CHECK_EQ(lb_balancer_stats(b, 1, &st), LB_DECLINED);
+    lb_balancer_discovery_count(b, 1);
+    lb_balancer_discovery_count(b, 1);
+    lb_balancer_discovery_count(b, 0);
+    lb_balancer_discovery_counts(b, &ok, &failed);
+    CHECK_EQ(ok, 2);
+    CHECK_EQ(failed, 1);
+    lb_balancer_free(b);
+}
+
 int main(void)
 {
-    test_shared_store_fork();
+    test_stats();
     test_events_bounded();
     test_report();
     test_in_flight();

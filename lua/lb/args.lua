@@ -105,12 +105,185 @@ local OPTIONS = {
   backends = true, discovery = true, selection = true, point_multiple = true,
   health_check = true, health_check_frequency = true, update_frequency = true,
   parallel_health_check = true, on_health_change = true,
-  start_unhealthy = true, max_iterations = true,
+  start_unhealthy = true, max_iterations = true, shared = true,
+  passive = true, panic_threshold = true, slow_start = true,
 }
+
+-- ---- passive health, panic, slow start ----
+
+local PASSIVE_DEFAULTS = {
+  consecutive_failures = 5, ejection_time = 30, max_ejection_time = 300,
+  max_ejection_percent = 50,
+}
+M.DEFAULT_FAILURE_STATUS = { 500, 502, 503, 504 }
+
+local function seconds_in(v, name, lo_open, hi)
+  if type(v) ~= "number" or v ~= v or v <= lo_open or v > hi then
+    return nil, name .. " must be a number of seconds above " .. lo_open
+                .. " and at most " .. ("%d"):format(hi) .. ", got " .. text(v)
+  end
+  return v
+end
+
+-- Check and normalise the `passive` option (nil, true for the defaults, or
+-- a table): { consecutive_failures, failure_status (a set: status -> true),
+-- ejection_time, max_ejection_time, max_ejection_percent }, or nil, err.
+function M.passive(p)
+  if p == nil or p == false then
+    return false
+  end
+  if p == true then
+    p = {}
+  end
+  if type(p) ~= "table" then
+    return nil, "passive must be a table, got " .. type(p)
+  end
+  for k in pairs(p) do
+    if PASSIVE_DEFAULTS[k] == nil and k ~= "failure_status" then
+      return nil, "passive: unknown option " .. M.shown(tostring(k))
+    end
+  end
+  local out = {}
+  local cf = p.consecutive_failures
+  if cf == nil then
+    cf = PASSIVE_DEFAULTS.consecutive_failures
+  elseif not integer_in(cf, 0, LIMITS.max_threshold) then
+    return nil, "passive.consecutive_failures must be an integer from 0 "
+                .. "(off) to " .. LIMITS.max_threshold .. ", got " .. text(cf)
+  end
+  out.consecutive_failures = cf
+  local err
+  out.ejection_time, err = seconds_in(
+    p.ejection_time or PASSIVE_DEFAULTS.ejection_time,
+    "passive.ejection_time", 0, LIMITS.max_ejection_time)
+  if not out.ejection_time then
+    return nil, err
+  end
+  local mt = p.max_ejection_time
+  if mt == nil then
+    mt = math.max(PASSIVE_DEFAULTS.max_ejection_time, out.ejection_time)
+  end
+  if type(mt) ~= "number" or mt ~= mt or mt < out.ejection_time
+     or mt > LIMITS.max_ejection_time then
+    return nil, "passive.max_ejection_time must be a number of seconds from "
+                .. "ejection_time (" .. out.ejection_time .. ") to "
+                .. ("%d"):format(LIMITS.max_ejection_time) .. ", got "
+                .. text(mt)
+  end
+  out.max_ejection_time = mt
+  local pct = p.max_ejection_percent
+  if pct == nil then
+    pct = PASSIVE_DEFAULTS.max_ejection_percent
+  elseif not integer_in(pct, 0, 100) then
+    return nil, "passive.max_ejection_percent must be an integer from 0 to "
+                .. "100, got " .. text(pct)
+  end
+  out.max_ejection_percent = pct
+  local fs = p.failure_status
+  if fs == nil then
+    fs = M.DEFAULT_FAILURE_STATUS
+  elseif type(fs) == "number" then
+    fs = { fs }
+  elseif type(fs) ~= "table" then
+    return nil, "passive.failure_status must be a status code or a list of "
+                .. "them, got " .. type(fs)
+  end
+  out.failure_status = {}
+  for i, s in ipairs(fs) do
+    if not integer_in(s, 100, 999) then
+      return nil, "passive.failure_status[" .. i .. "]: invalid status "
+                  .. text(s)
+    end
+    out.failure_status[s] = true
+  end
+  return out
+end
+
+-- panic_threshold: nil (off) or a fraction from 0 to 1.
+function M.panic_threshold(v)
+  if v == nil then
+    return 0
+  end
+  if type(v) ~= "number" or v ~= v or v < 0 or v > 1 then
+    return nil, "panic_threshold must be a number from 0 to 1 or nil, got "
+                .. text(v)
+  end
+  return v
+end
+
+local SLOW_DEFAULTS = { window = 30, aggression = 1, min_weight = 0.1 }
+
+-- slow_start: nil (off), true (the defaults) or { window, aggression,
+-- min_weight }; returns the normalised table, false, or nil, err.
+function M.slow_start(v)
+  if v == nil or v == false then
+    return false
+  end
+  if v == true then
+    v = {}
+  end
+  if type(v) ~= "table" then
+    return nil, "slow_start must be a table, got " .. type(v)
+  end
+  for k in pairs(v) do
+    if SLOW_DEFAULTS[k] == nil then
+      return nil, "slow_start: unknown option " .. M.shown(tostring(k))
+    end
+  end
+  local out, err = {}
+  out.window, err = seconds_in(v.window or SLOW_DEFAULTS.window,
+                               "slow_start.window", 0,
+                               LIMITS.max_slow_start_window)
+  if not out.window then
+    return nil, err
+  end
+  local a = v.aggression or SLOW_DEFAULTS.aggression
+  if type(a) ~= "number" or a ~= a or a <= 0 or a > 100 then
+    return nil, "slow_start.aggression must be a number above 0 and at most "
+                .. "100, got " .. text(a)
+  end
+  out.aggression = a
+  local mw = v.min_weight or SLOW_DEFAULTS.min_weight
+  if type(mw) ~= "number" or mw ~= mw or mw <= 0 or mw > 1 then
+    return nil, "slow_start.min_weight must be a number above 0 and at most "
+                .. "1, got " .. text(mw)
+  end
+  out.min_weight = mw
+  return out
+end
 
 -- Check lb.new's options (not backends, decoded by lb.backend, nor
 -- health_check, see M.health_check).  `is_discovery(v)` tells a discovery
 -- object.  Returns true or nil, err.
+-- `shared`: nil/false (private), true, or { capacity = N }.  The capacity
+-- (nil: private), or nil, err.
+function M.shared_capacity(sh)
+  if sh == nil or sh == false then
+    return nil
+  end
+  if sh == true then
+    return core.SHARED_CAPACITY
+  end
+  if type(sh) ~= "table" then
+    return nil, "shared must be true or a table { capacity = N }, got "
+                .. text(sh)
+  end
+  for k in pairs(sh) do
+    if k ~= "capacity" then
+      return nil, "shared: unknown option " .. M.shown(tostring(k))
+    end
+  end
+  local cap = sh.capacity
+  if cap == nil then
+    return core.SHARED_CAPACITY
+  end
+  if not integer_in(cap, 1, core.SHARED_MAX_CAPACITY) then
+    return nil, "shared.capacity must be an integer between 1 and "
+                .. core.SHARED_MAX_CAPACITY .. ", got " .. text(cap)
+  end
+  return cap
+end
+
 function M.options(opts, is_discovery)
   for k in pairs(opts) do
     if not OPTIONS[k] then
@@ -148,6 +321,10 @@ function M.options(opts, is_discovery)
     if opts[k] ~= nil and type(opts[k]) ~= "boolean" then
       return nil, k .. " must be a boolean, got " .. type(opts[k])
     end
+  end
+  local _, serr = M.shared_capacity(opts.shared)
+  if serr then
+    return nil, serr
   end
   if opts.on_health_change ~= nil
      and type(opts.on_health_change) ~= "function" then

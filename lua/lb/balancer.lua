@@ -1,7 +1,10 @@
 -- The Balancer: one object over one C balancer (lb.core).
 --
 --   select, select_with, ready      the select path: FFI calls only, so it
---                                   JIT-compiles
+--   acquire                         JIT-compiles (acquire: select and one
+--                                   more FFI call, the in-flight count)
+--   release, report                 outcomes of requests: in-flight counts,
+--                                   passive health (ejection in C)
 --   update, backends, status,       the set (discovery) and its state
 --   set_enable
 --   run_health_check                one round of the health check: built-in
@@ -38,6 +41,8 @@ Balancer.__index = Balancer
 
 local check_self = args.self_checker(Balancer, "balancer")
 
+local step, probes -- the shared balancer's background (below)
+
 local M = { Balancer = Balancer }
 
 -- Flips queued by the checker thread are delivered this often in
@@ -54,7 +59,14 @@ local function wall()
   return tonumber(wall_ts.tv_sec) + tonumber(wall_ts.tv_nsec) * 1e-9
 end
 local hinfo = ffi_new("lb_health_info")
+local rinfo = ffi_new("lb_record_info")
+local STALE = core.STALE
+local FAILURE_STATUS = {}
+for _, s in ipairs(args.DEFAULT_FAILURE_STATUS) do
+  FAILURE_STATUS[s] = true
+end
 local cstats = ffi_new("lb_check_stats")
+local rstats = ffi_new("lb_record_stats")
 
 -- An iterator and its head (gen, ready), read through a pointer cast
 -- once here: lb_iter is opaque, its head is the part Lua reads.
@@ -91,6 +103,34 @@ end
 
 -- ---- the set ----
 
+-- Make tables[i + 1] the table of the C snapshot's backend i, for every
+-- backend of the published snapshot, and forget what belonged to
+-- backends that left.
+local function rebuild(self, tables)
+  local newlist, byident, index, byid = {}, {}, {}, {}
+  for i = 0, #tables - 1 do
+    local t = tables[i + 1]
+    newlist[i + 1] = t
+    byident[backend.identity(t.addr, t.weight)] = t
+    index[t] = i
+    C.lb_balancer_health(self._c, i, hinfo)
+    byid[tonumber(hinfo.id)] = t
+  end
+  self._list, self._byident, self._index, self._byid =
+    newlist, byident, index, byid
+  for id in pairs(self._last_error) do
+    if byid[id] == nil then
+      self._last_error[id] = nil
+    end
+  end
+  for id in pairs(self._delivered) do
+    if byid[id] == nil then
+      self._delivered[id] = nil
+    end
+  end
+  self._gen = tonumber(C.lb_balancer_generation(self._c))
+end
+
 -- Publish `list` (decoded backend tables) with `en` (canonical addr ->
 -- bool).  Keeps the tables of backends that stay.  Returns true or nil, err
 -- (the previous set stays).
@@ -123,35 +163,18 @@ local function apply(self, list, en)
     end
     return true
   end
-  local newlist, byident, index, byid = {}, {}, {}, {}
+  local tables = {}
   for i = 0, m - 1 do
     local b = list[order[i] + 1]
-    local ident = backend.identity(b.addr, b.weight)
-    local t = old[ident]
+    local t = old[backend.identity(b.addr, b.weight)]
     if t then
       t.ext = b.ext
     else
       t = b
     end
-    newlist[i + 1] = t
-    byident[ident] = t
-    index[t] = i
-    C.lb_balancer_health(self._c, i, hinfo)
-    byid[tonumber(hinfo.id)] = t
+    tables[i + 1] = t
   end
-  self._list, self._byident, self._index, self._byid =
-    newlist, byident, index, byid
-  for id in pairs(self._last_error) do
-    if byid[id] == nil then
-      self._last_error[id] = nil
-    end
-  end
-  for id in pairs(self._delivered) do
-    if byid[id] == nil then
-      self._delivered[id] = nil
-    end
-  end
-  self._gen = tonumber(C.lb_balancer_generation(self._c))
+  rebuild(self, tables)
   return true
 end
 
@@ -251,14 +274,8 @@ local function update_c(self)
   return nil, "discovery: no answer within " .. self._source_timeout .. " s"
 end
 
--- update() on a Lua discovery (a function or an object with discover).
-local function update_lua(self, d)
-  local ok, list, en
-  if type(d) == "function" then
-    ok, list, en = pcall(d)
-  else
-    ok, list, en = pcall(d.discover, d)
-  end
+-- A discovery function's results (pcall's): published, or nil, err.
+local function discovered(self, ok, list, en)
   if not ok then
     return nil, "discovery failed: " .. args.cut(list)
   end
@@ -288,18 +305,26 @@ function Balancer:update()
     return true -- a static `backends` list: nothing to rediscover
   end
   if self._source then
+    -- the C thread counts its own answers (source.c)
     return update_c(self)
   end
-  local ok, err = update_lua(self, d)
+  local ok, list, en
+  if type(d) == "function" then
+    ok, list, en = pcall(d)
+  else
+    ok, list, en = pcall(d.discover, d)
+  end
+  local r, err = discovered(self, ok, list, en)
+  C.lb_balancer_discovery_count(self._c, r and 1 or 0)
   local st = self._lua_status
-  if ok then
+  if r then
     st.ok, st.last_error, st.updated_at = true, nil, wall()
     st.updates = st.updates + 1
   else
     st.ok, st.last_error = false, err
     st.errors = st.errors + 1
   end
-  return ok, err
+  return r, err
 end
 
 -- The state of discovery: { ok, last_error, updated_at, revision } (and
@@ -375,6 +400,28 @@ end
 -- `ptr` must stay valid for the call.
 function Balancer:_select_cstr(ptr, len, max_iterations)
   return select_raw(self, ptr, len, max_iterations or self._maxit)
+end
+
+-- Count one pick of backend table b (lb.nginx: every attempt it sets),
+-- for lb_backend_selected_total.  One FFI call.
+function Balancer:_selected(b)
+  local i = self._index[b]
+  if i then
+    C.lb_balancer_selected(self._c, self._gen, i)
+  end
+end
+
+-- select(), and the backend's in-flight count goes up by one (release()
+-- takes it down).  The same trace as select plus one FFI call.
+function Balancer:acquire(key, max_iterations)
+  check_self(self, "acquire")
+  key = key_arg(self, key, "acquire")
+  max_iterations = max_arg(2, max_iterations, "acquire", self._maxit)
+  local b = select_raw(self, key, #key, max_iterations)
+  if b ~= nil then
+    C.lb_balancer_in_flight_add(self._c, self._gen, self._index[b], 1)
+  end
+  return b
 end
 
 -- Walk the unique candidates for `key`, calling accept(backend, healthy)
@@ -486,6 +533,152 @@ function Balancer:set_enable(b, enable)
   return C.lb_balancer_set_enable(c, gen, i, on) == 0
 end
 
+-- ---- outcomes: report, release ----
+
+-- A result as C takes it: 1 success, 0 failure.  true; false or an error
+-- string (connect failure, timeout); an HTTP status, a failure when it is
+-- in failure_status.  nil for anything else (the caller raises, so the
+-- error names its caller's line).
+local function result_code(self, result)
+  if result == true then
+    return 1
+  end
+  local t = type(result)
+  if result == false or t == "string" then
+    return 0
+  end
+  if t == "number" and result == floor(result) then
+    return self._failure_status[result] and 0 or 1
+  end
+end
+local RESULT = "true, false, an error string or an HTTP status"
+
+-- Seconds, or -1 (unknown) for nil; nil for a bad value.
+local function latency_value(latency)
+  if latency == nil then
+    return -1
+  end
+  if type(latency) == "number" and latency >= 0 then
+    return latency
+  end
+end
+local LATENCY = "latency in seconds (a non-negative number)"
+
+-- The index of backend b for a C call on the published set: a set
+-- published behind this object's back is re-read first.  nil when b is
+-- not in the set.
+local function index_now(self, b, fname)
+  if tonumber(C.lb_balancer_generation(self._c)) ~= self._gen then
+    sync(self)
+  end
+  return find(self, b, fname)
+end
+
+local function unknown(fname, b)
+  return nil, fname .. ": unknown backend "
+              .. args.text(type(b) == "table" and b.addr or b)
+end
+
+-- One outcome of a request to `backend`: true, or nil, err (an unknown
+-- backend, a latency out of range).  A wrong type raises.
+function Balancer:report(b, result, latency)
+  check_self(self, "report")
+  local r, l = result_code(self, result), latency_value(latency)
+  if r == nil then
+    bad_arg(2, "report", RESULT, result)
+  end
+  if l == nil then
+    bad_arg(3, "report", LATENCY, latency)
+  end
+  local i = self._index[b] or find(self, b, "report")
+  local rc = i and C.lb_balancer_report(self._c, self._gen, i, r, l, errbuf)
+  if rc == STALE then
+    i = index_now(self, b, "report")
+    rc = i and C.lb_balancer_report(self._c, self._gen, i, r, l, errbuf)
+  end
+  if not i or rc == STALE then
+    return unknown("report", b)
+  end
+  if rc < 0 then
+    return nil, "report: " .. ffi_string(errbuf[0])
+  end
+  return true
+end
+
+-- The end of a request acquire() counted: in-flight goes down by one
+-- (never below zero) and, with a result, it is reported as by report().
+-- One FFI call.  true, or nil, err.
+function Balancer:release(b, result, latency)
+  check_self(self, "release")
+  local r, l = -1, -1
+  if result ~= nil then
+    r, l = result_code(self, result), latency_value(latency)
+    if r == nil then
+      bad_arg(2, "release", RESULT, result)
+    end
+    if l == nil then
+      bad_arg(3, "release", LATENCY, latency)
+    end
+  end
+  local i = self._index[b] or find(self, b, "release")
+  local rc = i and C.lb_balancer_release(self._c, self._gen, i, r, l, errbuf)
+  if rc == STALE then
+    i = index_now(self, b, "release")
+    rc = i and C.lb_balancer_release(self._c, self._gen, i, r, l, errbuf)
+  end
+  if not i or rc == STALE then
+    return unknown("release", b)
+  end
+  if rc < 0 then
+    return nil, "release: " .. ffi_string(errbuf[0])
+  end
+  return true
+end
+
+-- For lb.nginx: a request's attempt starts on `b` (a backend table of
+-- this balancer, as select returned it) or ends on it (delta -1).
+function Balancer:_in_flight(b, delta)
+  local i = self._index[b]
+  if i then
+    C.lb_balancer_in_flight_add(self._c, self._gen, i, delta)
+  end
+end
+
+-- For lb.nginx's log phase: release backend b (one of this balancer's
+-- tables) after an attempt that got HTTP status `status`, latency in
+-- seconds or nil.  One FFI call; nothing raised.
+function Balancer:_release_status(b, status, latency)
+  local i = self._index[b]
+  if i then
+    C.lb_balancer_release(self._c, self._gen, i,
+                          self._failure_status[status] and 0 or 1,
+                          latency or -1, errbuf)
+  end
+end
+
+-- For lb.nginx's log phase: the backend of an address text as nginx
+-- writes it in $upstream_addr (the first of that address), or nil.
+function Balancer:_by_addr(addr)
+  local list = self._list
+  local map = self._addr_map
+  if self._addr_list ~= list then
+    map = {}
+    for i = #list, 1, -1 do
+      map[list[i].addr] = list[i]
+    end
+    self._addr_map, self._addr_list = map, list
+  end
+  return map[addr]
+end
+
+-- Whether selection is in panic now (panic_threshold): fewer than that
+-- fraction of the enabled backends are ready, and every enabled backend
+-- is a candidate.  Always false without panic_threshold.
+function Balancer:panic()
+  check_self(self, "panic")
+  return C.lb_balancer_panic(self._c) ~= 0
+end
+
 -- The backends, in sorted order (IPv4 < IPv6 < unix; address, port,
 -- weight).  A new array of the balancer's own backend tables.
 function Balancer:backends()
@@ -501,24 +694,46 @@ end
 -- ---- health ----
 
 -- One row per backend in sorted order:
--- { addr, weight, healthy, enabled, ready, last_error }.
+-- { addr, weight, healthy, enabled, ready, last_error, in_flight, ejected,
+--   ejections, passive_failures, panic, selected, checked, last_check }.
+-- `healthy` is the active checks' verdict; ready = healthy, enabled and
+-- not ejected; `panic` (the same in every row) is balancer:panic();
+-- `checked` is whether any check of the backend ran yet, `last_check` the
+-- time the latest ended (seconds since the epoch, nil before the first),
+-- `selected` the attempts lb.nginx set and the acquires.  With `shared`,
+-- the same in every process.
 function Balancer:status()
   check_self(self, "status")
   refresh(self)
   local rows = {}
+  local panic = C.lb_balancer_panic(self._c) ~= 0
   for i, b in ipairs(self._list) do
-    if C.lb_balancer_health(self._c, i - 1, hinfo) == 0 then
+    if C.lb_balancer_health(self._c, i - 1, hinfo) == 0
+       and C.lb_balancer_record(self._c, i - 1, rinfo) == 0 then
       local healthy, enabled = hinfo.healthy ~= 0, hinfo.enabled ~= 0
+      local ejected = hinfo.ejected ~= 0
       rows[i] = {
         addr = b.addr,
         weight = b.weight,
         healthy = healthy,
         enabled = enabled,
-        ready = healthy and enabled,
+        ready = healthy and enabled and not ejected,
+        in_flight = tonumber(rinfo.in_flight),
+        ejected = ejected,
+        ejections = tonumber(rinfo.ejections),
+        passive_failures = tonumber(rinfo.passive_failures),
+        panic = panic,
         last_error = checking.error_text(self, tonumber(hinfo.id),
                                 tonumber(hinfo.err_kind),
-                                tonumber(hinfo.err_detail)),
+                                tonumber(hinfo.err_detail), i - 1),
+        selected = tonumber(rinfo.selections),
       }
+      local row = rows[i]
+      if C.lb_balancer_stats(self._c, i - 1, rstats) == 0 then
+        local ms = tonumber(rstats.last_check_ms)
+        row.checked = ms > 0
+        row.last_check = ms > 0 and ms / 1000 or nil
+      end
     end
   end
   return rows
@@ -550,14 +765,94 @@ function Balancer:run_health_check(parallel)
   return checking.round(self, parallel)
 end
 
+-- The Prometheus text exposition of this balancer, labelled
+-- balancer="name" (default "default").
+function Balancer:metrics(name)
+  check_self(self, "metrics")
+  if name ~= nil and type(name) ~= "string" then
+    bad_arg(1, "metrics", "string", name)
+  end
+  return require("lb.metrics").render({ [name or "default"] = self })
+end
+
 -- ---- the background ----
+
+-- A shared balancer's turn lasts one period of its periodic work plus the
+-- check's timeout, and is renewed every tick (half a period, at most
+-- 0.5 s, so that a set published by the prober is adopted within a
+-- second): a prober that stops renewing is replaced within that lease
+-- and one tick, under two periods plus the timeout; one that dies is
+-- replaced at the next tick of any process.
+local function shared_period(self)
+  local p = self.health_check_frequency
+  local u = self.update_frequency
+  if p == nil or (u ~= nil and u < p) then
+    p = u
+  end
+  return p or 1
+end
+
+function M.shared_tick(self)
+  return math.min(shared_period(self) / 2, 0.5)
+end
+
+local function shared_lease(self)
+  local timeout = self._check and self._check.timeout or 1
+  return shared_period(self) + timeout
+end
+
+local adopted_buf = ffi_new("int[1]")
+
+-- The periodic step of a shared balancer: the turn, and the region's set
+-- when it moved on (this process's tables follow at once).
+function step(self)
+  local rc = C.lb_balancer_shared_step(self._c, shared_lease(self),
+                                       adopted_buf, errbuf)
+  if rc < 0 then
+    log_error("lb: cannot adopt the shared backend set (kept the "
+              .. "previous one): " .. ffi_string(errbuf[0]))
+    return
+  end
+  self._role = core.ROLES[rc]
+  if adopted_buf[0] ~= 0 or tonumber(C.lb_balancer_generation(self._c))
+                             ~= self._gen then
+    sync(self)
+  end
+end
+
+-- Whether this process runs the periodic checks and discovery: always
+-- when private; with `shared`, only the prober.
+function probes(self)
+  if not self._shared then
+    return true
+  end
+  if C.lb_balancer_role(self._c) ~= 2 then
+    step(self) -- the turn may be free: take it before deciding
+  end
+  return self._role == "prober"
+end
+
+-- "private", "prober" (this process runs the checks and the discovery of
+-- a shared balancer) or "reader".
+function Balancer:role()
+  check_self(self, "role")
+  return core.ROLES[C.lb_balancer_role(self._c)]
+end
 
 -- The balancer's Lua-side tasks for lb.driver.
 local function driver_tasks(self)
   local tasks = {}
   local check = self._check
+  if self._shared then
+    tasks[#tasks + 1] = { period = M.shared_tick(self), run = function()
+      step(self)
+    end }
+  end
   if self._discovery ~= nil and not self._source then
     tasks[#tasks + 1] = { period = self.update_frequency, run = function()
+      if not probes(self) then
+        return
+      end
       local ok, err = self:update()
       if not ok then
         log_error("lb: update failed, keeping the previous backends: "
@@ -568,12 +863,18 @@ local function driver_tasks(self)
   if check and check.kind == "custom" then
     tasks[#tasks + 1] = { period = self.health_check_frequency,
                           run = function()
+      if not probes(self) then
+        return
+      end
       checking.custom_round(self, self.parallel_health_check)
     end }
   end
-  if check and in_openresty() then
+  if (check or self._ticks) and in_openresty() then
     tasks[#tasks + 1] = { period = M.EVENT_INTERVAL, run = function()
       refresh(self)
+      if self._ticks then
+        C.lb_balancer_tick(self._c)
+      end
       checking.drain(self)
     end }
   end
@@ -624,11 +925,16 @@ function Balancer:stop()
   if self._source then
     C.lb_balancer_discovery_stop(self._c)
   end
+  if self._shared then
+    C.lb_balancer_shared_yield(self._c)
+    self._role = "reader"
+  end
   return true
 end
 
--- Plain Lua: run the Lua-side work that is due (discovery, custom checks)
--- and deliver queued health events.  Never blocks (a custom check or a
+-- Plain Lua: run the Lua-side work that is due (discovery, custom checks),
+-- end the ejections whose time is up (and slow start's windows) and
+-- deliver queued health events.  Never blocks (a custom check or a
 -- discovery function may, if it is written to).
 function Balancer:poll()
   check_self(self, "poll")
@@ -636,6 +942,9 @@ function Balancer:poll()
     self._driver:poll()
   end
   refresh(self)
+  if self._ticks then
+    C.lb_balancer_tick(self._c)
+  end
   checking.drain(self)
   return true
 end
@@ -702,6 +1011,19 @@ function M.new(opts)
     end
     source_cfg = sopts
   end
+  local passive, panic, slow
+  passive, err = args.passive(opts.passive)
+  if passive == nil then
+    return nil, "lb.new: " .. err
+  end
+  panic, err = args.panic_threshold(opts.panic_threshold)
+  if not panic then
+    return nil, "lb.new: " .. err
+  end
+  slow, err = args.slow_start(opts.slow_start)
+  if slow == nil then
+    return nil, "lb.new: " .. err
+  end
 
   local static_list
   if opts.backends ~= nil then
@@ -715,11 +1037,34 @@ function M.new(opts)
   cfg.selection = core.SELECTION[opts.selection or "round_robin"].id
   cfg.point_multiple = opts.point_multiple or 160
   cfg.start_unhealthy = opts.start_unhealthy and 1 or 0
+  if passive then
+    cfg.consecutive_failures = passive.consecutive_failures
+    cfg.ejection_time = passive.ejection_time
+    cfg.max_ejection_time = passive.max_ejection_time
+    cfg.max_ejection_percent = passive.max_ejection_percent
+  end
+  cfg.panic_threshold = panic
+  if slow then
+    cfg.slow_start_window = slow.window
+    cfg.slow_start_aggression = slow.aggression
+    cfg.slow_start_min_weight = slow.min_weight
+  end
   local c = C.lb_balancer_new(cfg, errbuf)
   if c == nil then
     return nil, "lb.new: " .. ffi_string(errbuf[0])
   end
   c = ffi_gc(c, C.lb_balancer_free)
+  local capacity = args.shared_capacity(opts.shared)
+  if capacity then
+    if in_openresty() and ngx.get_phase() ~= "init" then
+      return nil, "lb.new: a shared balancer is made in init_by_lua* (in "
+                  .. "nginx's master, before it forks the workers), not in "
+                  .. "the " .. ngx.get_phase() .. " phase of a worker"
+    end
+    if C.lb_balancer_share(c, capacity, errbuf) ~= 0 then
+      return nil, "lb.new: shared: " .. ffi_string(errbuf[0])
+    end
+  end
   local it, ith = new_iter()
 
   local self = setmetatable({
@@ -742,8 +1087,18 @@ function M.new(opts)
     _source = source_kind,
     _source_timeout = source_cfg and source_cfg.timeout,
     _lua_status = { ok = false, updates = 0, errors = 0 },
+    _shared = capacity ~= nil,
+    _role = capacity and "reader" or "private",
     selection = opts.selection or "round_robin",
     _keyless = core.SELECTION[opts.selection or "round_robin"].keyless,
+    _passive = passive,
+    _failure_status = passive and passive.failure_status or FAILURE_STATUS,
+    -- the clock work of lb_balancer_tick: ejections end, windows close,
+    -- panic is recounted
+    _ticks = (passive or slow or panic > 0) and true or false,
+    -- whether lb.nginx acquires and releases around each attempt
+    _counts = (passive or core.SELECTION[opts.selection or "round_robin"]
+               .counts or opts.hash_balance_factor ~= nil) and true or false,
     health_check_frequency = opts.health_check_frequency,
     update_frequency = opts.update_frequency,
     parallel_health_check = opts.parallel_health_check == true,

@@ -28,6 +28,14 @@ typedef struct lb_config {
     int selection;
     uint32_t point_multiple;
     int start_unhealthy;
+    uint32_t consecutive_failures;
+    uint32_t max_ejection_percent;
+    double ejection_time;
+    double max_ejection_time;
+    double panic_threshold;
+    double slow_start_window;
+    double slow_start_aggression;
+    double slow_start_min_weight;
 } lb_config;
 
 typedef struct lb_iter lb_iter;
@@ -45,7 +53,24 @@ typedef struct lb_health_info {
     uint32_t consecutive;
     int32_t err_kind;
     int32_t err_detail;
+    int32_t ejected;
 } lb_health_info;
+
+typedef struct lb_record_info {
+    uint64_t id;
+    int32_t healthy;
+    int32_t enabled;
+    uint32_t in_flight;
+    uint32_t passive_failures;
+    uint32_t ejections;
+    int32_t ejected;
+    uint64_t ejected_until_ns;
+    uint64_t latency_ewma_ns;
+    uint64_t latency_last_ns;
+    uint64_t selections;
+    uint64_t checks_ok, checks_failed;
+    uint64_t reports_ok, reports_failed;
+} lb_record_info;
 
 int lb_backend_parse(const char *text, size_t len, uint32_t weight,
                      lb_backend *out, const char **err);
@@ -72,6 +97,8 @@ typedef struct lb_limits {
     double max_timeout;
     double min_frequency;
     double max_frequency;
+    double max_ejection_time;
+    double max_slow_start_window;
 } lb_limits;
 const lb_limits *lb_limits_get(void);
 
@@ -87,6 +114,15 @@ int lb_balancer_set_enable(lb_balancer *b, uint64_t gen, size_t i, int enable);
 int lb_balancer_health(lb_balancer *b, size_t i, lb_health_info *out);
 int lb_balancer_observe(lb_balancer *b, uint64_t gen, size_t i, int ok,
                         uint32_t threshold, int err_kind, int err_detail);
+int lb_balancer_record(lb_balancer *b, size_t i, lb_record_info *out);
+int lb_balancer_report(lb_balancer *b, uint64_t gen, size_t i, int result,
+                       double latency, const char **err);
+int lb_balancer_in_flight_add(lb_balancer *b, uint64_t gen, size_t i,
+                              int delta);
+int lb_balancer_release(lb_balancer *b, uint64_t gen, size_t i, int result,
+                        double latency, const char **err);
+int lb_balancer_tick(lb_balancer *b);
+int lb_balancer_panic(lb_balancer *b);
 
 typedef struct lb_check_header {
     const char *name;
@@ -143,6 +179,34 @@ void lb_balancer_checks_stop(lb_balancer *b);
 int lb_balancer_check_stats(lb_balancer *b, lb_check_stats *out);
 int lb_balancer_events(lb_balancer *b, lb_health_event *out, int max);
 int lb_check_error_text(int kind, int detail, char *buf, size_t size);
+
+typedef struct lb_record_stats {
+    uint64_t flips;
+    uint64_t last_check_ms;
+    uint64_t check_time_ns;
+    uint64_t check_timed;
+    uint64_t check_buckets[12];
+} lb_record_stats;
+int lb_balancer_stats(lb_balancer *b, size_t i, lb_record_stats *out);
+void lb_balancer_discovery_count(lb_balancer *b, int ok);
+void lb_balancer_discovery_counts(lb_balancer *b, uint64_t *ok,
+                                  uint64_t *failed);
+int lb_balancer_check_time(lb_balancer *b, uint64_t gen, size_t i,
+                           double seconds);
+int lb_balancer_selected(lb_balancer *b, uint64_t gen, size_t i);
+
+int lb_balancer_share(lb_balancer *b, uint32_t capacity, const char **err);
+int lb_balancer_role(lb_balancer *b);
+int lb_balancer_shared_step(lb_balancer *b, double lease, int *adopted,
+                            const char **err);
+void lb_balancer_shared_yield(lb_balancer *b);
+void lb_balancer_shared_versions(lb_balancer *b, uint64_t *adopted,
+                                 uint64_t *published);
+uint32_t lb_balancer_shared_processes(lb_balancer *b);
+int lb_balancer_error_text_set(lb_balancer *b, uint64_t gen, size_t i,
+                               const char *text, size_t len);
+size_t lb_balancer_error_text(lb_balancer *b, size_t i, char *buf,
+                              size_t len);
 
 typedef struct lb_dns_config {
     const char *name;
@@ -243,6 +307,8 @@ M.LIMITS = {
   max_timeout = tonumber(limits.max_timeout),
   min_frequency = tonumber(limits.min_frequency),
   max_frequency = tonumber(limits.max_frequency),
+  max_ejection_time = tonumber(limits.max_ejection_time),
+  max_slow_start_window = tonumber(limits.max_slow_start_window),
 }
 M.MAX_WEIGHT = M.LIMITS.max_weight
 M.MAX_POINT_MULTIPLE = M.LIMITS.max_point_multiple
@@ -251,11 +317,25 @@ M.DEFAULT_MAX_ITERATIONS = tonumber(limits.default_max_iterations)
 M.CHECK_KIND = { tcp = 1, http = 2 }
 M.DNS_TYPE = { A = 1, AAAA = 28, SRV = 33 }
 M.CHECK_ERR_CUSTOM = 10
+M.CHECK_ERR_EJECTED = 11
+
+-- LB_CHECK_BUCKET_BOUNDS (lb.h): upper bounds of the check-duration
+-- histogram, in seconds
+M.CHECK_BUCKET_BOUNDS = { 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+                          0.1, 0.25, 0.5, 1, 2.5 }
+
+-- lb_balancer_role
+M.ROLES = { [0] = "private", [1] = "reader", [2] = "prober" }
+-- Backends a shared region holds by default (lb.new{ shared = true }).
+M.SHARED_CAPACITY = 4096
+M.SHARED_MAX_CAPACITY = 65535
 
 -- The selection algorithms, from the C core's registry (one row per
--- algorithm): name -> { id, keyless }, and the names in registry order.
+-- algorithm): name -> { id, keyless, counts }, and the names in registry
+-- order.
 M.SELECTION, M.SELECTION_NAMES = {}, {}
 local SELECTION_KEYLESS = 1 -- LB_SELECTION_KEYLESS
+local SELECTION_COUNTS = 8  -- LB_SELECTION_COUNTS
 do
   local flags = ffi.new("uint32_t[1]")
   local id = 0
@@ -265,7 +345,8 @@ do
     name = ffi.string(name)
     assert(M.C.lb_selection_find(name, #name, flags) == id)
     M.SELECTION[name] = {
-      id = id, keyless = bit.band(flags[0], SELECTION_KEYLESS) ~= 0 }
+      id = id, keyless = bit.band(flags[0], SELECTION_KEYLESS) ~= 0,
+      counts = bit.band(flags[0], SELECTION_COUNTS) ~= 0 }
     M.SELECTION_NAMES[#M.SELECTION_NAMES + 1] = name
     id = id + 1
   end

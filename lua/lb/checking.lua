@@ -20,7 +20,8 @@ local driver = require("lb.driver")
 local C = core.C
 local ffi_new, ffi_string = ffi.new, ffi.string
 local ipairs, tostring, tonumber, pcall = ipairs, tostring, tonumber, pcall
-local log_error, in_openresty = driver.log_error, driver.in_openresty
+local log_error, in_openresty, now = driver.log_error, driver.in_openresty,
+                                   driver.now
 
 local M = {}
 
@@ -51,10 +52,20 @@ local function builtin_error_text(kind, detail)
   return ffi_string(textbuf, n < 256 and n or 255)
 end
 
-function M.error_text(self, id, kind, detail)
-  local custom = self._last_error[id]
+local ERR_EJECTED = core.CHECK_ERR_EJECTED
+
+-- `i` (0-based index), when given, lets a shared balancer find the text
+-- of a custom check that another process ran.
+function M.error_text(self, id, kind, detail, i)
+  local custom = kind ~= ERR_EJECTED and self._last_error[id]
   if custom then
     return custom
+  end
+  if kind == ERR_CUSTOM and self._shared and i then
+    local n = C.lb_balancer_error_text(self._c, i, textbuf, 256)
+    if n > 0 then
+      return ffi_string(textbuf, n)
+    end
   end
   if kind == 0 then
     return nil
@@ -77,7 +88,8 @@ end
 -- Deliver the flips queued on the balancer, oldest first: every
 -- observation (the checker thread's built-in checks, custom checks run
 -- here) goes through the C core, which queues its flips; this is the one
--- drain.  A flip of a backend that has left the set since is dropped.
+-- drain (passive ejections and returns come the same way).  A flip of a
+-- backend that has left the set since is dropped.
 --
 -- Each batch is copied out of the C buffer before any callback runs: a
 -- callback may drain another balancer (its run_health_check(), poll()) or,
@@ -90,7 +102,7 @@ end
 -- is marked and its current state delivered later, which may repeat the
 -- state last delivered; such repeats are not passed on.
 function M.drain(self)
-  if not self._check or self._draining then
+  if not (self._check or self._passive) or self._draining then
     return
   end
   self._draining = true
@@ -180,8 +192,9 @@ end
 -- Record a custom check's result for backend index i (0-based) of
 -- snapshot `gen` in the C core, which queues a flip; a flip is delivered
 -- at once through the one drain.
-local function observe(self, i, ok, err, gen)
+local function observe(self, i, ok, err, gen, secs)
   local check = self._check
+  C.lb_balancer_check_time(self._c, gen, i, secs or -1)
   local threshold = ok and check.consecutive_success
                     or check.consecutive_failure
   local rc = C.lb_balancer_observe(self._c, gen, i, ok and 1 or 0,
@@ -192,25 +205,32 @@ local function observe(self, i, ok, err, gen)
   if C.lb_balancer_health(self._c, i, hinfo) == 0 then
     self._last_error[tonumber(hinfo.id)] = (not ok) and err or nil
   end
+  if self._shared and not ok and err then
+    local text = tostring(err)
+    C.lb_balancer_error_text_set(self._c, gen, i, text, #text)
+  end
   if rc == 1 then
     M.drain(self)
   end
 end
 
--- Run a custom check on one backend: true, or false, err.  Never raises.
+-- Run a custom check on one backend: true, or false, err; then the
+-- seconds it took.  Never raises.
 local function run_custom(fn, b)
+  local t0 = now()
   local ok, res, err = pcall(fn, b)
+  local secs = now() - t0
   if not ok then
-    return false, "check raised: " .. tostring(res)
+    return false, "check raised: " .. tostring(res), secs
   end
   if res == true then
-    return true
+    return true, nil, secs
   end
   if err == nil then
     err = res == nil and "check failed" or ("check returned "
                                             .. tostring(res))
   end
-  return false, tostring(err)
+  return false, tostring(err), secs
 end
 
 local function can_spawn()
@@ -238,8 +258,8 @@ function M.custom_round(self, parallel)
         if not b then
           return
         end
-        local ok, err = run_custom(fn, b)
-        observe(self, i - 1, ok, err, gen)
+        local ok, err, secs = run_custom(fn, b)
+        observe(self, i - 1, ok, err, gen, secs)
       end
     end
     local threads = {}
@@ -255,11 +275,11 @@ function M.custom_round(self, parallel)
     return
   end
   for i, b in ipairs(list) do
-    local ok, err = run_custom(fn, b)
+    local ok, err, secs = run_custom(fn, b)
     if gen ~= self._gen then
       return
     end
-    observe(self, i - 1, ok, err, gen)
+    observe(self, i - 1, ok, err, gen, secs)
   end
 end
 

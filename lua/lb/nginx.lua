@@ -14,6 +14,8 @@
 --   }
 --   location = /lb-status { content_by_lua_block {
 --     require("lb.nginx").status(app) } }
+--   log_by_lua_block { app_peer:log() }   # with passive health or a
+--                                         # counting selection
 --
 -- balance() picks with select_with: the first candidate in the algorithm's
 -- order that is ready (or that the user's accept rule takes) and that this
@@ -24,6 +26,13 @@
 -- $upstream_addr, the ones tried so far, are skipped.  The first attempt
 -- is one select() (the walk in C) unless the user gave an accept rule, and
 -- keeps no per-request state (no ngx.ctx).
+--
+-- A balancer that counts (passive health, a selection flagged
+-- LB_SELECTION_COUNTS, hash_balance_factor) gets one in-flight count per
+-- attempt from balance(); log() in log_by_lua* gives each back and reports
+-- its outcome.  nginx runs the log phase of every request it finalizes,
+-- also one the client aborted or that timed out, so every attempt
+-- balance() counted is released there (see docs/openresty.md).
 --
 -- Nothing here yields: the balancer phase cannot.  The accept state lives
 -- in upvalues for the duration of one select_with call, which no other
@@ -43,6 +52,7 @@ local ngx_ERR, ngx_WARN, ngx_ERROR = ngx.ERR, ngx.WARN, ngx.ERROR
 local type, tostring, tonumber, setmetatable, getmetatable, pairs, ipairs =
   type, tostring, tonumber, setmetatable, getmetatable, pairs, ipairs
 local floor = math.floor
+local str_find, str_gmatch = string.find, string.gmatch
 
 -- ngx.exit(NGX_BUSY) in the balancer phase is nginx's "no live upstreams":
 -- the attempt ends without a connection, and the client gets a 502 (or
@@ -206,6 +216,7 @@ function M.new(balancer, opts)
     accept = opts.accept,
     tries = tries,
     max_iterations = mi,
+    counts = balancer._counts,
   }, Peer)
 end
 
@@ -284,23 +295,183 @@ function Peer:balance()
     ngx_log(ngx_ERR, "lb: set_current_peer(", b.addr, "): ", err)
     return ngx_exit(ngx_ERROR)
   end
+  if self.counts then
+    -- counted once the peer is set: every such attempt is listed in
+    -- $upstream_addr, which log() releases (an acquire counts as a
+    -- selection)
+    self.balancer:_in_flight(b, 1)
+  else
+    self.balancer:_selected(b) -- lb_backend_selected_total
+  end
   return b
+end
+
+-- One attempt of the request ends: its backend (by the address nginx
+-- wrote), its status ("502", "-" when there was no response to read, nil)
+-- and time ("0.012", "-").  A status is reported (a failure when in
+-- failure_status; nginx writes 502 for a connect failure, 504 for a
+-- timeout); no status means the attempt ended on our side (the client
+-- went away): released, not reported.
+local function attempt_done(bal, addr, status, rtime)
+  local b = bal:_by_addr(addr)
+  if b == nil then
+    return -- the upstream's name (no peer was set), or a set that changed
+  end
+  local st = tonumber(status)
+  if st then
+    bal:_release_status(b, st, tonumber(rtime))
+  else
+    bal:_in_flight(b, -1)
+  end
+end
+
+-- The fields of a $upstream_* list: ", " between attempts of one
+-- upstream, " : " between upstreams (an internal redirect); the i-th of
+-- each list is the i-th attempt.
+local function fields(s)
+  local out, n = {}, 0
+  if s then
+    for f in str_gmatch(s, "[^,%s]+") do
+      if f ~= ":" then
+        n = n + 1
+        out[n] = f
+      end
+    end
+  end
+  return out, n
+end
+
+-- A variable's value in nginx's own memory (pointer, length), or nil:
+-- read without making a Lua string.
+local ubyte_ptr = ffi.typeof("const unsigned char *")
+local log_lowbuf = ffi.new("char[32]")
+local function raw_value(r, name)
+  if var_get(r, name, #name, log_lowbuf, 0, value_ptr, value_len,
+             errmsg) == 0 then
+    return ffi.cast(ubyte_ptr, value_ptr[0]), tonumber(value_len[0])
+  end
+end
+
+-- "200" -> 200; nil for anything else ("-", a list).
+local function raw_status(p, n)
+  if p == nil or n ~= 3 then
+    return nil
+  end
+  local a, b, c = p[0] - 48, p[1] - 48, p[2] - 48
+  if a < 0 or a > 9 or b < 0 or b > 9 or c < 0 or c > 9 then
+    return nil
+  end
+  return a * 100 + b * 10 + c
+end
+
+-- "0.012" -> 0.012 (nginx writes seconds with 3 decimals); nil for "-".
+local function raw_seconds(p, n)
+  if p == nil or n < 1 then
+    return nil
+  end
+  local v, scale, seen_dot = 0, 1, false
+  for i = 0, n - 1 do
+    local c = p[i]
+    if c == 46 and not seen_dot then
+      seen_dot = true
+    elseif c >= 48 and c <= 57 then
+      v = v * 10 + (c - 48)
+      if seen_dot then
+        scale = scale * 10
+      end
+    else
+      return nil
+    end
+  end
+  return v / scale
+end
+
+-- In log_by_lua*: release and report every attempt of this request that
+-- balance() counted.  A no-op for a balancer that does not count.
+function Peer:log()
+  if not self.counts then
+    return
+  end
+  local r = get_request()
+  if r == nil then
+    return
+  end
+  local ap, al = raw_value(r, "upstream_addr")
+  if ap == nil then
+    return
+  end
+  local addrs = ffi.string(ap, al)
+  local bal = self.balancer
+  if not str_find(addrs, ",", 1, true) and not str_find(addrs, " : ", 1, true)
+  then
+    -- one attempt, the common case: no lists to split, no strings made
+    -- but the address
+    local b = bal:_by_addr(addrs)
+    if b == nil then
+      return
+    end
+    local st = raw_status(raw_value(r, "upstream_status"))
+    if st == nil then
+      return bal:_in_flight(b, -1)
+    end
+    return bal:_release_status(b, st,
+                               raw_seconds(raw_value(r,
+                                                     "upstream_response_time")))
+  end
+  local a, n = fields(addrs)
+  local st = fields(ngx_var.upstream_status)
+  local rt = fields(ngx_var.upstream_response_time)
+  for i = 1, n do
+    attempt_done(bal, a[i], st[i], rt[i])
+  end
 end
 
 -- A balancer's status() as JSON text: an array of rows for one balancer,
 -- or an object { name = rows } for a table of named balancers.  A missing
 -- last_error is null.
-local function rows_json(cjson, b)
-  local rows = b:status()
-  if #rows == 0 then
-    return "[]" -- lua-cjson would encode an empty table as {}
+-- Keys of a status row in the order the JSON gives them: the contract's
+-- first, then the rest sorted by name.
+local ROW_KEYS = { "addr", "weight", "healthy", "enabled", "ready",
+                   "last_error", "checked", "last_check", "in_flight",
+                   "selected" }
+local ROW_RANK = {}
+for i, k in ipairs(ROW_KEYS) do
+  ROW_RANK[k] = i
+end
+
+local function row_json(cjson, row)
+  local keys = {}
+  for k in pairs(row) do
+    keys[#keys + 1] = k
   end
-  for _, row in ipairs(rows) do
-    if row.last_error == nil then
-      row.last_error = cjson.null
+  for _, k in ipairs(ROW_KEYS) do
+    if row[k] == nil and (k == "last_error" or k == "last_check") then
+      keys[#keys + 1] = k -- null, not left out
     end
   end
-  return cjson.encode(rows)
+  table.sort(keys, function(a, b)
+    local ra, rb = ROW_RANK[a] or 1000, ROW_RANK[b] or 1000
+    if ra ~= rb then
+      return ra < rb
+    end
+    return a < b
+  end)
+  local parts = {}
+  for i, k in ipairs(keys) do
+    local v = row[k]
+    parts[i] = cjson.encode(k) .. ":" .. (v == nil and "null"
+                                          or cjson.encode(v))
+  end
+  return "{" .. table.concat(parts, ",") .. "}"
+end
+
+-- A balancer's status() as a JSON array, keys in a stable order.
+local function rows_json(cjson, b)
+  local parts = {}
+  for i, row in ipairs(b:status()) do
+    parts[i] = row_json(cjson, row)
+  end
+  return "[" .. table.concat(parts, ",") .. "]"
 end
 
 function M.status_json(what)
@@ -332,6 +503,29 @@ function M.status(what)
   ngx.header["Content-Type"] = "application/json"
   ngx.header["X-LB-Worker"] = tostring(ngx.worker.pid())
   ngx.say(body)
+end
+
+-- In content_by_lua*: the Prometheus exposition of `what` (a balancer, or
+-- { name = balancer, ... }), with the exposition's content type.
+function M.metrics(what)
+  local text = require("lb.metrics").render(what)
+  ngx.header["Content-Type"] = require("lb.metrics").CONTENT_TYPE
+  ngx.header["X-LB-Worker"] = tostring(ngx.worker.pid())
+  ngx.print(text)
+end
+
+-- In content_by_lua*: the HTML status page of `what` (a balancer, or
+-- { name = balancer, ... }).  opts: refresh (seconds), title.
+function M.status_page(what, opts)
+  local o = {}
+  for k, v in pairs(opts or {}) do
+    o[k] = v
+  end
+  o.worker = tostring(ngx.worker.pid())
+  local html = require("lb.status_page").render(what, o)
+  ngx.header["Content-Type"] = "text/html; charset=utf-8"
+  ngx.header["X-LB-Worker"] = o.worker
+  ngx.print(html)
 end
 
 -- A custom health check for OpenResty: connect with a cosocket (TCP or

@@ -88,6 +88,9 @@ int lb_check_error_text(int kind, int detail, char *buf, size_t size)
                         strerror_r(detail, tmp, sizeof(tmp)));
     case LB_CHECK_ERR_CUSTOM:
         return snprintf(buf, size, "check failed");
+    case LB_CHECK_ERR_EJECTED:
+        return snprintf(buf, size, "ejected: %d consecutive failure%s", detail,
+                        detail == 1 ? "" : "s");
     default:
         return snprintf(buf, size, "unknown error %d/%d", kind, detail);
     }

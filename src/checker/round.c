@@ -11,7 +11,8 @@
 #include "checker/checker.h"
 
 static void slot_launch(struct round *r, size_t i);
-static void record(struct round *r, size_t i, bool ok, int kind, int detail);
+static void record(struct round *r, size_t i, bool ok, int kind, int detail,
+                   uint64_t started);
 
 /* The thread's own rare frees under the lock (lb_ck_round_end,
  * lb_ck_round_new's failure) are safe: no thread holding an OpenSSL lock
@@ -244,7 +245,8 @@ static bool skipped(bool ok, int kind, int detail)
 /* Pingora's thresholds on the record; a flip goes to the balancer's event
  * queue (targets.h).  A skipped check leaves the record as it was; the
  * next round checks the backend again. */
-static void record(struct round *r, size_t i, bool ok, int kind, int detail)
+static void record(struct round *r, size_t i, bool ok, int kind, int detail,
+                   uint64_t started)
 {
     const struct lb_check_cfg *cfg = r->cfg;
 
@@ -253,6 +255,8 @@ static void record(struct round *r, size_t i, bool ok, int kind, int detail)
         return;
     }
     /* LB_STALE: the backend left the set during the round */
+    lb_target_check_time(&r->tg[i],
+                         started ? lb_ck_now_ns() - started : UINT64_MAX);
     (void)lb_target_observe(r->job->b, &r->tg[i], ok,
                             ok ? cfg->success : cfg->failure, kind, detail);
     if (ok)
@@ -290,7 +294,7 @@ static void slot_launch(struct round *r, size_t i)
 
     if (!s || lb_ck_heap_reserve(&lb_ck.expiry, lb_ck.expiry.n + 1) != LB_OK) {
         free(s);
-        record(r, i, false, LB_CHECK_ERR_RESOURCE, ENOMEM);
+        record(r, i, false, LB_CHECK_ERR_RESOURCE, ENOMEM, 0);
         return;
     }
     s->round = r;
@@ -347,7 +351,7 @@ void lb_ck_slot_result(struct slot *s, int rc)
             r->kept[s->i].born_ns = s->started;
         r->kept[s->i].uses++;
     }
-    record(r, s->i, ok, s->p.err_kind, s->p.err_detail);
+    record(r, s->i, ok, s->p.err_kind, s->p.err_detail, s->started);
 }
 
 void lb_ck_round_launch_one(struct round *r) { slot_launch(r, r->next++); }

@@ -150,10 +150,12 @@ static void start_due(struct lb_checker_job *job, uint64_t now)
 
     lb_ck_heap_remove(&lb_ck.due, &job->due);
     job->due.key = now + job->period_ns;
-    if (job->cfg)
+    /* a shared balancer's reader leaves the checks to the prober */
+    if (job->cfg && lb_balancer_may_probe(job->b))
         r = lb_ck_round_new(job, job->periodic_parallel);
     if (!r) {
-        /* no configuration now, or out of memory: try next period */
+        /* no configuration now, not the prober, or out of memory: try
+         * next period */
         lb_ck_heap_push(&lb_ck.due, &job->due);
         return;
     }

@@ -330,6 +330,8 @@ void lb_disc_fail(struct lb_disc *d, const char *msg, bool fatal)
         d->warned = true;
         return;
     }
+    if (d->b)
+        lb_balancer_discovery_count(d->b, 0);
     d->st.ok = 0;
     if (d->serving > d->answered && !d->has_pending) {
         d->answered = d->serving;
@@ -368,8 +370,13 @@ static void maybe_begin(struct lb_disc *d, uint64_t now)
 {
     if (d->busy || !d->due || d->due > now || d->publishing)
         return;
-    if (d->b && gate_fn && !gate_fn(d->b)) {
-        d->due = now + 1000000000u; /* not this process: ask later */
+    /* Not this process: ask later.  A shared balancer's source runs in
+     * its prober only (lb_balancer_may_probe, targets.h), unless a ticket
+     * was asked here explicitly (update()), as an explicit check round
+     * runs anyway; the gate, when set, has the last word. */
+    if (d->b && ((gate_fn && !gate_fn(d->b)) ||
+                 (d->asked <= d->answered && !lb_balancer_may_probe(d->b)))) {
+        d->due = now + 1000000000u;
         return;
     }
     d->due = 0;
@@ -397,6 +404,7 @@ void lb_disc_publish(struct lb_disc *d)
     pthread_mutex_lock(&lb_ck.lock);
     d->publishing = false;
     free(set);
+    lb_balancer_discovery_count(d->b, rc >= 0);
     if (rc < 0) {
         d->st.ok = 0;
         d->st.errors++;

@@ -65,13 +65,28 @@ static inline uint64_t rng_next(void)
     return r;
 }
 
+static uint64_t draw_next(struct lb_weighted *w)
+{
+    (void)w;
+    return rng_next();
+}
+
+/* Slow start: a ramping candidate is taken with probability its factor,
+ * else drawn again (lb_weighted_ramp). */
 static uint32_t random_first(void *sel, const char *key, size_t len,
                              uint64_t *state)
 {
+    struct lb_weighted *w = sel;
+    uint64_t now = lb_view_slow_start_now(w->view);
+    uint32_t idx;
+
     (void)key;
     (void)len;
     *state = rng_next();
-    return lb_weighted_first(sel, *state);
+    idx = lb_weighted_first(w, *state);
+    if (__builtin_expect(now != 0, 0))
+        idx = lb_weighted_ramp(w, idx, state, now, draw_next);
+    return idx;
 }
 
 static uint32_t random_next(void *sel, uint64_t *state)

@@ -20,13 +20,22 @@ static inline uint64_t counter_next(struct lb_weighted *w)
                                      memory_order_relaxed);
 }
 
+/* Slow start: a ramping backend's slot is taken with probability its
+ * factor, else the next counter value's slot (lb_weighted_ramp). */
 static uint32_t rr_first(void *sel, const char *key, size_t len,
                          uint64_t *state)
 {
+    struct lb_weighted *w = sel;
+    uint64_t now = lb_view_slow_start_now(w->view);
+    uint32_t idx;
+
     (void)key;
     (void)len;
-    *state = counter_next(sel);
-    return lb_weighted_first(sel, *state);
+    *state = counter_next(w);
+    idx = lb_weighted_first(w, *state);
+    if (__builtin_expect(now != 0, 0))
+        idx = lb_weighted_ramp(w, idx, state, now, counter_next);
+    return idx;
 }
 
 static uint32_t rr_next(void *sel, uint64_t *state)

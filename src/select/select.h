@@ -15,6 +15,10 @@
 #ifndef LB_SELECT_H
 #define LB_SELECT_H
 
+#include <stdatomic.h>
+#include <stdint.h>
+#include <time.h>
+
 #include "lb.h"
 
 /*
@@ -31,12 +35,49 @@ struct lb_record_view {
     struct lb_record *const *records; /* n, same order as the backends */
     size_t n;
     struct lb_store *store; /* the records' store */
+    /* Slow start (lb_config.slow_start_*), fixed at build: window in ns
+     * (0: off), the exponent 1 / aggression, the least factor. */
+    uint64_t slow_window_ns;
+    double slow_exponent;
+    double slow_min_weight;
+    /* Nonzero while some backend of the view may be within its window:
+     * raised (seq_cst) when one becomes ready, at build when slow start is
+     * on, and lowered by the sweep (lb_balancer_tick) once every window
+     * is over.  The one mutable field of a view. */
+    _Atomic uint32_t ramping;
 };
 
 /* Requests in flight on backend i of the view (every process's, with a
  * shared store): relaxed loads, lock-free, any thread, in the caller's
  * read-side section (src/snapshot.c). */
 uint32_t lb_view_in_flight(const struct lb_record_view *v, size_t i);
+
+/*
+ * Slow start for a weighted pick.  lb_view_slow_start_now is 0 when no
+ * backend of the view is ramping up (the common case: one relaxed load,
+ * no clock), else the coarse monotonic clock in ns to pass to
+ * lb_view_slow_start_factor, which gives backend i's weight factor at
+ * that time, Envoy's max(min_weight, (t / window) ^ (1 / aggression)),
+ * in [min_weight, 1] (1 once its window is over).  A selector scales
+ * backend i's weight by the factor (least_request, peak_ewma, smooth
+ * weighted round robin) or, where the first pick comes from a
+ * precomputed weight-expanded list, accepts the candidate with that
+ * probability and draws again (lb_weighted_ramp).  Lock-free, any
+ * thread, in the caller's read-side section (src/passive.c).
+ */
+static inline uint64_t lb_view_slow_start_now(const struct lb_record_view *v)
+{
+    struct timespec ts;
+
+    if (__builtin_expect(
+            !atomic_load_explicit(&v->ramping, memory_order_relaxed), 1))
+        return 0;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+double lb_view_slow_start_factor(const struct lb_record_view *v, size_t i,
+                                 uint64_t now_ns);
 
 struct lb_selector_ops {
     /* Build for backends[0..n) (sorted, n >= 0), with `view` over the same

@@ -1,0 +1,78 @@
+-- bench/metrics.lua - the cost of a scrape: lb.metrics() over one balancer
+-- of 1,000 backends (every family, a histogram per backend), and of the
+-- status page, median of BENCH_RUNS (default 20) renders; and what counting
+-- selections adds to a select: select() alone against select() followed by
+-- the selection count lb.nginx makes per attempt (BENCH_CALLS calls,
+-- median of 5 interleaved runs).  Run from the repository root after
+-- `make`: luajit bench/metrics.lua
+package.path = "lua/?.lua;lua/?/init.lua;" .. package.path
+package.cpath = "build/?.so;" .. package.cpath
+
+local lb = require("lb")
+
+local RUNS = tonumber(os.getenv("BENCH_RUNS")) or 20
+local CALLS = tonumber(os.getenv("BENCH_CALLS")) or 2000000
+
+local function median(t)
+  local s = {}
+  for i = 1, #t do s[i] = t[i] end
+  table.sort(s)
+  local n = #s
+  if n % 2 == 1 then return s[(n + 1) / 2] end
+  return (s[n / 2] + s[n / 2 + 1]) / 2
+end
+
+local list = {}
+for i = 0, 999 do
+  list[#list + 1] = ("10.0.%d.%d:80"):format(math.floor(i / 250), i % 250 + 1)
+end
+local b = assert(lb.new({ backends = list, shared = true,
+                          health_check = function() return true end }))
+assert(b:run_health_check())
+
+local t_metrics, t_page, bytes = {}, {}, 0
+for r = 1, RUNS do
+  local t0 = lb.now()
+  local text = lb.metrics({ app = b })
+  t_metrics[r] = lb.now() - t0
+  bytes = #text
+  t0 = lb.now()
+  require("lb.status_page").render({ app = b })
+  t_page[r] = lb.now() - t0
+end
+print(("ROW metrics scrape@1000 %.3f ms %d bytes, every family"):format(
+  median(t_metrics) * 1e3, bytes))
+print(("ROW metrics status_page@1000 %.3f ms"):format(median(t_page) * 1e3))
+
+local keys = {}
+for i = 1, 4096 do keys[i] = "/user/" .. i end
+local function plain(n)
+  local miss = 0
+  for i = 1, n do
+    if b:select(keys[bit.band(i, 4095) + 1]) == nil then miss = miss + 1 end
+  end
+  return miss
+end
+local function counted(n)
+  local miss = 0
+  for i = 1, n do
+    local be = b:select(keys[bit.band(i, 4095) + 1])
+    if be == nil then miss = miss + 1 else b:_selected(be) end
+  end
+  return miss
+end
+plain(CALLS / 10)
+counted(CALLS / 10)
+local tp, tc = {}, {}
+for r = 1, 5 do
+  local t0 = lb.now()
+  plain(CALLS)
+  tp[r] = (lb.now() - t0) / CALLS * 1e9
+  t0 = lb.now()
+  counted(CALLS)
+  tc[r] = (lb.now() - t0) / CALLS * 1e9
+end
+print(("ROW metrics select@1000 %.2f ns round_robin, shared"):format(median(tp)))
+print(("ROW metrics select+count@1000 %.2f ns select and the selection count")
+      :format(median(tc)))
+print(("ROW ratio select+count/select %.3f x"):format(median(tc) / median(tp)))
