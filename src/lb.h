@@ -885,10 +885,12 @@ typedef struct lb_discovery_status {
 int lb_balancer_discovery_status(lb_balancer *b, lb_discovery_status *out);
 
 /*
- * The one gate of every source: before a source asks anything, the thread
- * calls gate(b); 0 means "not this process" (a shared balancer whose
- * prober is another process), and the source waits and asks again at its
- * next due time.  NULL (the default) allows every balancer.  The gate is
+ * The gate of every source: before a source asks anything, the thread
+ * calls gate(b); 0 means "not this process", and the source waits and asks
+ * again at its next due time.  NULL (the default) allows every balancer.
+ * Besides the gate, a shared balancer's periodic requests run only in its
+ * prober (lb_balancer_may_probe); a ticket asked explicitly (refresh) runs
+ * in any process.  The gate is
  * called on the checker thread with its mutex held: it must not block nor
  * call back into lb.  Any thread; takes effect at the next due time.
  */
