@@ -39,6 +39,8 @@ bench build/bench/checker_scale
 bench "$LUAJIT" bench/select.lua
 # 10,000 loopback backends checked at once: one descriptor each in flight
 bench sh -c "ulimit -n \$(ulimit -Hn) 2>/dev/null; exec $LUAJIT bench/checks_scale.lua"
+# a scrape of 1,000 backends; select with the selection count
+bench "$LUAJIT" bench/metrics.lua
 
 echo
 echo "lb benchmarks: $(grep -m1 'model name' /proc/cpuinfo | sed 's/.*: //')," \

@@ -80,7 +80,12 @@ add_case("ffi_call", function(lib, key)
 end, floor_ffi)
 add_case("lua_CFunction", function(f, key) return f(key) end, floor_cfunc.nop)
 
-local algorithms = { "round_robin", "random", "fnv", "consistent" }
+local algorithms = { "round_robin", "random", "fnv", "consistent", "maglev",
+                     "least_request", "peak_ewma", "weighted_round_robin",
+                     "consistent_bounded" }
+-- consistent_bounded: consistent with hash_balance_factor 1.25
+local OPTS = { consistent_bounded = { selection = "consistent",
+                                      hash_balance_factor = 1.25 } }
 local sizes = { 10, 100, 1000 }
 -- n addresses of 10.0.0.0/16 (selection data only)
 local function addresses(n)
@@ -94,7 +99,9 @@ end
 for _, n in ipairs(sizes) do
   local list = addresses(n)
   for _, alg in ipairs(algorithms) do
-    local b = assert(lb.new({ backends = list, selection = alg }))
+    local o = OPTS[alg] or { selection = alg }
+    local b = assert(lb.new({ backends = list, selection = o.selection,
+                              hash_balance_factor = o.hash_balance_factor }))
     add_case(alg .. "@" .. n, function(bal, key) return bal:select(key) end, b)
   end
 end

@@ -14,7 +14,15 @@
  * (throughput); "select_c_dep" makes each key depend on the previous
  * result, so every call waits for the one before (latency, closer to what
  * a caller that does real work between selects sees).
+ *
+ * Cases: every algorithm of the registry, and consistent_bounded
+ * (consistent with hash_balance_factor 1.25: a sum over the in-flight
+ * counts per pick).  Last, select_c_2threads: ns per pick of each of two
+ * threads picking from one balancer at once (10 backends), for round_robin
+ * (one shared atomic counter) and weighted_round_robin (a spinlock held
+ * for the O(n) pick): the cost of sharing one sequence.
  */
+#include <pthread.h>
 #include <string.h>
 
 #include "bench.h"
@@ -22,10 +30,17 @@
 
 #define NKEYS 4096
 #define NSIZES 3
-#define NALG 4
+#define NALG 9
 
-static const char *const names[NALG] = {"round_robin", "random", "fnv",
-                                        "consistent"};
+static const char *const names[NALG] = {"round_robin",
+                                        "random",
+                                        "fnv",
+                                        "consistent",
+                                        "maglev",
+                                        "least_request",
+                                        "peak_ewma",
+                                        "weighted_round_robin",
+                                        "consistent_bounded"};
 static const size_t sizes[NSIZES] = {10, 100, 1000};
 
 static char keys[NKEYS][24];
@@ -33,7 +48,10 @@ static size_t lens[NKEYS];
 
 static lb_balancer *setup(int alg, size_t n)
 {
-    lb_config cfg = {.selection = alg};
+    int bounded = strcmp(names[alg], "consistent_bounded") == 0;
+    const char *sel = bounded ? "consistent" : names[alg];
+    lb_config cfg = {.selection = lb_selection_find(sel, strlen(sel), NULL),
+                     .hash_balance_factor = bounded ? 1.25 : 0};
     lb_backend *set = calloc(n, sizeof(*set));
     const char *err = "out of memory";
     lb_balancer *b = set ? lb_balancer_new(&cfg, &err) : NULL;
@@ -79,6 +97,35 @@ static double run_once(lb_balancer *b, lb_iter *it, long calls, int dep)
     return (bench_now_ns() - t0) / (double)calls;
 }
 
+struct pair_arg {
+    lb_balancer *b;
+    long calls;
+    double ns;
+};
+
+static void *pair_thread(void *p)
+{
+    struct pair_arg *a = p;
+    lb_iter *it = lb_iter_new();
+
+    a->ns = run_once(a->b, it, a->calls, 0);
+    lb_iter_free(it);
+    return NULL;
+}
+
+/* ns per pick of each of two threads at once (their mean). */
+static double run_pair(lb_balancer *b, long calls)
+{
+    struct pair_arg a[2] = {{b, calls, 0}, {b, calls, 0}};
+    pthread_t t[2];
+
+    for (int i = 0; i < 2; i++)
+        pthread_create(&t[i], NULL, pair_thread, &a[i]);
+    for (int i = 0; i < 2; i++)
+        pthread_join(t[i], NULL);
+    return (a[0].ns + a[1].ns) / 2;
+}
+
 int main(void)
 {
     static double t[2][NSIZES][NALG][99];
@@ -112,6 +159,21 @@ int main(void)
                 snprintf(note, sizeof(note), "min %.2f", t[d][s][a][0]);
                 bench_row(bench[d], cs, med, "ns", note);
             }
+    {
+        static const int pair[2] = {0, 7}; /* round_robin, wrr */
+        double tp[2][99];
+
+        for (int r = 0; r < runs; r++)
+            for (int k = 0; k < 2; k++)
+                tp[k][r] = run_pair(b[0][pair[k]], calls / 2);
+        for (int k = 0; k < 2; k++) {
+            char cs[48], note[32];
+            snprintf(cs, sizeof(cs), "%s@10", names[pair[k]]);
+            snprintf(note, sizeof(note), "min %.2f", tp[k][0]);
+            bench_row("select_c_2threads", cs, bench_median(tp[k], runs), "ns",
+                      note);
+        }
+    }
     for (int s = 0; s < NSIZES; s++)
         for (int a = 0; a < NALG; a++)
             lb_balancer_free(b[s][a]);

@@ -1,14 +1,16 @@
 /*
  * fuzz_select.c - the selection path on arbitrary keys, backend sets,
- * max_iterations and health flips, for all four algorithms.
+ * max_iterations, health flips and in-flight counts, for every algorithm.
  *
- * Input: a config byte (bits 0-1 algorithm, bits 2-3 point_multiple, bit
- * 4 start_unhealthy), a count byte and that many backend descriptions
- * (family, address byte, port, weight) or, with the count's top bit, a
- * run of up to 382 consecutive ports, then operations until the input
- * ends: select, a full walk (lb_iter_first/next), a health observation, an
- * enable/disable, an update to another set (the pending walk must then go
- * stale), a walk continued after a select, and a walk of a second,
+ * Input: a config byte (bits 0-1 algorithm, with bit 7 one of the round-2
+ * four (weighted_round_robin, least_request, peak_ewma, maglev); bits 2-3
+ * point_multiple, where the default multiple with consistent also sets
+ * hash_balance_factor 1.5; bit 4 start_unhealthy), a count byte and that many
+ * backend descriptions (family, address byte, port, weight) or, with the
+ * count's top bit, a run of up to 382 consecutive ports, then operations until
+ * the input ends: select, a full walk (lb_iter_first/next), a health
+ * observation, an enable/disable, an update to another set (the pending walk
+ * must then go stale), a walk continued after a select, and a walk of a second,
  * differently sized balancer with the same iterator.
  *
  * Promises checked:
@@ -18,7 +20,8 @@
  *     candidates and takes at most max_iterations steps;
  *   - select returns a ready backend or LB_DECLINED, never declines when
  *     every backend is ready, and for the deterministic algorithms (fnv,
- *     consistent) it is the first ready candidate of the walk for the key;
+ *     consistent, maglev) it is the first ready candidate of the walk for
+ *     the key;
  *   - fnv's first candidate is Pingora's: the weight-expanded list at
  *     FNV-1a 64 (key) modulo the total weight;
  *   - an iterator whose snapshot was replaced reports LB_STALE.
@@ -187,15 +190,24 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     static struct set cur, other;
     struct fuzz_in in = {data, size};
     uint8_t c0 = fuzz_u8(&in);
-    lb_config cfg = {.selection = c0 & 3,
+    lb_config cfg = {.selection = (c0 & 3) + 4 * (c0 >> 7),
                      .point_multiple = multiples[(c0 >> 2) & 3],
                      .start_unhealthy = (c0 >> 4) & 1};
     lb_config cfg2 = {.selection = (c0 >> 5) & 3, .point_multiple = 2};
     const char *err;
-    lb_balancer *b = lb_balancer_new(&cfg, &err);
+    int maglev = lb_selection_find("maglev", 6, NULL);
+    lb_balancer *b;
     lb_balancer *b2 = lb_balancer_new(&cfg2, &err);
     lb_iter *it = lb_iter_new();
     size_t yields;
+
+    if (cfg.selection == LB_SELECT_CONSISTENT && cfg.point_multiple == 0)
+        cfg.hash_balance_factor = 1.5;
+    /* a small prime table (sets reach 385 backends) keeps runs fast; a set
+     * above it is refused, which publish() allows for sets above 16 */
+    if (cfg.selection == maglev)
+        cfg.table_size = 389;
+    b = lb_balancer_new(&cfg, &err);
 
     FUZZ_ASSERT(b && b2 && it);
     read_set(&in, &cur);
@@ -219,7 +231,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             if (ready && n > 0 && max > 0)
                 FUZZ_ASSERT(idx >= 0);
             if (cfg.selection == LB_SELECT_FNV ||
-                cfg.selection == LB_SELECT_CONSISTENT) {
+                cfg.selection == LB_SELECT_CONSISTENT ||
+                cfg.selection == maglev) {
                 lb_iter *w = lb_iter_new();
                 int first = walk(b, cfg.selection, key, klen, max, w, &yields);
                 FUZZ_ASSERT(idx == (first >= 0 ? first : LB_DECLINED));
@@ -246,6 +259,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 uint8_t i = fuzz_u8(&in);
                 FUZZ_ASSERT(lb_balancer_set_enable(b, gen, i % n,
                                                    (i >> 7) & 1) == LB_OK);
+                /* and requests in flight, for the algorithms that count */
+                FUZZ_ASSERT(lb_balancer_in_flight_add(
+                                b, gen, i % n, (i & 64) ? 3 : -1) == LB_OK);
             }
             break;
         case 4: { /* a new set while a walk is pending */

@@ -80,7 +80,7 @@ lb_balancer *lb_balancer_new(const lb_config *cfg, const char **err)
         *err = "point_multiple out of range (1-1000)";
         return NULL;
     }
-    if (!passive_config_ok(cfg, err))
+    if (!passive_config_ok(cfg, err) || lb_selection_check(cfg, err) != LB_OK)
         return NULL;
     lb_rcu_init();
     b = calloc(1, sizeof(*b));

@@ -41,6 +41,15 @@ extern "C" {
 #define LB_MAX_BACKENDS 65535
 #define LB_MAX_POINT_MULTIPLE 1000
 #define LB_MAX_POINTS (16u * 1024 * 1024)
+/* Power-of-k choices (least_request, peak_ewma): k from 1 to 16; beyond a
+ * handful of choices the pick is a scan of the set and herds onto the
+ * least loaded backend (Mitzenmacher: two choices give the exponential
+ * gain, more add little). */
+#define LB_MAX_CHOICE_COUNT 16
+/* Maglev's table: a prime from the backend count up to the largest prime
+ * below 2^24 (entries are 16-bit backend indices: 32 MiB at most). */
+#define LB_MAX_TABLE_SIZE 16777213u
+#define LB_DEFAULT_TABLE_SIZE 65537u
 #define LB_ADDR_MAX 128 /* canonical text, "unix:" + sun_path, NUL */
 
 /* Health-check limits.  A threshold counts in the health record's 30-bit
@@ -70,6 +79,12 @@ typedef struct lb_limits {
     double max_frequency;
     double max_ejection_time;
     double max_slow_start_window;
+    uint32_t max_choice_count;
+    uint32_t max_table_size;
+    double max_bias;
+    double min_decay;
+    double max_decay;
+    double max_balance_factor;
 } lb_limits;
 
 /* The process's limits: a pointer to static, constant data.  Pure, any
@@ -140,9 +155,16 @@ enum lb_selection {
     2u                         /* steps move shared state (round               \
                                   robin's counter) */
 #define LB_SELECTION_POINTS 4u /* a ring: lb_config.point_multiple applies */
-#define LB_SELECTION_COUNTS                                                    \
-    8u /* picks read in-flight counts: a binding acquires and releases         \
-          (lb_balancer_in_flight_add) around every request */
+/* The algorithm reads in-flight counts (least_request, peak_ewma): a
+ * binding counts requests (acquire/release) for it.  consistent reads them
+ * only with hash_balance_factor, which its row cannot say: a binding
+ * checks LB_SELECTION_BOUNDED and the option. */
+#define LB_SELECTION_COUNTS 8u
+#define LB_SELECTION_CHOICES 16u  /* choice_count applies */
+#define LB_SELECTION_BIAS 32u     /* active_request_bias applies */
+#define LB_SELECTION_DECAY 64u    /* ewma_decay applies */
+#define LB_SELECTION_TABLE 128u   /* table_size applies (maglev) */
+#define LB_SELECTION_BOUNDED 256u /* hash_balance_factor applies */
 
 /*
  * The id (for lb_config.selection) of the algorithm named name[0..len),
@@ -159,6 +181,11 @@ int lb_selection_find(const char *name, size_t len, uint32_t *flags);
  */
 const char *lb_selection_name(int id);
 
+/*
+ * A balancer's configuration.  Zero-initialised means the defaults.  An
+ * option the algorithm does not take (its row lacks the option's
+ * LB_SELECTION_* flag) must be zero: lb_balancer_new says which.
+ */
 typedef struct lb_config {
     int selection;           /* an id: enum lb_selection, lb_selection_find */
     uint32_t point_multiple; /* consistent only; 0 means 160 */
@@ -182,6 +209,20 @@ typedef struct lb_config {
     double slow_start_window;
     double slow_start_aggression; /* > 0 */
     double slow_start_min_weight; /* (0, 1] */
+    uint32_t choice_count; /* least_request, peak_ewma: k of the power of k
+                              choices, 1..LB_MAX_CHOICE_COUNT; 0 means 2 */
+    uint32_t table_size;   /* maglev: a prime >= the backend count, at most
+                              LB_MAX_TABLE_SIZE; 0 means 65537 */
+    int32_t active_request_bias_set; /* least_request: 1 when
+                                        active_request_bias is given, 0: the
+                                        default bias 1 */
+    double active_request_bias;      /* least_request: 0..LB_MAX_BIAS; a
+                                        backend's score is weight /
+                                        (in_flight + 1) ^ bias */
+    double ewma_decay;               /* peak_ewma: seconds, 0.001..LB_MAX_DECAY;
+                                        0 means 10 */
+    double hash_balance_factor;      /* consistent: >= 1 bounds every backend to
+                                        ceil(factor x mean in-flight); 0: off */
 } lb_config;
 
 /* Limits of the passive options: an ejection lasts at most a day; a slow
@@ -189,6 +230,15 @@ typedef struct lb_config {
  * nanoseconds, exact far beyond). */
 #define LB_MAX_EJECTION_TIME 86400.0
 #define LB_MAX_SLOW_START_WINDOW 3600.0
+
+/* Bounds of the floating options: Envoy takes any bias >= 0, but past 100
+ * one request in flight already scores 2^-100; a decay beyond a day means
+ * the latency never forgets.  A balance factor is at most 100 (above, no
+ * bound is ever reached with realistic counts). */
+#define LB_MAX_BIAS 100.0
+#define LB_MIN_DECAY 0.001
+#define LB_MAX_DECAY 86400.0
+#define LB_MAX_BALANCE_FACTOR 100.0
 
 /*
  * Create a balancer with an empty backend set.  Returns NULL with *err set

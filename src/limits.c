@@ -15,6 +15,12 @@ static const lb_limits limits = {
     .max_frequency = LB_MAX_FREQUENCY,
     .max_ejection_time = LB_MAX_EJECTION_TIME,
     .max_slow_start_window = LB_MAX_SLOW_START_WINDOW,
+    .max_choice_count = LB_MAX_CHOICE_COUNT,
+    .max_table_size = LB_MAX_TABLE_SIZE,
+    .max_bias = LB_MAX_BIAS,
+    .min_decay = LB_MIN_DECAY,
+    .max_decay = LB_MAX_DECAY,
+    .max_balance_factor = LB_MAX_BALANCE_FACTOR,
 };
 
 const lb_limits *lb_limits_get(void) { return &limits; }

@@ -113,6 +113,10 @@ void lb_passive_report(lb_balancer *b, struct lb_snapshot *s, size_t i, bool ok,
     uint32_t cf = b->cfg.consecutive_failures;
     uint32_t run = lb_record_report(s->rec[i], ok, latency_ns);
 
+    if (latency_ns != UINT64_MAX) /* peak EWMA (peak_ewma's cost) */
+        lb_record_latency_peak(
+            s->rec[i], latency_ns, lb_record_now_ms(),
+            (b->cfg.ewma_decay > 0 ? b->cfg.ewma_decay : 10.0) * 1e3);
     if (ok || cf == 0 || run < cf || run % cf != 0)
         return;
     if (atomic_load_explicit(&s->rec[i]->health, RELAXED) & LB_H_EJECTED)

@@ -1,7 +1,9 @@
 /*
  * record.c - the per-backend record's operations (see record.h).
  */
+#include <math.h>
 #include <string.h>
+#include <time.h>
 
 #include "record.h"
 
@@ -208,4 +210,68 @@ void lb_record_info_get(const struct lb_record *r, lb_record_info *out)
     out->checks_failed = atomic_load_explicit(&r->checks_failed, RELAXED);
     out->reports_ok = atomic_load_explicit(&r->reports_ok, RELAXED);
     out->reports_failed = atomic_load_explicit(&r->reports_failed, RELAXED);
+}
+
+uint64_t lb_record_now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* Milliseconds from word w's stamp to now_ms; a stamp "ahead" of now
+ * (another thread's coarse clock read a tick later) is no time at all,
+ * not 2.2 years. */
+static uint64_t peak_age_ms(uint64_t w, uint64_t now_ms)
+{
+    uint64_t dt = (now_ms - (w >> LB_PEAK_COST_BITS)) & LB_PEAK_STAMP_MASK;
+
+    return dt > LB_PEAK_STAMP_MASK / 2 ? 0 : dt;
+}
+
+/*
+ * Finagle's PeakEwma.observe decays the cost on every read (its get()
+ * observes 0) and compares a sample with the cost as last read.  Reads
+ * here write nothing, so the sample is compared with the cost decayed to
+ * now: the same as Finagle with a read just before each sample.
+ */
+void lb_record_latency_peak(struct lb_record *r, uint64_t latency_ns,
+                            uint64_t now_ms, double decay_ms)
+{
+    uint64_t old = atomic_load_explicit(&r->latency_peak, RELAXED), neu;
+    double rtt = (double)latency_ns / 1000.0;
+
+    do {
+        double cost = rtt;
+
+        if (old != 0) {
+            double w = exp(-(double)peak_age_ms(old, now_ms) / decay_ms);
+            double decayed = (double)(old & LB_PEAK_COST_MAX) * w;
+            if (rtt <= decayed)
+                cost = decayed + rtt * (1.0 - w);
+        }
+        if (cost > (double)LB_PEAK_COST_MAX)
+            cost = (double)LB_PEAK_COST_MAX;
+        neu = ((now_ms & LB_PEAK_STAMP_MASK) << LB_PEAK_COST_BITS) |
+              (uint64_t)(cost + 0.5);
+        if (neu == 0)
+            neu = 1ull << LB_PEAK_COST_BITS; /* a sample, at stamp 1 ms */
+    } while (!atomic_compare_exchange_weak_explicit(&r->latency_peak, &old, neu,
+                                                    RELAXED, RELAXED));
+}
+
+/* At least 1 ns once a sample exists: a cost decayed to nothing still
+ * tells a backend that answered from one that never did. */
+uint64_t lb_record_latency_peak_get(const struct lb_record *r, uint64_t now_ms,
+                                    double decay_ms)
+{
+    uint64_t w = atomic_load_explicit(&r->latency_peak, RELAXED);
+    double ns;
+
+    if (w == 0)
+        return 0;
+    ns = (double)(w & LB_PEAK_COST_MAX) * 1000.0 *
+         exp(-(double)peak_age_ms(w, now_ms) / decay_ms);
+    return ns < 1 ? 1 : (uint64_t)ns;
 }

@@ -59,6 +59,7 @@ struct lb_record {
     _Atomic uint32_t passive_failures; /* current run of failed reports */
     _Atomic uint64_t latency_ewma_ns;  /* EWMA of reported latency, 1/8 */
     _Atomic uint64_t latency_last_ns;  /* latest reported latency */
+    _Atomic uint64_t latency_peak;     /* peak EWMA: LB_PEAK_* word below */
     _Atomic uint64_t ejected_until_ns; /* CLOCK_MONOTONIC; 0: not ejected */
     _Atomic uint32_t ejections;        /* times ejected */
     _Atomic uint32_t event_flags;      /* LB_R_* */
@@ -161,6 +162,42 @@ bool lb_record_eject(struct lb_record *r, uint64_t until_ns, uint32_t run,
  * whether health as selection sees it went up.  Lock-free, any thread.
  */
 bool lb_record_unject(struct lb_record *r, uint64_t now_ns, bool *flipped);
+
+/*
+ * The peak EWMA of latency (Finagle's PeakEwma, as linkerd's balancer uses
+ * it) is one 64-bit word, so a sample is one compare-and-swap and a read
+ * one load (also in a store shared by processes):
+ *
+ *   bits 0..27   cost in microseconds at the stamp (saturates at 268 s)
+ *   bits 28..63  stamp: CLOCK_MONOTONIC_COARSE in milliseconds, mod 2^36
+ *                (2.2 years: time differences are taken modulo that)
+ *
+ * 0 means no sample yet.  Decayed at read and at write, never by a
+ * timer: the cost read at time t is cost x exp(-(t - stamp) / decay).
+ */
+#define LB_PEAK_COST_BITS 28
+#define LB_PEAK_COST_MAX ((1ull << LB_PEAK_COST_BITS) - 1)
+#define LB_PEAK_STAMP_MASK ((1ull << 36) - 1)
+
+/* CLOCK_MONOTONIC_COARSE in milliseconds (a vDSO read, ~1-4 ms
+ * resolution: ample against decays of seconds).  Any thread. */
+uint64_t lb_record_now_ms(void);
+
+/*
+ * One latency sample into the peak EWMA, with Finagle's rule against the
+ * cost decayed to now_ms: a sample above it becomes the cost at once (the
+ * peak), one below it is averaged in with weight 1 - exp(-dt / decay_ms).
+ * One compare-and-swap loop (two samples at once both count), lock-free,
+ * any thread.
+ */
+void lb_record_latency_peak(struct lb_record *r, uint64_t latency_ns,
+                            uint64_t now_ms, double decay_ms);
+
+/* The peak EWMA decayed to now_ms, in nanoseconds (at least 1 once a
+ * sample exists); 0 without a sample.  Pure: one relaxed load, no write
+ * (the select path calls it), any thread. */
+uint64_t lb_record_latency_peak_get(const struct lb_record *r, uint64_t now_ms,
+                                    double decay_ms);
 
 /* Health fields of the record into *out (all but out->id, which the store
  * gives).  Relaxed loads: one consistent health word. */

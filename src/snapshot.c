@@ -98,3 +98,14 @@ uint32_t lb_view_in_flight(const struct lb_record_view *v, size_t i)
 {
     return lb_store_in_flight(v->store, v->records[i]);
 }
+
+bool lb_view_ready(const struct lb_record_view *v, size_t i)
+{
+    return lb_record_ready(v->records[i]);
+}
+
+uint64_t lb_view_latency_ns(const struct lb_record_view *v, size_t i,
+                            uint64_t now_ms, double decay_ms)
+{
+    return lb_record_latency_peak_get(v->records[i], now_ms, decay_ms);
+}

@@ -1,7 +1,8 @@
 /*
  * stress_snapshot.c - readers against a writer swapping backend sets.
  *
- * Four balancers (one per algorithm) share one sequence of backend sets.
+ * Nine balancers (one per algorithm of the registry, and consistent with
+ * hash_balance_factor) share one sequence of backend sets.
  * Each set is a run of consecutive ports on 127.0.0.1, described by (base,
  * n): sorted index i is port base + i, with weight 1 + port % 3.  Before
  * each update the writer records (generation, base, n) in a ring indexed by
@@ -36,7 +37,7 @@
 #include "tap.h"
 #include "util.h"
 
-#define NALG 4
+#define NALG 9
 #define RING 4096    /* generations remembered for readers */
 #define PORT0 20000  /* port of the first backend of the pool */
 #define BASE_SPAN 48 /* sets start within PORT0 .. PORT0+BASE_SPAN */
@@ -44,10 +45,13 @@
 #define MAX_IN (MAX_SET + MAX_SET / 4 + 1)
 #define WALK_ITERS 4096 /* covers a ring of 8 backends of weight 3 */
 
-static const int algs[NALG] = {LB_SELECT_ROUND_ROBIN, LB_SELECT_RANDOM,
-                               LB_SELECT_FNV, LB_SELECT_CONSISTENT};
-static const char *const alg_names[NALG] = {"round_robin", "random", "fnv",
-                                            "consistent"};
+/* Ids from the registry by name (main); consistent_bounded is consistent
+ * with hash_balance_factor 1.25. */
+static int algs[NALG];
+static const char *const alg_names[NALG] = {
+    "round_robin",   "random",    "fnv",
+    "consistent",    "maglev",    "weighted_round_robin",
+    "least_request", "peak_ewma", "consistent_bounded"};
 
 /* Sizes the writer cycles through; 0 and 1 are the edge cases of every
  * selector, the larger ones make the consistent ring span many buckets. */
@@ -288,7 +292,9 @@ static void *writer(void *arg)
             /* A ring costs far more to build than a weighted list (most
              * of all under TSan): swap it on every third set, which still
              * walks it through every size since 3 does not divide NSIZES. */
-            if (algs[a] == LB_SELECT_CONSISTENT && k % 3 != 0)
+            if ((algs[a] == LB_SELECT_CONSISTENT ||
+                 strcmp(alg_names[a], "maglev") == 0) &&
+                k % 3 != 0)
                 continue;
 
             atomic_store_explicit(&ring[a][gen % RING].word,
@@ -409,8 +415,16 @@ int main(void)
     if (nreaders > 64)
         nreaders = 64;
     for (int a = 0; a < NALG; a++) {
-        lb_config cfg = {.selection = algs[a]};
+        int bounded = strcmp(alg_names[a], "consistent_bounded") == 0;
+        const char *name = bounded ? "consistent" : alg_names[a];
+        lb_config cfg;
         const char *err;
+
+        algs[a] = lb_selection_find(name, strlen(name), NULL);
+        /* maglev: a prime table just above MAX_SET keeps TSan runs short */
+        cfg = (lb_config){.selection = algs[a],
+                          .hash_balance_factor = bounded ? 1.25 : 0,
+                          .table_size = strcmp(name, "maglev") == 0 ? 307 : 0};
 
         bal[a] = lb_balancer_new(&cfg, &err);
         if (!bal[a]) {
@@ -437,16 +451,22 @@ int main(void)
     for (int a = 0; a < NALG; a++)
         CHECK(swaps[a] > 0);
     CHECK(atomic_load(&st.verified) > 0);
-    printf("stress_snapshot: %d readers, %.1fs, %ld swaps (%ld rr, %ld random, "
-           "%ld fnv, %ld consistent), "
-           "%ld health flips, %llu selects (%llu declined), %llu walks "
+    {
+        long total = 0;
+        for (int a = 0; a < NALG; a++)
+            total += swaps[a];
+        printf("stress_snapshot: %d readers, %.1fs, %ld swaps (%ld rr, %ld "
+               "random, %ld fnv, %ld consistent, %ld maglev, %ld wrr, %ld "
+               "least_request, %ld peak_ewma, %ld bounded), ",
+               nreaders, now_s() - t0, total, swaps[0], swaps[1], swaps[2],
+               swaps[3], swaps[4], swaps[5], swaps[6], swaps[7], swaps[8]);
+    }
+    printf("%ld health flips, %llu selects (%llu declined), %llu walks "
            "(%llu stale), %llu picks verified (%llu not checkable), "
            "%d failures\n",
-           nreaders, now_s() - t0, swaps[0] + swaps[1] + swaps[2] + swaps[3],
-           swaps[0], swaps[1], swaps[2], swaps[3], (long)flips,
-           (unsigned long long)st.selects, (unsigned long long)st.declined,
-           (unsigned long long)st.walks, (unsigned long long)st.stale,
-           (unsigned long long)st.verified, (unsigned long long)st.unverified,
-           atomic_load(&fail_count));
+           (long)flips, (unsigned long long)st.selects,
+           (unsigned long long)st.declined, (unsigned long long)st.walks,
+           (unsigned long long)st.stale, (unsigned long long)st.verified,
+           (unsigned long long)st.unverified, atomic_load(&fail_count));
     return tap_done("stress_snapshot");
 }

@@ -372,7 +372,7 @@ static void test_registry(void)
     CHECK_EQ(lb_selection_find("fnv", 3, &flags), LB_SELECT_FNV);
     CHECK_EQ(flags, 0);
     CHECK_EQ(lb_selection_find("consistent", 10, &flags), LB_SELECT_CONSISTENT);
-    CHECK_EQ(flags, LB_SELECTION_POINTS);
+    CHECK_EQ(flags, LB_SELECTION_POINTS | LB_SELECTION_BOUNDED);
     CHECK_EQ(lb_selection_find("fnvx", 3, NULL), LB_SELECT_FNV); /* len */
     CHECK_EQ(lb_selection_find("fnv", 2, NULL), LB_DECLINED);
     CHECK_EQ(lb_selection_find("round_robin ", 12, NULL), LB_DECLINED);
@@ -382,7 +382,7 @@ static void test_registry(void)
         CHECK_EQ(lb_selection_find(name, strlen(name), NULL), n);
         n++;
     }
-    CHECK_EQ(n, 4);
+    CHECK_EQ(n, 8);
     CHECK(lb_selection_name(-1) == NULL);
     {
         lb_config cfg = {.selection = n};

@@ -107,6 +107,8 @@ local OPTIONS = {
   parallel_health_check = true, on_health_change = true,
   start_unhealthy = true, max_iterations = true, shared = true,
   passive = true, panic_threshold = true, slow_start = true,
+  choice_count = true, active_request_bias = true, ewma_decay = true,
+  table_size = true, hash_balance_factor = true,
 }
 
 -- ---- passive health, panic, slow start ----
@@ -250,6 +252,76 @@ function M.slow_start(v)
   end
   out.min_weight = mw
   return out
+
+end
+
+-- The selection options: the registry flag that says an algorithm takes
+-- it (lb.cdef's SELECTION[name].takes), and its check.  Returns nil or
+-- the error text.
+local function number_in(v, lo, hi)
+  return type(v) == "number" and v == v and v >= lo and v <= hi
+end
+
+local function is_prime(n)
+  if n < 2 then return false end
+  local d = 2
+  while d * d <= n do
+    if n % d == 0 then return false end
+    d = d + 1
+  end
+  return true
+end
+
+local SELECTION_OPTIONS = {
+  { name = "choice_count", check = function(v)
+      if not integer_in(v, 1, LIMITS.max_choice_count) then
+        return "an integer from 1 to " .. LIMITS.max_choice_count
+      end
+    end },
+  { name = "active_request_bias", check = function(v)
+      if not number_in(v, 0, LIMITS.max_bias) then
+        return "a number from 0 to " .. LIMITS.max_bias
+      end
+    end },
+  { name = "ewma_decay", check = function(v)
+      if not number_in(v, LIMITS.min_decay, LIMITS.max_decay) then
+        return "a number of seconds from " .. LIMITS.min_decay .. " to "
+               .. ("%d"):format(LIMITS.max_decay)
+      end
+    end },
+  { name = "table_size", check = function(v)
+      if not integer_in(v, 2, LIMITS.max_table_size) or not is_prime(v) then
+        return "a prime from 2 to " .. LIMITS.max_table_size
+               .. " (and at least the number of backends; default 65537)"
+      end
+    end },
+  { name = "hash_balance_factor", check = function(v)
+      if not number_in(v, 1, LIMITS.max_balance_factor) then
+        return "a number from 1 to " .. LIMITS.max_balance_factor .. " or nil"
+      end
+    end },
+}
+
+local function selection_options(opts)
+  local sel = opts.selection or "round_robin"
+  local row = core.SELECTION[sel]
+  for _, o in ipairs(SELECTION_OPTIONS) do
+    local v = opts[o.name]
+    if v ~= nil then
+      if not row.takes[o.name] then
+        local who = {}
+        for _, name in ipairs(core.SELECTION_NAMES) do
+          if core.SELECTION[name].takes[o.name] then who[#who + 1] = name end
+        end
+        return o.name .. " applies to selection '"
+               .. table.concat(who, "' or '") .. "', not '" .. sel .. "'"
+      end
+      local want = o.check(v)
+      if want then
+        return o.name .. " must be " .. want .. ", got " .. text(v)
+      end
+    end
+  end
 end
 
 -- Check lb.new's options (not backends, decoded by lb.backend, nor
@@ -300,6 +372,10 @@ function M.options(opts, is_discovery)
   if pm ~= nil and not integer_in(pm, 1, LIMITS.max_point_multiple) then
     return nil, "point_multiple must be an integer between 1 and "
                 .. LIMITS.max_point_multiple .. ", got " .. text(pm)
+  end
+  local sel_err = selection_options(opts)
+  if sel_err then
+    return nil, sel_err
   end
   local mi_err = M.max_iterations_error(opts.max_iterations)
   if mi_err then

@@ -1049,6 +1049,14 @@ function M.new(opts)
     cfg.slow_start_aggression = slow.aggression
     cfg.slow_start_min_weight = slow.min_weight
   end
+  cfg.choice_count = opts.choice_count or 0
+  cfg.table_size = opts.table_size or 0
+  if opts.active_request_bias ~= nil then
+    cfg.active_request_bias_set = 1
+    cfg.active_request_bias = opts.active_request_bias
+  end
+  cfg.ewma_decay = opts.ewma_decay or 0
+  cfg.hash_balance_factor = opts.hash_balance_factor or 0
   local c = C.lb_balancer_new(cfg, errbuf)
   if c == nil then
     return nil, "lb.new: " .. ffi_string(errbuf[0])

@@ -36,6 +36,12 @@ typedef struct lb_config {
     double slow_start_window;
     double slow_start_aggression;
     double slow_start_min_weight;
+    uint32_t choice_count;
+    uint32_t table_size;
+    int32_t active_request_bias_set;
+    double active_request_bias;
+    double ewma_decay;
+    double hash_balance_factor;
 } lb_config;
 
 typedef struct lb_iter lb_iter;
@@ -99,6 +105,12 @@ typedef struct lb_limits {
     double max_frequency;
     double max_ejection_time;
     double max_slow_start_window;
+    uint32_t max_choice_count;
+    uint32_t max_table_size;
+    double max_bias;
+    double min_decay;
+    double max_decay;
+    double max_balance_factor;
 } lb_limits;
 const lb_limits *lb_limits_get(void);
 
@@ -309,6 +321,12 @@ M.LIMITS = {
   max_frequency = tonumber(limits.max_frequency),
   max_ejection_time = tonumber(limits.max_ejection_time),
   max_slow_start_window = tonumber(limits.max_slow_start_window),
+  max_choice_count = tonumber(limits.max_choice_count),
+  max_table_size = tonumber(limits.max_table_size),
+  max_bias = tonumber(limits.max_bias),
+  min_decay = tonumber(limits.min_decay),
+  max_decay = tonumber(limits.max_decay),
+  max_balance_factor = tonumber(limits.max_balance_factor),
 }
 M.MAX_WEIGHT = M.LIMITS.max_weight
 M.MAX_POINT_MULTIPLE = M.LIMITS.max_point_multiple
@@ -331,11 +349,18 @@ M.SHARED_CAPACITY = 4096
 M.SHARED_MAX_CAPACITY = 65535
 
 -- The selection algorithms, from the C core's registry (one row per
--- algorithm): name -> { id, keyless, counts }, and the names in registry
--- order.
+-- algorithm): name -> { id, keyless, counts, takes = { option = true } },
+-- and the names in registry order.  `counts`: the algorithm reads
+-- in-flight counts (a binding acquires and releases for it; consistent
+-- does with hash_balance_factor set, see `takes`).
 M.SELECTION, M.SELECTION_NAMES = {}, {}
 local SELECTION_KEYLESS = 1 -- LB_SELECTION_KEYLESS
-local SELECTION_COUNTS = 8  -- LB_SELECTION_COUNTS
+local SELECTION_COUNTS = 8 -- LB_SELECTION_COUNTS
+-- LB_SELECTION_* flags that say an algorithm takes an option
+local SELECTION_TAKES = {
+  point_multiple = 4, choice_count = 16, active_request_bias = 32,
+  ewma_decay = 64, table_size = 128, hash_balance_factor = 256,
+}
 do
   local flags = ffi.new("uint32_t[1]")
   local id = 0
@@ -344,9 +369,13 @@ do
     if name == nil then break end
     name = ffi.string(name)
     assert(M.C.lb_selection_find(name, #name, flags) == id)
+    local takes = {}
+    for opt, flag in pairs(SELECTION_TAKES) do
+      takes[opt] = bit.band(flags[0], flag) ~= 0
+    end
     M.SELECTION[name] = {
       id = id, keyless = bit.band(flags[0], SELECTION_KEYLESS) ~= 0,
-      counts = bit.band(flags[0], SELECTION_COUNTS) ~= 0 }
+      counts = bit.band(flags[0], SELECTION_COUNTS) ~= 0, takes = takes }
     M.SELECTION_NAMES[#M.SELECTION_NAMES + 1] = name
     id = id + 1
   end

@@ -23,12 +23,13 @@
 -- with several weights, each of those is "addr weight=N".
 
 local ffi = require("ffi")
+local buffer = require("string.buffer")
 local core = require("lb.cdef")
 
 local C = core.C
 local tonumber, tostring, pairs, ipairs, type, error, getmetatable =
   tonumber, tostring, pairs, ipairs, type, error, getmetatable
-local concat, sort = table.concat, table.sort
+local sort = table.sort
 local format = string.format
 
 local M = {}
@@ -116,62 +117,71 @@ local function b01(v)
   return v and "1" or "0"
 end
 
--- Append the samples of one balancer to the per-family lists.
+-- An integer counter or gauge, for string.buffer:put (which writes an
+-- integral double below 10^14 with all its digits, larger ones as
+-- exponent floats: both valid in the exposition).
+local function int(v)
+  return tonumber(v)
+end
+
+local DUR = "lb_health_check_duration_seconds"
+local BUCKET_LE = {} -- ',le="0.0005"} ' ...
+for k, v in ipairs(core.CHECK_BUCKET_BOUNDS) do
+  BUCKET_LE[k] = ',le="' .. le_text(v) .. '"} '
+end
+local NB = #BUCKET_LE
+
+-- Append the samples of one balancer to the per-family buffers
+-- (string.buffer: a scrape of 1,000 backends writes some 25,000 lines,
+-- none of them made into a Lua string of its own).
 local function collect(samples, name, bal)
   local c = bal._c
   local rows = bal:status()
   local bl, labels = backend_labels(name, rows)
-  local add = function(fam, line)
-    local t = samples[fam]
-    t[#t + 1] = line
-  end
-  add("lb_backends", format("lb_backends{%s} %d", bl, #rows))
+  samples.lb_backends:put("lb_backends{", bl, "} ", #rows, "\n")
   C.lb_balancer_discovery_counts(c, u64a, u64b)
-  add("lb_discovery_updates_total",
-      format("lb_discovery_updates_total{%s} %s", bl, num(tonumber(u64a[0]))))
-  add("lb_discovery_errors_total",
-      format("lb_discovery_errors_total{%s} %s", bl, num(tonumber(u64b[0]))))
-  local bounds = core.CHECK_BUCKET_BOUNDS
+  samples.lb_discovery_updates_total:put("lb_discovery_updates_total{", bl,
+                                         "} ", int(u64a[0]), "\n")
+  samples.lb_discovery_errors_total:put("lb_discovery_errors_total{", bl,
+                                        "} ", int(u64b[0]), "\n")
+  local s_ready, s_healthy = samples.lb_backend_ready, samples.lb_backend_healthy
+  local s_enabled, s_ejected = samples.lb_backend_enabled,
+                               samples.lb_backend_ejected
+  local s_inflight, s_weight = samples.lb_backend_in_flight,
+                               samples.lb_backend_weight
+  local s_sel, s_ej = samples.lb_backend_selected_total,
+                      samples.lb_ejections_total
+  local s_flips, s_dur = samples.lb_health_flips_total, samples[DUR]
   for i, r in ipairs(rows) do
     local l = labels[i]
-    local have = C.lb_balancer_record(c, i - 1, rinfo) == 0
-    local stats = C.lb_balancer_stats(c, i - 1, rstats) == 0
-    add("lb_backend_ready", format("lb_backend_ready{%s} %s", l, b01(r.ready)))
-    add("lb_backend_healthy",
-        format("lb_backend_healthy{%s} %s", l, b01(r.healthy)))
-    add("lb_backend_enabled",
-        format("lb_backend_enabled{%s} %s", l, b01(r.enabled)))
-    add("lb_backend_ejected",
-        format("lb_backend_ejected{%s} %s", l, b01(r.ejected == true)))
-    add("lb_backend_in_flight", format("lb_backend_in_flight{%s} %s", l,
-                                       num(r.in_flight or 0)))
-    add("lb_backend_weight", format("lb_backend_weight{%s} %d", l, r.weight))
-    if have then
-      add("lb_backend_selected_total",
-          format("lb_backend_selected_total{%s} %s", l,
-                 num(tonumber(rinfo.selections))))
+    s_ready:put("lb_backend_ready{", l, "} ", b01(r.ready), "\n")
+    s_healthy:put("lb_backend_healthy{", l, "} ", b01(r.healthy), "\n")
+    s_enabled:put("lb_backend_enabled{", l, "} ", b01(r.enabled), "\n")
+    s_ejected:put("lb_backend_ejected{", l, "} ", b01(r.ejected == true),
+                  "\n")
+    s_inflight:put("lb_backend_in_flight{", l, "} ", r.in_flight or 0, "\n")
+    s_weight:put("lb_backend_weight{", l, "} ", r.weight, "\n")
+    if C.lb_balancer_record(c, i - 1, rinfo) == 0 then
+      s_sel:put("lb_backend_selected_total{", l, "} ", int(rinfo.selections),
+                "\n")
       for _, br in ipairs(BY_RESULT) do
-        add(br[1], format('%s{%s,result="%s"} %s', br[1], l, br[2],
-                         num(tonumber(rinfo[br[3]]))))
+        samples[br[1]]:put(br[1], "{", l, ',result="', br[2], '"} ',
+                           int(rinfo[br[3]]), "\n")
       end
-      add("lb_ejections_total", format("lb_ejections_total{%s} %s", l,
-                                       num(tonumber(rinfo.ejections))))
+      s_ej:put("lb_ejections_total{", l, "} ", int(rinfo.ejections), "\n")
     end
-    if stats then
-      add("lb_health_flips_total", format("lb_health_flips_total{%s} %s", l,
-                                          num(tonumber(rstats.flips))))
-      local fam = "lb_health_check_duration_seconds"
+    if C.lb_balancer_stats(c, i - 1, rstats) == 0 then
+      s_flips:put("lb_health_flips_total{", l, "} ", int(rstats.flips), "\n")
       local cum = 0
-      for k = 1, #bounds do
+      for k = 1, NB do
         cum = cum + tonumber(rstats.check_buckets[k - 1])
-        add(fam, format('%s_bucket{%s,le="%s"} %s', fam, l, le_text(bounds[k]),
-                        num(cum)))
+        s_dur:put(DUR, "_bucket{", l, BUCKET_LE[k], cum, "\n")
       end
-      local count = tonumber(rstats.check_timed)
-      add(fam, format('%s_bucket{%s,le="+Inf"} %s', fam, l, num(count)))
-      add(fam, format("%s_sum{%s} %s", fam, l,
-                      num(tonumber(rstats.check_time_ns) / 1e9)))
-      add(fam, format("%s_count{%s} %s", fam, l, num(count)))
+      local count = int(rstats.check_timed)
+      s_dur:put(DUR, '_bucket{', l, ',le="+Inf"} ', count, "\n",
+                DUR, "_sum{", l, "} ",
+                num(tonumber(rstats.check_time_ns) / 1e9), "\n",
+                DUR, "_count{", l, "} ", count, "\n")
     end
   end
 end
@@ -206,21 +216,17 @@ function M.render(what)
   what, names = M.balancers(what, "metrics")
   local samples = {}
   for _, f in ipairs(FAMILIES) do
-    samples[f[1]] = {}
+    samples[f[1]] = buffer.new()
   end
   for _, name in ipairs(names) do
     collect(samples, tostring(name), what[name])
   end
-  local out = {}
+  local out = buffer.new()
   for _, f in ipairs(FAMILIES) do
-    out[#out + 1] = "# HELP " .. f[1] .. " " .. f[3]
-    out[#out + 1] = "# TYPE " .. f[1] .. " " .. f[2]
-    for _, line in ipairs(samples[f[1]]) do
-      out[#out + 1] = line
-    end
+    out:put("# HELP ", f[1], " ", f[3], "\n# TYPE ", f[1], " ", f[2], "\n")
+    out:put(samples[f[1]])
   end
-  out[#out + 1] = ""
-  return concat(out, "\n")
+  return out:tostring()
 end
 
 return M

@@ -27,7 +27,21 @@
  * the hash, giving the first point of each bucket; with about two points per
  * bucket, a lookup is one table load and four branch-free compares within
  * one cache line.
+ *
+ * Bounded loads (hash_balance_factor c >= 1; Mirrokni, Thorup and
+ * Zadimoghaddam, "Consistent Hashing with Bounded Loads", SODA 2018, as
+ * HAProxy's hash-balance-factor and Envoy's hash_balance_factor apply it):
+ * a backend is full when its in-flight count plus the request being
+ * placed exceeds ceil(c x (total in flight + 1) / ready backends), the
+ * request counted in the total as Envoy counts it.  The key's point is
+ * found as above, then the ring is walked past the points of full
+ * backends.  The capacities sum to more than the requests, so a backend
+ * with room exists.  Summing the counts is O(n) per pick (n relaxed
+ * loads); the bound is computed once per walk and carried in the walk's
+ * state, so next() skips full backends too.  Without the option, the ring
+ * and every pick are exactly nginx's.
  */
+#include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -52,6 +66,8 @@ struct ketama {
     uint32_t *lut;             /* (1 << bits) + 1 entries: first point index */
     struct point *pts;         /* npoints (+ SCAN padding), ascending by hash */
     size_t pts_size, lut_size; /* bytes held, for array_give */
+    double factor;             /* hash_balance_factor; 0: off */
+    const struct lb_record_view *view;
 };
 
 /* CRC-32 (IEEE 802.3, reflected polynomial 0xEDB88320), the one nginx's
@@ -285,7 +301,6 @@ static void *ketama_build(const lb_backend *backends, size_t n,
     size_t gen_size = 0;
     uint32_t bits, nb, shift, m;
 
-    (void)view; /* bounded loads (hash_balance_factor) will read it */
     pthread_once(&crc_once, crc_init);
     for (size_t i = 0; i < n; i++)
         total += (uint64_t)backends[i].weight * mult;
@@ -297,6 +312,8 @@ static void *ketama_build(const lb_backend *backends, size_t n,
     k = calloc(1, sizeof(*k));
     if (!k)
         goto oom;
+    k->factor = cfg->hash_balance_factor;
+    k->view = view;
     /* About two points per bucket: bits = ceil(log2(total)) - 1, >= 1. */
     for (bits = 1; bits < 31 && (1ull << (bits + 1)) < total; bits++)
         ;
@@ -383,11 +400,8 @@ oom:
  * bucket holds fewer than SCAN points (nearly always, at about two points
  * per bucket); a longer bucket continues with a plain scan.
  */
-static uint32_t ketama_first(void *sel, const char *key, size_t len,
-                             uint64_t *state)
+static inline uint32_t ring_first(const struct ketama *k, uint32_t h)
 {
-    const struct ketama *k = sel;
-    uint32_t h = ~crc_update(0xffffffffu, (const unsigned char *)key, len);
     uint32_t b = h >> k->shift;
     uint32_t i = k->lut[b];
     const struct point *pp = k->pts + i;
@@ -402,6 +416,64 @@ static uint32_t ketama_first(void *sel, const char *key, size_t len,
     }
     if (i >= k->npoints)
         i = 0;
+    return i;
+}
+
+/* ceil(factor x (total in flight + 1) / ready backends), at least 1;
+ * UINT32_MAX (no bound) when no backend is ready. */
+static uint32_t load_bound(const struct ketama *k)
+{
+    uint64_t total = 0, ready = 0;
+    double bound;
+
+    for (size_t i = 0; i < k->view->n; i++)
+        if (lb_view_ready(k->view, i)) {
+            total += lb_view_in_flight(k->view, i);
+            ready++;
+        }
+    if (ready == 0)
+        return UINT32_MAX;
+    bound = ceil(k->factor * (double)(total + 1) / (double)ready);
+    return bound >= (double)UINT32_MAX ? UINT32_MAX - 1 : (uint32_t)bound;
+}
+
+/* From point i on (i included), the first point whose owner has room
+ * under `bound`; i itself when the whole ring is full (cannot happen with
+ * counts that hold still, see above; they may move during the walk). */
+static uint32_t ring_room(const struct ketama *k, uint32_t i, uint32_t bound)
+{
+    for (uint32_t step = 0; step < k->npoints; step++) {
+        uint32_t j = i + step < k->npoints ? i + step : i + step - k->npoints;
+        if ((uint64_t)lb_view_in_flight(k->view, k->pts[j].owner) + 1 <= bound)
+            return j;
+    }
+    return i;
+}
+
+/*
+ * The first point >= h lies in h's bucket or is the first point after it.
+ * Points after the bucket are greater than h (their top bits are), and the
+ * padding is UINT32_MAX, so counting the points below h among the next
+ * SCAN gives the answer without a data-dependent branch whenever the
+ * bucket holds fewer than SCAN points (nearly always, at about two points
+ * per bucket); a longer bucket continues with a plain scan.
+ *
+ * State: the point index in the low 32 bits; with bounded loads, the
+ * walk's bound in the high 32 bits.
+ */
+static uint32_t ketama_first(void *sel, const char *key, size_t len,
+                             uint64_t *state)
+{
+    const struct ketama *k = sel;
+    uint32_t h = ~crc_update(0xffffffffu, (const unsigned char *)key, len);
+    uint32_t i = ring_first(k, h);
+
+    if (k->factor > 0) {
+        uint32_t bound = load_bound(k);
+        i = ring_room(k, i, bound);
+        *state = (uint64_t)bound << 32 | i;
+        return k->pts[i].owner;
+    }
     *state = i;
     return k->pts[i].owner;
 }
@@ -409,10 +481,16 @@ static uint32_t ketama_first(void *sel, const char *key, size_t len,
 static uint32_t ketama_next(void *sel, uint64_t *state)
 {
     const struct ketama *k = sel;
-    uint64_t i = *state + 1;
+    uint64_t i = (uint32_t)*state + 1;
 
     if (i >= k->npoints)
         i = 0;
+    if (k->factor > 0) {
+        uint32_t bound = (uint32_t)(*state >> 32);
+        i = ring_room(k, (uint32_t)i, bound);
+        *state = (uint64_t)bound << 32 | i;
+        return k->pts[i].owner;
+    }
     *state = i;
     return k->pts[i].owner;
 }

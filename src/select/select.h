@@ -16,6 +16,7 @@
 #define LB_SELECT_H
 
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <time.h>
 
@@ -79,6 +80,26 @@ static inline uint64_t lb_view_slow_start_now(const struct lb_record_view *v)
 double lb_view_slow_start_factor(const struct lb_record_view *v, size_t i,
                                  uint64_t now_ns);
 
+/* Whether backend i of the view is ready (healthy and enabled), as the
+ * walk judges it: for algorithms whose order itself depends on readiness
+ * (weighted_round_robin skips a backend that is not ready before adding
+ * its weight, as nginx skips a `down` server; the power-of-k choices
+ * prefer a ready candidate).  One relaxed load, lock-free, any thread, in
+ * the caller's read-side section (src/snapshot.c). */
+bool lb_view_ready(const struct lb_record_view *v, size_t i);
+
+/* Backend i's peak EWMA of latency in nanoseconds, decayed to `now_ms`
+ * (lb_view_now_ms) with time constant decay_ms, as Finagle's PeakEwma
+ * reads it; 0 when no latency was ever reported, at least 1 after.  Pure
+ * (one relaxed load, no write), lock-free, any thread, in the caller's
+ * read-side section (src/snapshot.c, src/record.c). */
+uint64_t lb_view_latency_ns(const struct lb_record_view *v, size_t i,
+                            uint64_t now_ms, double decay_ms);
+
+/* The clock of lb_view_latency_ns: CLOCK_MONOTONIC_COARSE in
+ * milliseconds (src/record.c).  Any thread. */
+uint64_t lb_record_now_ms(void);
+
 struct lb_selector_ops {
     /* Build for backends[0..n) (sorted, n >= 0), with `view` over the same
      * backends' records (the selector may keep the pointer).  NULL with
@@ -123,5 +144,12 @@ struct lb_selection_row {
 /* The row of id `selection`, or NULL when there is none.  Pure, any
  * thread. */
 const struct lb_selection_row *lb_selection_at(int selection);
+
+/* Check cfg's selection options against its algorithm's row (an option
+ * the algorithm does not take, a value out of range, a table_size that is
+ * not a prime): LB_OK, or LB_ERROR with *err (static) naming the option.
+ * Checks that need the backend set (table_size >= the count) are the
+ * build's.  Pure, any thread (lb_balancer_new). */
+int lb_selection_check(const lb_config *cfg, const char **err);
 
 #endif /* LB_SELECT_H */
