@@ -64,6 +64,7 @@ build = {
       ["lb.health"] = "lua/lb/health.lua",
       ["lb.metrics"] = "lua/lb/metrics.lua",
       ["lb.nginx"] = "lua/lb/nginx.lua",
+      ["lb.outcomes"] = "lua/lb/outcomes.lua",
       ["lb.status_page"] = "lua/lb/status_page.lua",
    },
 }

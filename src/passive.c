@@ -121,12 +121,19 @@ void lb_passive_report(lb_balancer *b, struct lb_snapshot *s, size_t i, bool ok,
         return;
     if (atomic_load_explicit(&s->rec[i]->health, RELAXED) & LB_H_EJECTED)
         return;
+    /* With `shared`, every process ejects from the same records: the cap
+     * is decided under the region's lock (tried for 10 ms on this path; a
+     * busy region leaves the decision to the next failure of the run). */
+    if (b->shared && lb_shared_lock(b->shared, 0.01) != 0)
+        return;
     pthread_mutex_lock(&b->eject_lock);
     /* the cap is the published set's: a report that raced with an update
      * leaves the decision to the next failure, in the new set */
     if (lb_rcu_deref(&b->snap) == s)
         eject_locked(b, s, i, run);
     pthread_mutex_unlock(&b->eject_lock);
+    if (b->shared)
+        lb_shared_unlock(b->shared);
 }
 
 /* Ready records over enabled ones, against the threshold.  The recount
