@@ -11,7 +11,7 @@ CC      ?= cc
 CFLAGS  ?= -O2 -g
 WARN    := -Wall -Wextra -Werror -std=gnu11
 CPPFLAGS+= -Isrc -D_GNU_SOURCE
-LDLIBS  := -lurcu-bp -lurcu-common -lssl -lcrypto -lpthread -lm
+LDLIBS  := -lurcu-bp -lurcu-common -lcares -lcurl -ljansson -lssl -lcrypto -lpthread -lm
 LUAJIT  ?= luajit
 BUSTED  ?= busted
 

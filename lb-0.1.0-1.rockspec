@@ -14,7 +14,8 @@ and in plain LuaJIT.
 ]],
    license = "Apache-2.0",
 }
--- System libraries (Debian: liburcu-dev, libssl-dev) are found on the
+-- System libraries (Debian: liburcu-dev, libssl-dev, libc-ares-dev,
+-- libcurl4-openssl-dev, libjansson-dev) are found on the
 -- compiler's default paths, including the multiarch ones.
 dependencies = {
    "lua >= 5.1",
@@ -42,11 +43,15 @@ build = {
             "src/checker/api.c",
             "src/checker/fork.c", "src/checker/heap.c", "src/checker/round.c",
             "src/checker/schedule.c", "src/checker/thread.c",
+            "src/discovery/dns.c", "src/discovery/etcd.c",
+            "src/discovery/dns_config.c", "src/discovery/etcd_keys.c",
+            "src/discovery/loop.c", "src/discovery/resolve.c",
+            "src/discovery/source.c", "src/published.c",
          },
          defines = { "_GNU_SOURCE" },
          incdirs = { "src" },
-         libraries = { "urcu-bp", "urcu-common", "ssl", "crypto", "pthread",
-                       "m" },
+         libraries = { "urcu-bp", "urcu-common", "cares", "curl", "jansson",
+                       "ssl", "crypto", "pthread", "m" },
       },
       lb = "lua/lb.lua",
       ["lb.args"] = "lua/lb/args.lua",

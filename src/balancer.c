@@ -133,7 +133,10 @@ void lb_balancer_free(lb_balancer *b)
     if (b->next)
         b->next->prev = b->prev;
     pthread_mutex_unlock(&all_lock);
-    /* the checker's job goes first: its rounds hold records of b */
+    /* the discovery source first (it publishes into b), then the
+     * checker's job: its rounds hold records of b */
+    if (b->disc_release)
+        b->disc_release(b);
     if (b->job_release)
         b->job_release(b);
     pthread_mutex_lock(&b->write_lock);

@@ -79,7 +79,9 @@ struct lb_balancer {
     _Atomic uint32_t panic;     /* selection ignores health */
     struct lb_checker_job *job; /* health checks (src/checker/), or NULL */
     void (*job_release)(lb_balancer *b); /* stops and frees `job` */
-    struct lb_balancer *prev, *next;     /* every balancer, for fork */
+    struct lb_disc *disc; /* discovery source (src/discovery/), or NULL */
+    void (*disc_release)(lb_balancer *b); /* stops and frees `disc` */
+    struct lb_balancer *prev, *next;      /* every balancer, for fork */
 };
 
 /* lb_backend_compare without the weight: the order of addresses alone

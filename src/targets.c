@@ -79,3 +79,15 @@ void lb_target_check_time(const struct lb_target *t, uint64_t ns)
 {
     lb_record_check_time(t->record, ns);
 }
+
+struct lb_disc *lb_balancer_disc(lb_balancer *b)
+{
+    return __atomic_load_n(&b->disc, __ATOMIC_ACQUIRE);
+}
+
+void lb_balancer_disc_set(lb_balancer *b, struct lb_disc *d,
+                          void (*release)(lb_balancer *b))
+{
+    b->disc_release = release;
+    __atomic_store_n(&b->disc, d, __ATOMIC_RELEASE);
+}

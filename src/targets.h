@@ -76,4 +76,16 @@ struct lb_checker_job *lb_balancer_job(lb_balancer *b);
 void lb_balancer_job_set(lb_balancer *b, struct lb_checker_job *job,
                          void (*release)(lb_balancer *b));
 
+/*
+ * The same for the balancer's discovery source (src/discovery/): its
+ * opaque pointer and the hook lb_balancer_free calls first (before the
+ * checker's job), so no source publishes into a balancer being freed.
+ * Acquire load, release store; the discovery serialises setters with the
+ * checker's lock.  Any thread.
+ */
+struct lb_disc;
+struct lb_disc *lb_balancer_disc(lb_balancer *b);
+void lb_balancer_disc_set(lb_balancer *b, struct lb_disc *d,
+                          void (*release)(lb_balancer *b));
+
 #endif /* LB_TARGETS_H */

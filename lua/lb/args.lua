@@ -383,8 +383,9 @@ function M.options(opts, is_discovery)
   end
   local d = opts.discovery
   if d ~= nil and type(d) ~= "function" and not is_discovery(d) then
-    return nil, "discovery must be a function or lb.discovery.static{...}, "
-                .. "got " .. type(d)
+    return nil, "discovery must be a function, lb.discovery.static{...}, "
+                .. "lb.discovery.dns{...} or lb.discovery.etcd{...}, got "
+                .. type(d)
   end
   for _, k in ipairs({ "health_check_frequency", "update_frequency" }) do
     local ok, err = frequency(opts[k], k)
@@ -407,6 +408,167 @@ function M.options(opts, is_discovery)
                 .. type(opts.on_health_change)
   end
   return true
+end
+
+-- ---- discovery sources of the C core (lb.discovery.dns, .etcd) ----
+
+local SOURCE_KNOWN = {
+  dns = { name = true, type = true, port = true, resolvers = true,
+          timeout = true, min_ttl = true, max_ttl = true },
+  etcd = { endpoints = true, prefix = true, timeout = true, username = true,
+           password = true, tls = true },
+}
+
+local function seconds(v, name, lo, hi)
+  if v == nil then
+    return true
+  end
+  if type(v) ~= "number" or v ~= v or v < lo or v > hi then
+    return nil, name .. " must be a number of seconds between " .. lo
+                .. " and " .. hi .. ", got " .. text(v)
+  end
+  return true
+end
+
+-- A resolver: "ip", "ip:port", "[ipv6]" or "[ipv6]:port".
+local function resolver_ok(r)
+  if type(r) ~= "string" then
+    return false
+  end
+  local v6, port = r:match("^%[([%x:%.]+)%]:?(%d*)$")
+  if v6 then
+    return v6:find(":") ~= nil and (port == "" or tonumber(port) <= 65535)
+  end
+  if r:find("^[%x:]+$") and select(2, r:gsub(":", "")) >= 2 then
+    return true -- bare IPv6
+  end
+  local a, b, c, d, p = r:match("^(%d+)%.(%d+)%.(%d+)%.(%d+):?(%d*)$")
+  if not a then
+    return false
+  end
+  for _, o in ipairs({ a, b, c, d }) do
+    if tonumber(o) > 255 then
+      return false
+    end
+  end
+  return p == "" or (tonumber(p) >= 1 and tonumber(p) <= 65535)
+end
+
+-- Check a C source's options: a normalised table, or nil, err naming the
+-- bad option ("dns: port must be ...").
+function M.discovery_source(kind, o)
+  if o == nil then
+    o = {}
+  end
+  if type(o) ~= "table" then
+    return nil, kind .. ": options must be a table, got " .. type(o)
+  end
+  for k in pairs(o) do
+    if not SOURCE_KNOWN[kind][k] then
+      return nil, kind .. ": unknown option " .. M.shown(tostring(k))
+    end
+  end
+  local ok, err = seconds(o.timeout, "timeout", 0.001, LIMITS.max_timeout)
+  if not ok then
+    return nil, kind .. ": " .. err
+  end
+  local out = { timeout = o.timeout or 2 }
+  if kind == "dns" then
+    if type(o.name) ~= "string" or o.name == "" or #o.name > 253 then
+      return nil, "dns: name must be a non-empty host name, got "
+                  .. text(o.name)
+    end
+    local t = o.type or "A"
+    if t ~= "A" and t ~= "AAAA" and t ~= "SRV" then
+      return nil, "dns: type must be 'A', 'AAAA' or 'SRV', got " .. text(t)
+    end
+    if t ~= "SRV" or o.port ~= nil then
+      if not integer_in(o.port, 1, 65535) then
+        return nil, "dns: port must be an integer between 1 and 65535"
+                    .. (t ~= "SRV" and " (required for " .. t .. ")" or "")
+                    .. ", got " .. text(o.port)
+      end
+    end
+    for _, k in ipairs({ "min_ttl", "max_ttl" }) do
+      ok, err = seconds(o[k], k, LIMITS.min_frequency, LIMITS.max_frequency)
+      if not ok then
+        return nil, "dns: " .. err
+      end
+    end
+    if (o.max_ttl or 300) < (o.min_ttl or 1) then
+      return nil, "dns: max_ttl (" .. text(o.max_ttl or 300)
+                  .. ") is below min_ttl (" .. text(o.min_ttl or 1) .. ")"
+    end
+    local res = o.resolvers
+    if res ~= nil then
+      if type(res) ~= "table" or #res == 0 then
+        return nil, "dns: resolvers must be a non-empty list of \"ip:port\" "
+                    .. "strings, got " .. text(res)
+      end
+      for i, r in ipairs(res) do
+        if not resolver_ok(r) then
+          return nil, "dns: resolvers[" .. i .. "] must be \"ip\", "
+                      .. "\"ip:port\" or \"[ipv6]:port\", got " .. text(r)
+        end
+      end
+    end
+    out.name, out.type, out.port = o.name, t, o.port or 0
+    out.resolvers = res and table.concat(res, ",") or nil
+    out.min_ttl, out.max_ttl = o.min_ttl or 1, o.max_ttl or 300
+    return out
+  end
+  -- etcd
+  local eps = o.endpoints
+  if type(eps) == "string" then
+    eps = { eps }
+  end
+  if type(eps) ~= "table" or #eps == 0 then
+    return nil, "etcd: endpoints must be a non-empty list of http(s) URLs, "
+                .. "got " .. text(o.endpoints)
+  end
+  for i, e in ipairs(eps) do
+    if type(e) ~= "string" or not e:find("^https?://[^/%s,]+/?$") then
+      return nil, "etcd: endpoints[" .. i .. "] must be an http:// or "
+                  .. "https:// URL (scheme, host, port), got " .. text(e)
+    end
+  end
+  if type(o.prefix) ~= "string" or o.prefix == "" then
+    return nil, "etcd: prefix must be a non-empty string, got "
+                .. text(o.prefix)
+  end
+  for _, k in ipairs({ "username", "password" }) do
+    if o[k] ~= nil and (type(o[k]) ~= "string" or o[k] == "") then
+      return nil, "etcd: " .. k .. " must be a non-empty string, got "
+                  .. text(o[k])
+    end
+  end
+  if (o.username == nil) ~= (o.password == nil) then
+    return nil, "etcd: username and password go together"
+  end
+  local tls = o.tls
+  if tls ~= nil and tls ~= true and tls ~= false and type(tls) ~= "table" then
+    return nil, "etcd: tls must be a boolean or { verify, ca }, got "
+                .. text(tls)
+  end
+  if type(tls) == "table" then
+    for k in pairs(tls) do
+      if k ~= "verify" and k ~= "ca" then
+        return nil, "etcd: tls: unknown option " .. M.shown(tostring(k))
+      end
+    end
+    if tls.verify ~= nil and type(tls.verify) ~= "boolean" then
+      return nil, "etcd: tls.verify must be a boolean, got " .. text(tls.verify)
+    end
+    if tls.ca ~= nil and type(tls.ca) ~= "string" then
+      return nil, "etcd: tls.ca must be a file name, got " .. text(tls.ca)
+    end
+  end
+  out.endpoints = table.concat(eps, ",")
+  out.prefix = o.prefix
+  out.username, out.password = o.username, o.password
+  out.tls_verify = not (type(tls) == "table" and tls.verify == false)
+  out.tls_ca = type(tls) == "table" and tls.ca or nil
+  return out
 end
 
 -- ---- health-check descriptors (lb.health) ----

@@ -23,6 +23,71 @@ local resolved = ffi.new("lb_backend[?]", RESOLVE_MAX)
 
 local describe = args.shown
 
+-- Seconds a host name's resolution may take.
+M.RESOLVE_TIMEOUT = 5
+
+-- OpenResty phases where ngx.sleep yields (the others cannot wait without
+-- blocking the worker).
+local YIELDS = { rewrite = true, access = true, content = true, timer = true,
+                 ssl_cert = true, ssl_session_fetch = true,
+                 ssl_client_hello = true, preread = true }
+
+local function can_yield()
+  return type(ngx) == "table" and type(ngx.get_phase) == "function"
+         and YIELDS[ngx.get_phase()] == true
+end
+
+-- Resolve "name:port" on the C thread (c-ares): in OpenResty, where the
+-- phase can yield, the worker sleeps (serving other requests) until the
+-- answer comes; in plain Lua the caller waits for it.  nil when the phase
+-- can do neither (init_by_lua*, init_worker_by_lua*: the blocking
+-- system resolver is used there, before any request is served).
+local function resolve_async(addr, weight)
+  local yields = can_yield()
+  if type(ngx) == "table" and not yields then
+    return nil
+  end
+  local r = C.lb_resolve_start(addr, #addr, weight, M.RESOLVE_TIMEOUT, errbuf)
+  if r == nil then
+    return false, ffi_string(errbuf[0])
+  end
+  r = ffi.gc(r, C.lb_resolve_free)
+  local n
+  if yields then
+    local wait, waited = 0.001, 0
+    while true do
+      n = C.lb_resolve_result(r, resolved, RESOLVE_MAX, errbuf)
+      if n ~= core.DECLINED or waited > M.RESOLVE_TIMEOUT + 1 then
+        break
+      end
+      ngx.sleep(wait)
+      waited = waited + wait
+      wait = wait < 0.016 and wait * 2 or wait
+    end
+  else
+    C.lb_resolve_wait(r, M.RESOLVE_TIMEOUT + 1)
+    n = C.lb_resolve_result(r, resolved, RESOLVE_MAX, errbuf)
+  end
+  local buf = resolved
+  if n > RESOLVE_MAX then
+    buf = ffi.new("lb_backend[?]", n)
+    n = C.lb_resolve_result(r, buf, n, errbuf)
+  end
+  local out
+  if n == core.DECLINED then
+    out = { err = "no answer within " .. M.RESOLVE_TIMEOUT .. " s" }
+  elseif n < 0 then
+    out = { err = ffi_string(errbuf[0]) }
+  else
+    out = {}
+    for i = 0, n - 1 do
+      out[i + 1] = ffi.new("lb_backend", buf[i])
+    end
+  end
+  C.lb_resolve_free(ffi.gc(r, nil))
+  return out
+end
+
 function M.identity(addr, weight)
   return addr .. "#" .. weight
 end
@@ -80,6 +145,25 @@ function M.decode(entry, resolve)
   end
 
   local out = {}
+  if resolve and C.lb_backend_parse(addr, #addr, weight, resolved,
+                                    errbuf) ~= 0
+     and #addr <= 260 and addr:sub(1, 5) ~= "unix:"
+     and addr:find("^[%w%.%-_]+:%d+$") and addr:find("%a") then
+    -- a host name: resolved without blocking where the host allows
+    local list, err = resolve_async(addr, weight)
+    if list == false then
+      return nil, err
+    end
+    if list then
+      if list.err then
+        return nil, list.err
+      end
+      for i = 1, #list do
+        out[i] = to_table(list[i], ext)
+      end
+      return out
+    end
+  end
   if resolve then
     local buf, room = resolved, RESOLVE_MAX
     local n = C.lb_backend_resolve(addr, #addr, weight, buf, room, errbuf)

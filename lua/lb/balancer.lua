@@ -50,6 +50,14 @@ local M = { Balancer = Balancer }
 M.EVENT_INTERVAL = 0.1
 
 local errbuf = ffi_new("const char *[1]")
+local wall_ts = ffi_new("struct lb_timespec")
+
+-- Seconds since the epoch (CLOCK_REALTIME), as discovery_status's
+-- updated_at.
+local function wall()
+  ffi.C.clock_gettime(0, wall_ts)
+  return tonumber(wall_ts.tv_sec) + tonumber(wall_ts.tv_nsec) * 1e-9
+end
 local hinfo = ffi_new("lb_health_info")
 local rinfo = ffi_new("lb_record_info")
 local FAILURE_STATUS = {}
@@ -169,32 +177,100 @@ local function apply(self, list, en)
   return true
 end
 
--- Re-read the published snapshot when it was published outside this
--- object: a shared balancer's set adopted from the region (published by
--- another process), or a generation that moved between two calls.  The
--- tables of backends that stay are kept; a new one is made from C (its
--- `ext` is nil: `ext` is a Lua value of the process that discovered it).
+-- Adopt the set the core published itself (a DNS or etcd source on the
+-- C thread): one whole copy of one snapshot (lb_balancer_backends), the
+-- tables of backends that stay kept, the generation taken from that copy.
 local function sync(self)
   local c = self._c
-  for _ = 1, 3 do
-    local gen = tonumber(C.lb_balancer_generation(c))
-    local n = tonumber(C.lb_balancer_count(c))
-    local cb = ffi_new("lb_backend")
-    local tables = {}
-    for i = 0, n - 1 do
-      if C.lb_balancer_backend(c, i, cb) == 0 then
-        local t = backend.from_c(cb)
-        tables[#tables + 1] = self._byident[backend.identity(t.addr, t.weight)]
-                              or t
-      end
+  local cap = tonumber(C.lb_balancer_count(c)) + 8
+  local arr, ids, n
+  local gen = ffi_new("uint64_t[1]")
+  while true do
+    arr = ffi_new("lb_backend[?]", cap)
+    ids = ffi_new("uint64_t[?]", cap)
+    n = tonumber(C.lb_balancer_backends(c, arr, cap, ids, gen))
+    if n <= cap then
+      break
     end
-    -- published again while we read: read again
-    if tonumber(C.lb_balancer_generation(c)) == gen and #tables == n then
-      rebuild(self, tables)
-      return true
+    cap = n + 8
+  end
+  local old = self._byident
+  local newlist, byident, index, byid = {}, {}, {}, {}
+  for i = 0, n - 1 do
+    local t = backend.from_c(arr[i])
+    local ident = backend.identity(t.addr, t.weight)
+    t = old[ident] or t
+    newlist[i + 1] = t
+    byident[ident] = t
+    index[t] = i
+    byid[tonumber(ids[i])] = t
+  end
+  self._list, self._byident, self._index, self._byid =
+    newlist, byident, index, byid
+  for id in pairs(self._last_error) do
+    if byid[id] == nil then
+      self._last_error[id] = nil
     end
   end
-  return nil, "the set kept changing while it was read"
+  for id in pairs(self._delivered) do
+    if byid[id] == nil then
+      self._delivered[id] = nil
+    end
+  end
+  self._gen = tonumber(gen[0])
+  return true
+end
+
+-- Catch up with a set published by the core since we last looked.
+local function refresh(self)
+  if tonumber(C.lb_balancer_generation(self._c)) ~= self._gen then
+    sync(self)
+  end
+end
+
+local dstatus = ffi_new("lb_discovery_status")
+
+-- The status of the C source as a Lua table.
+local function c_status(self)
+  C.lb_balancer_discovery_status(self._c, dstatus)
+  local ok = dstatus.ok ~= 0
+  local err = ffi_string(dstatus.last_error)
+  local at = tonumber(dstatus.updated_at)
+  return {
+    ok = ok,
+    last_error = err ~= "" and err or nil,
+    updated_at = at > 0 and at or nil,
+    revision = dstatus.has_revision ~= 0 and tonumber(dstatus.revision)
+               or nil,
+    running = dstatus.running ~= 0,
+    updates = tonumber(dstatus.updates),
+    errors = tonumber(dstatus.errors),
+    queries = tonumber(dstatus.queries),
+  }
+end
+
+-- update() on a C source: ask for a fresh answer; plain Lua waits for it
+-- (up to the source's timeout), OpenResty never waits.
+local function update_c(self)
+  local ticket = C.lb_balancer_discovery_refresh(self._c, errbuf)
+  if ticket < 0 then
+    return nil, "discovery: " .. ffi_string(errbuf[0])
+  end
+  if in_openresty() then
+    return true
+  end
+  -- the source's own deadline ends every request; the slack covers the
+  -- thread's turn and the publish
+  local rc = C.lb_balancer_discovery_wait(self._c, ticket,
+                                          self._source_timeout + 1)
+  refresh(self)
+  if rc == 0 then
+    return true
+  end
+  if rc == core.ERROR then
+    return nil, c_status(self).last_error or "discovery failed"
+  end
+  return nil, "discovery: no answer within " .. self._source_timeout .. " s"
 end
 
 -- A discovery function's results (pcall's): published, or nil, err.
@@ -227,6 +303,10 @@ function Balancer:update()
   if d == nil then
     return true -- a static `backends` list: nothing to rediscover
   end
+  if self._source then
+    -- the C thread counts its own answers (source.c)
+    return update_c(self)
+  end
   local ok, list, en
   if type(d) == "function" then
     ok, list, en = pcall(d)
@@ -235,7 +315,30 @@ function Balancer:update()
   end
   local r, err = discovered(self, ok, list, en)
   C.lb_balancer_discovery_count(self._c, r and 1 or 0)
+  local st = self._lua_status
+  if r then
+    st.ok, st.last_error, st.updated_at = true, nil, wall()
+    st.updates = st.updates + 1
+  else
+    st.ok, st.last_error = false, err
+    st.errors = st.errors + 1
+  end
   return r, err
+end
+
+-- The state of discovery: { ok, last_error, updated_at, revision } (and
+-- the counts updates, errors; queries for a C source).  `ok` is false
+-- before the first answer.  updated_at: seconds since the epoch of the
+-- last good answer (nil: none yet); revision: etcd's, else nil.
+function Balancer:discovery_status()
+  check_self(self, "discovery_status")
+  if self._source then
+    return c_status(self)
+  end
+  local st = self._lua_status
+  return { ok = st.ok, last_error = st.last_error, updated_at = st.updated_at,
+           updates = st.updates, errors = st.errors,
+           running = self._started == true }
 end
 
 -- ---- the select path ----
@@ -394,6 +497,7 @@ end
 -- that is not in the set.
 function Balancer:ready(b)
   check_self(self, "ready")
+  refresh(self)
   local i = find(self, b, "ready")
   if not i then
     return false
@@ -406,6 +510,7 @@ end
 -- backend of the set matches.
 function Balancer:set_enable(b, enable)
   check_self(self, "set_enable")
+  refresh(self)
   if type(enable) ~= "boolean" then
     bad_arg(2, "set_enable", "boolean", enable)
   end
@@ -447,6 +552,7 @@ end
 -- weight).  A new array of the balancer's own backend tables.
 function Balancer:backends()
   check_self(self, "backends")
+  refresh(self)
   local out = {}
   for i, b in ipairs(self._list) do
     out[i] = b
@@ -467,6 +573,7 @@ end
 -- the same in every process.
 function Balancer:status()
   check_self(self, "status")
+  refresh(self)
   local rows = {}
   local panic = C.lb_balancer_panic(self._c) ~= 0
   for i, b in ipairs(self._list) do
@@ -523,6 +630,7 @@ function Balancer:run_health_check(parallel)
   if parallel == nil then
     parallel = self.parallel_health_check
   end
+  refresh(self)
   return checking.round(self, parallel)
 end
 
@@ -609,7 +717,7 @@ local function driver_tasks(self)
       step(self)
     end }
   end
-  if self._discovery ~= nil then
+  if self._discovery ~= nil and not self._source then
     tasks[#tasks + 1] = { period = self.update_frequency, run = function()
       if not probes(self) then
         return
@@ -632,6 +740,7 @@ local function driver_tasks(self)
   end
   if (check or self._ticks) and in_openresty() then
     tasks[#tasks + 1] = { period = M.EVENT_INTERVAL, run = function()
+      refresh(self)
       if self._ticks then
         C.lb_balancer_tick(self._c)
       end
@@ -660,6 +769,10 @@ function Balancer:start()
   if not ok0 then
     return nil, err0
   end
+  if self._source and C.lb_balancer_discovery_start(self._c, errbuf) < 0 then
+    checking.stop(self)
+    return nil, "cannot start discovery: " .. ffi_string(errbuf[0])
+  end
   self._driver = self._driver or driver.new(driver_tasks(self))
   local ok, err = self._driver:start()
   if not ok then
@@ -678,6 +791,9 @@ function Balancer:stop()
     self._driver:stop()
   end
   checking.stop(self)
+  if self._source then
+    C.lb_balancer_discovery_stop(self._c)
+  end
   if self._shared then
     C.lb_balancer_shared_yield(self._c)
     self._role = "reader"
@@ -694,6 +810,7 @@ function Balancer:poll()
   if self._driver then
     self._driver:poll()
   end
+  refresh(self)
   if self._ticks then
     C.lb_balancer_tick(self._c)
   end
@@ -702,6 +819,41 @@ function Balancer:poll()
 end
 
 -- ---- construction ----
+
+-- Hand a checked C source configuration (lb.args.discovery_source) to
+-- the core.  true, or nil, err.
+function M._set_source(self, kind, o)
+  local rc
+  if kind == "dns" then
+    local dc = ffi_new("lb_dns_config")
+    dc.name, dc.name_len = o.name, #o.name
+    dc.type = core.DNS_TYPE[o.type]
+    dc.port = o.port
+    if o.resolvers then
+      dc.resolvers, dc.resolvers_len = o.resolvers, #o.resolvers
+    end
+    dc.timeout, dc.min_ttl, dc.max_ttl = o.timeout, o.min_ttl, o.max_ttl
+    rc = C.lb_balancer_set_dns(self._c, dc, errbuf)
+  else
+    local ec = ffi_new("lb_etcd_config")
+    ec.endpoints, ec.endpoints_len = o.endpoints, #o.endpoints
+    ec.prefix, ec.prefix_len = o.prefix, #o.prefix
+    ec.timeout = o.timeout
+    if o.username then
+      ec.username, ec.username_len = o.username, #o.username
+      ec.password, ec.password_len = o.password, #o.password
+    end
+    ec.tls_verify = o.tls_verify and 1 or 0
+    if o.tls_ca then
+      ec.tls_ca, ec.tls_ca_len = o.tls_ca, #o.tls_ca
+    end
+    rc = C.lb_balancer_set_etcd(self._c, ec, errbuf)
+  end
+  if rc < 0 then
+    return nil, ffi_string(errbuf[0])
+  end
+  return true
+end
 
 function M.new(opts)
   if type(opts) ~= "table" then
@@ -719,6 +871,15 @@ function M.new(opts)
     end
   end
 
+  local source_kind, source_cfg = discovery.source(opts.discovery)
+  if source_kind then
+    local sopts
+    sopts, err = args.discovery_source(source_kind, source_cfg)
+    if not sopts then
+      return nil, "lb.new: discovery: " .. err
+    end
+    source_cfg = sopts
+  end
   local passive, panic, slow
   passive, err = args.passive(opts.passive)
   if passive == nil then
@@ -800,6 +961,9 @@ function M.new(opts)
     _check = check,
     _last_error = {},
     _delivered = {},
+    _source = source_kind,
+    _source_timeout = source_cfg and source_cfg.timeout,
+    _lua_status = { ok = false, updates = 0, errors = 0 },
     _shared = capacity ~= nil,
     _role = capacity and "reader" or "private",
     selection = opts.selection or "round_robin",
@@ -830,6 +994,12 @@ function M.new(opts)
     ok, err = self:update()
     if not ok then
       return nil, "lb.new: " .. err
+    end
+  end
+  if source_kind then
+    ok, err = M._set_source(self, source_kind, source_cfg)
+    if not ok then
+      return nil, "lb.new: discovery: " .. err
     end
   end
   if check and check.kind ~= "custom" then

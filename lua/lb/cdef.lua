@@ -220,6 +220,67 @@ int lb_balancer_error_text_set(lb_balancer *b, uint64_t gen, size_t i,
 size_t lb_balancer_error_text(lb_balancer *b, size_t i, char *buf,
                               size_t len);
 
+typedef struct lb_dns_config {
+    const char *name;
+    size_t name_len;
+    int32_t type;
+    uint16_t port;
+    uint16_t reserved;
+    const char *resolvers;
+    size_t resolvers_len;
+    double timeout;
+    double min_ttl;
+    double max_ttl;
+} lb_dns_config;
+
+typedef struct lb_etcd_config {
+    const char *endpoints;
+    size_t endpoints_len;
+    const char *prefix;
+    size_t prefix_len;
+    double timeout;
+    const char *username;
+    size_t username_len;
+    const char *password;
+    size_t password_len;
+    int32_t tls_verify;
+    int32_t reserved;
+    const char *tls_ca;
+    size_t tls_ca_len;
+} lb_etcd_config;
+
+typedef struct lb_discovery_status {
+    int32_t kind;
+    int32_t ok;
+    int32_t running;
+    int32_t has_revision;
+    double updated_at;
+    uint64_t revision;
+    uint64_t updates;
+    uint64_t errors;
+    uint64_t queries;
+    char last_error[256];
+} lb_discovery_status;
+
+int lb_balancer_set_dns(lb_balancer *b, const lb_dns_config *cfg,
+                        const char **err);
+int lb_balancer_set_etcd(lb_balancer *b, const lb_etcd_config *cfg,
+                         const char **err);
+int lb_balancer_discovery_start(lb_balancer *b, const char **err);
+void lb_balancer_discovery_stop(lb_balancer *b);
+int64_t lb_balancer_discovery_refresh(lb_balancer *b, const char **err);
+int lb_balancer_discovery_wait(lb_balancer *b, int64_t ticket, double timeout);
+int lb_balancer_discovery_status(lb_balancer *b, lb_discovery_status *out);
+typedef struct lb_resolve lb_resolve;
+lb_resolve *lb_resolve_start(const char *text, size_t len, uint32_t weight,
+                             double timeout, const char **err);
+int lb_resolve_result(lb_resolve *r, lb_backend *out, int max,
+                      const char **err);
+int lb_resolve_wait(lb_resolve *r, double timeout);
+void lb_resolve_free(lb_resolve *r);
+size_t lb_balancer_backends(lb_balancer *b, lb_backend *out, size_t max,
+                            uint64_t *ids, uint64_t *gen);
+
 /* libc: the monotonic clock of the background driver (struct timespec) */
 struct lb_timespec { long tv_sec; long tv_nsec; };
 int clock_gettime(int clk, struct lb_timespec *ts);
@@ -272,6 +333,7 @@ M.MAX_POINT_MULTIPLE = M.LIMITS.max_point_multiple
 M.DEFAULT_MAX_ITERATIONS = tonumber(limits.default_max_iterations)
 
 M.CHECK_KIND = { tcp = 1, http = 2 }
+M.DNS_TYPE = { A = 1, AAAA = 28, SRV = 33 }
 M.CHECK_ERR_CUSTOM = 10
 M.CHECK_ERR_EJECTED = 11
 

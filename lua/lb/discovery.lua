@@ -1,9 +1,15 @@
--- Service discovery: lb.discovery.static(list).
+-- Service discovery: lb.discovery.static(list), and the sources that run
+-- in the C core: lb.discovery.dns{...}, lb.discovery.etcd{...}.
 --
 -- A static discovery holds a list of backends that the program edits with
 -- :add(b), :remove(b), :set(list) and reads with :get().  A balancer made
 -- with it discovers at construction and again on every update().
 -- Host names are resolved when they are added.
+--
+-- dns{} and etcd{} only record their options (lb.new checks them, see
+-- lb.args.discovery_source, so a bad option is lb.new's nil, err): the
+-- source itself runs on the C core's background thread and publishes its
+-- sets without Lua.
 
 local backend = require("lb.backend")
 
@@ -126,8 +132,29 @@ function M.static(list)
   return self
 end
 
+local SOURCE = {} -- marks the descriptors of C sources
+
+-- lb.discovery.dns{ name, type, port, resolvers, timeout, min_ttl,
+-- max_ttl }
+function M.dns(opts)
+  return { [SOURCE] = true, kind = "dns", opts = opts }
+end
+
+-- lb.discovery.etcd{ endpoints, prefix, timeout, username, password, tls }
+function M.etcd(opts)
+  return { [SOURCE] = true, kind = "etcd", opts = opts }
+end
+
+-- The kind ("dns", "etcd") and options of a C source's descriptor, or nil.
+function M.source(v)
+  if type(v) == "table" and v[SOURCE] then
+    return v.kind, v.opts
+  end
+end
+
 function M.is_discovery(v)
-  return type(v) == "table" and type(v.discover) == "function"
+  return type(v) == "table" and (type(v.discover) == "function"
+                                 or v[SOURCE] == true)
 end
 
 return M

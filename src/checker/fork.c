@@ -7,6 +7,7 @@
 
 #include "checker/checker.h"
 #include "checker/fork.h"
+#include "discovery/discovery.h"
 
 /* Take the checker's lock (the thread is then asleep in epoll_wait, holding
  * nothing), so no child inherits it held by a thread that does not exist
@@ -81,6 +82,8 @@ void lb_checker_fork_child(void)
             lb_ck_heap_push(&lb_ck.due, &job->due);
         }
     }
+    /* discovery sources: requests dropped, started ones count again */
+    lb_disc_fork_child();
     if (lb_ck.users > 0)
         lb_ck_thread_start(); /* on failure, the next user retries */
     pthread_mutex_unlock(&lb_ck.lock);

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "checker/checker.h"
+#include "discovery/discovery.h"
 
 struct lb_checker lb_ck = {
     .lock = PTHREAD_MUTEX_INITIALIZER,
@@ -21,8 +22,10 @@ struct lb_checker lb_ck = {
     .wakefd = -1,
 };
 
-/* A marker for the wake-up eventfd in the epoll set. */
+/* Markers for the wake-up eventfd and the discovery sources' own epoll
+ * set (src/discovery/loop.c) in the epoll set. */
 static char wake_marker;
+static char disc_marker;
 
 static void *thread_main(void *arg);
 
@@ -57,7 +60,8 @@ int lb_ck_thread_start(void)
     lb_ck.epfd = epoll_create1(EPOLL_CLOEXEC);
     lb_ck.wakefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (lb_ck.epfd < 0 || lb_ck.wakefd < 0 ||
-        epoll_ctl(lb_ck.epfd, EPOLL_CTL_ADD, lb_ck.wakefd, &ev) < 0)
+        epoll_ctl(lb_ck.epfd, EPOLL_CTL_ADD, lb_ck.wakefd, &ev) < 0 ||
+        lb_disc_attach(lb_ck.epfd, &disc_marker) != LB_OK)
         goto fail;
     /* Half of the descriptor limit for probes: a parallel round of 10,000
      * backends queues what does not fit instead of failing with EMFILE,
@@ -143,7 +147,16 @@ static void *thread_main(void *arg)
         }
         lb_ck_schedule(now);
         lb_ck_bury_dead();
+        /* Discovery: due requests, deadlines, answers published (the lock
+         * is dropped around each publish: src/discovery/source.c). */
+        lb_disc_run(now);
+        now = lb_ck_now_ns();
         timeout = lb_ck_wait_ms(now);
+        {
+            int dt = lb_disc_wait_ms(now);
+            if (dt >= 0 && (timeout < 0 || dt < timeout))
+                timeout = dt;
+        }
         pthread_mutex_unlock(&lb_ck.lock);
         n = epoll_wait(lb_ck.epfd, evs, 256, timeout);
         pthread_mutex_lock(&lb_ck.lock);
@@ -157,6 +170,10 @@ static void *thread_main(void *arg)
                 if (read(lb_ck.wakefd, &v, sizeof(v)) < 0) {
                     /* EAGAIN: already drained */
                 }
+                continue;
+            }
+            if (evs[i].data.ptr == &disc_marker) {
+                lb_disc_io();
                 continue;
             }
             if (s->done)
@@ -179,6 +196,7 @@ static void *thread_main(void *arg)
             lb_ck_round_abort(job->demand_round);
     }
     lb_ck_bury_dead();
+    lb_disc_detach();
     close(lb_ck.epfd);
     close(lb_ck.wakefd);
     lb_ck.epfd = lb_ck.wakefd = -1;
