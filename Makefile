@@ -31,11 +31,20 @@ $(BUILD)/lb/core.so: $(SRC) $(HDR)
 
 comma := ,
 
-# C tests link the sources directly, so each variant gets its own flags.
+# C tests link the core built with each variant's flags: every source is
+# compiled once per variant into build/<variant>/liblb.a, linked whole (so
+# constructors and the fork handler are in every test).
 define c_variant
-$(BUILD)/$(1)/%: tests/%.c $(SRC) $(HDR) tests/tap.h
+$(1)_OBJ := $$(patsubst src/%.c,$(BUILD)/$(1)/obj/%.o,$(SRC))
+$(BUILD)/$(1)/obj/%.o: src/%.c $(HDR)
 	@mkdir -p $$(dir $$@)
-	$$(CC) $$(CPPFLAGS) -DLB_POISON $(2) $$(WARN) -o $$@ $$< $$(SRC) $$(LDLIBS) $$(EXTRA_LIBS)
+	$$(CC) $$(CPPFLAGS) -DLB_POISON $(2) $$(WARN) -c -o $$@ $$<
+$(BUILD)/$(1)/liblb.a: $$($(1)_OBJ)
+	@rm -f $$@
+	ar rcs $$@ $$^
+$(BUILD)/$(1)/%: tests/%.c $(BUILD)/$(1)/liblb.a $(HDR) tests/tap.h tests/util.h
+	@mkdir -p $$(dir $$@)
+	$$(CC) $$(CPPFLAGS) -DLB_POISON $(2) $$(WARN) -o $$@ $$< -Wl,--whole-archive $(BUILD)/$(1)/liblb.a -Wl,--no-whole-archive $$(LDLIBS) $$(EXTRA_LIBS)
 endef
 $(eval $(call c_variant,plain,-O2 -g))
 # UBSan's alignment check is off: liburcu-bp hands out its reader records
