@@ -14,12 +14,7 @@ local EJECTION = 0.5
 
 -- A backend that answers 500 to everything.
 local function start_failing(addr)
-  local host, port = nginx.split_addr(addr)
-  return assert(nginx.start({
-    http = ("    server {\n        listen %s:%s;\n"
-            .. "        location / { return 500 \"down\"; }\n    }\n")
-      :format(host, port),
-    wait = { addr }, workers = 1 }))
+  return front.failing_backend(addr, 500)
 end
 
 -- A location that retries on 500 and reports every attempt.

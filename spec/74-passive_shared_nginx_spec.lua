@@ -12,12 +12,7 @@ local cjson = require("cjson")
 local EJECTION = 1
 
 local function start_failing(addr)
-  local host, port = nginx.split_addr(addr)
-  return assert(nginx.start({
-    http = ("    server {\n        listen %s:%s;\n"
-            .. "        location / { return 503 \"down\"; }\n    }\n")
-      :format(host, port),
-    wait = { addr }, workers = 1 }))
+  return front.failing_backend(addr, 503)
 end
 
 describe("passive health in nginx, shared (2 workers)", function()

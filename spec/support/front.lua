@@ -84,6 +84,17 @@ function M.start(opts)
   return srv
 end
 
+-- A loopback nginx at `addr` that answers `status` to every request (a
+-- failing backend); stopped by nginx.stop_all().
+function M.failing_backend(addr, status)
+  local host, port = nginx.split_addr(addr)
+  return assert(nginx.start({
+    http = ("    server {\n        listen %s:%s;\n"
+            .. "        location / { return %d \"down\"; }\n    }\n")
+      :format(host, port, status),
+    wait = { addr }, workers = 1 }))
+end
+
 -- Requests the front has served so far (stub_status, all workers).
 function M.served(srv)
   local r = nginx.get(srv.addr, "/front-status")
