@@ -112,7 +112,7 @@ describe("passive health in nginx, shared (2 workers)", function()
     assert.equal(0, r.non2xx, r.text)
     assert.equal(0, r.failed, r.text)
     -- about one return per period for the host, not one per worker
-    assert.is_true(b1 - b0 >= 4 and b1 - b0 <= 8 / EJECTION + 2,
+    assert.is_true(b1 - b0 >= 2 and b1 - b0 <= 8 / EJECTION + 2,
                    (b1 - b0) .. " returns")
     -- the same records from both workers, nothing in flight
     all = rows_by_worker()

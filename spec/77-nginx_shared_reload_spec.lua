@@ -55,19 +55,24 @@ describe("nginx: shared balancer over reloads and respawns", function()
   -- pid -> { role, ready } of every current worker, asking over new
   -- connections until each has answered.
   local function states()
-    local want = {}
-    for _, pid in ipairs(srv:workers()) do want[tostring(pid)] = true end
-    local got, n = {}, 0
+    local got = {}
     local ok = nginx.wait_for(function()
-      local r = nginx.get(srv.addr, "/state")
-      local pid, role, ready = (r and r.body or ""):match("^(%d+) (%a+) (%a+)")
-      if pid and want[pid] and not got[pid] then
-        got[pid], n = { role = role, ready = ready == "true" }, n + 1
+      -- the workers now (a reload or a respawn changes them)
+      local want, total = {}, 0
+      for _, pid in ipairs(srv:workers()) do
+        want[tostring(pid)], total = true, total + 1
       end
-      local total = 0
-      for _ in pairs(want) do total = total + 1 end
-      return n == total
-    end, 10, 0.001)
+      local r = nginx.get(srv.addr, "/state", { timeout = 1 })
+      local pid, role, ready = (r and r.body or ""):match("^(%d+) (%a+) (%a+)")
+      if pid and want[pid] then
+        got[pid] = { role = role, ready = ready == "true" }
+      end
+      local n = 0
+      for p in pairs(got) do
+        if want[p] then n = n + 1 else got[p] = nil end
+      end
+      return total > 0 and n == total
+    end, 20, 0.001)
     assert(ok, "not every worker answered")
     return got
   end
