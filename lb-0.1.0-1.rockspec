@@ -65,6 +65,7 @@ build = {
       ["lb.metrics"] = "lua/lb/metrics.lua",
       ["lb.nginx"] = "lua/lb/nginx.lua",
       ["lb.outcomes"] = "lua/lb/outcomes.lua",
+      ["lb.sharing"] = "lua/lb/sharing.lua",
       ["lb.status_page"] = "lua/lb/status_page.lua",
    },
 }

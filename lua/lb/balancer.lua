@@ -102,6 +102,24 @@ end
 
 -- ---- the set ----
 
+-- Hand out a new set of tables (list, by identity, index, by record id)
+-- for generation `gen`, and forget what belonged to backends that left.
+local function install(self, newlist, byident, index, byid, gen)
+  self._list, self._byident, self._index, self._byid =
+    newlist, byident, index, byid
+  for id in pairs(self._last_error) do
+    if byid[id] == nil then
+      self._last_error[id] = nil
+    end
+  end
+  for id in pairs(self._delivered) do
+    if byid[id] == nil then
+      self._delivered[id] = nil
+    end
+  end
+  self._gen = gen
+end
+
 -- Make tables[i + 1] the table of the C snapshot's backend i, for every
 -- backend of the published snapshot, and forget what belonged to
 -- backends that left.
@@ -115,19 +133,8 @@ local function rebuild(self, tables)
     C.lb_balancer_health(self._c, i, hinfo)
     byid[tonumber(hinfo.id)] = t
   end
-  self._list, self._byident, self._index, self._byid =
-    newlist, byident, index, byid
-  for id in pairs(self._last_error) do
-    if byid[id] == nil then
-      self._last_error[id] = nil
-    end
-  end
-  for id in pairs(self._delivered) do
-    if byid[id] == nil then
-      self._delivered[id] = nil
-    end
-  end
-  self._gen = tonumber(C.lb_balancer_generation(self._c))
+  install(self, newlist, byident, index, byid,
+          tonumber(C.lb_balancer_generation(self._c)))
 end
 
 -- Publish `list` (decoded backend tables) with `en` (canonical addr ->
@@ -205,19 +212,7 @@ local function sync(self)
     index[t] = i
     byid[tonumber(ids[i])] = t
   end
-  self._list, self._byident, self._index, self._byid =
-    newlist, byident, index, byid
-  for id in pairs(self._last_error) do
-    if byid[id] == nil then
-      self._last_error[id] = nil
-    end
-  end
-  for id in pairs(self._delivered) do
-    if byid[id] == nil then
-      self._delivered[id] = nil
-    end
-  end
-  self._gen = tonumber(gen[0])
+  install(self, newlist, byident, index, byid, tonumber(gen[0]))
   return true
 end
 
@@ -646,67 +641,13 @@ end
 
 -- ---- the background ----
 
--- A shared balancer's turn lasts one period of its periodic work plus the
--- check's timeout, and is renewed every tick (half a period, at most
--- 0.5 s, so that a set published by the prober is adopted within a
--- second): a prober that stops renewing is replaced within that lease
--- and one tick, under two periods plus the timeout; one that dies is
--- replaced at the next tick of any process.
-local function shared_period(self)
-  local p = self.health_check_frequency
-  local u = self.update_frequency
-  if p == nil or (u ~= nil and u < p) then
-    p = u
-  end
-  return p or 1
-end
-
-function M.shared_tick(self)
-  return math.min(shared_period(self) / 2, 0.5)
-end
-
-local function shared_lease(self)
-  local timeout = self._check and self._check.timeout or 1
-  return shared_period(self) + timeout
-end
-
-local adopted_buf = ffi_new("int[1]")
-
--- The periodic step of a shared balancer: the turn, and the region's set
--- when it moved on (this process's tables follow at once).
-function step(self)
-  local rc = C.lb_balancer_shared_step(self._c, shared_lease(self),
-                                       adopted_buf, errbuf)
-  if rc < 0 then
-    log_error("lb: cannot adopt the shared backend set (kept the "
-              .. "previous one): " .. ffi_string(errbuf[0]))
-    return
-  end
-  self._role = core.ROLES[rc]
-  if adopted_buf[0] ~= 0 or tonumber(C.lb_balancer_generation(self._c))
-                             ~= self._gen then
-    sync(self)
-  end
-end
-
--- Whether this process runs the periodic checks and discovery: always
--- when private; with `shared`, only the prober.
-function probes(self)
-  if not self._shared then
-    return true
-  end
-  if C.lb_balancer_role(self._c) ~= 2 then
-    step(self) -- the turn may be free: take it before deciding
-  end
-  return self._role == "prober"
-end
-
--- "private", "prober" (this process runs the checks and the discovery of
--- a shared balancer) or "reader".
-function Balancer:role()
-  check_self(self, "role")
-  return core.ROLES[C.lb_balancer_role(self._c)]
-end
+-- The shared balancer's turn and adoption (lb.sharing).
+local sharing = require("lb.sharing").install(Balancer, {
+  sync = function(self) return sync(self) end,
+  check_self = check_self,
+})
+step, probes = sharing.step, sharing.probes
+M.shared_tick = sharing.tick
 
 -- The balancer's Lua-side tasks for lb.driver.
 local function driver_tasks(self)
