@@ -98,7 +98,7 @@ format-check:
 	@bad=0; for f in $(C_FILES); do \
 	  if ! clang-format "$$f" | cmp -s - "$$f"; then echo "not formatted: $$f"; bad=$$((bad+1)); fi; \
 	done; n=$$(echo $(C_FILES) | wc -w); \
-	echo "format: $$((n-bad)) passed, $$bad failed"; [ $$bad -eq 0 ]
+	echo "format: $$((n-bad)) files formatted, $$bad not"; [ $$bad -eq 0 ]
 
 luacheck:
 	luacheck --no-color --formatter=plain lua spec examples bench tools

@@ -1,6 +1,10 @@
 /*
- * tap.h - the smallest test harness: CHECK records a failure and goes on;
- * tap_done() prints "N passed, M failed" and returns the exit code.
+ * tap.h - the smallest test harness.  CHECK records a failed check and goes
+ * on; TEST(test_x(...)) runs one test function, which passes when none of
+ * its checks failed; tap_done() prints "name: N passed, M failed (K checks)"
+ * where N and M count tests, not checks, and returns the exit code.  A
+ * program with no TEST is one test; checks that fail outside every TEST
+ * count as one more failed test.
  */
 #ifndef LB_TAP_H
 #define LB_TAP_H
@@ -8,6 +12,19 @@
 #include <stdio.h>
 
 static int tap_pass, tap_fail;
+static int tap_tests, tap_tests_failed, tap_fail_in_tests;
+
+#define TEST(call)                                                             \
+    do {                                                                       \
+        int tap_f0 = tap_fail;                                                 \
+        call;                                                                  \
+        tap_tests++;                                                           \
+        if (tap_fail != tap_f0) {                                              \
+            tap_tests_failed++;                                                \
+            tap_fail_in_tests += tap_fail - tap_f0;                            \
+            fprintf(stderr, "test failed: %s\n", #call);                       \
+        }                                                                      \
+    } while (0)
 
 #define CHECK(cond)                                                            \
     do {                                                                       \
@@ -34,7 +51,14 @@ static int tap_pass, tap_fail;
 
 static inline int tap_done(const char *name)
 {
-    printf("%s: %d passed, %d failed\n", name, tap_pass, tap_fail);
+    int tests = tap_tests, failed = tap_tests_failed;
+
+    if (tests == 0 || tap_fail > tap_fail_in_tests) {
+        tests++;
+        failed += tap_fail > tap_fail_in_tests;
+    }
+    printf("%s: %d passed, %d failed (%d checks, %d failed)\n", name,
+           tests - failed, failed, tap_pass + tap_fail, tap_fail);
     return tap_fail ? 1 : 0;
 }
 

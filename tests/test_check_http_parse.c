@@ -222,8 +222,8 @@ static void test_random(void)
 
 int main(void)
 {
-    test_framing();
-    test_bounds();
-    test_random();
+    TEST(test_framing());
+    TEST(test_bounds());
+    TEST(test_random());
     return tap_done("test_check_http_parse");
 }

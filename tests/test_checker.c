@@ -1486,30 +1486,30 @@ int main(void)
     signal(SIGPIPE, SIG_IGN);
     SSL_library_init();
     fds0 = count_fds();
-    test_error_text();
-    test_tcp();
-    test_tcp_timeout();
-    test_http_status();
-    test_http_request();
-    test_reuse();
-    test_reuse_dead_listener();
-    test_bad_responses();
-    test_slow_and_silent();
-    test_thresholds();
-    test_parallel();
-    test_periodic();
-    test_round_beside_periodic();
-    test_fair_share();
-    test_tls();
+    TEST(test_error_text());
+    TEST(test_tcp());
+    TEST(test_tcp_timeout());
+    TEST(test_http_status());
+    TEST(test_http_request());
+    TEST(test_reuse());
+    TEST(test_reuse_dead_listener());
+    TEST(test_bad_responses());
+    TEST(test_slow_and_silent());
+    TEST(test_thresholds());
+    TEST(test_parallel());
+    TEST(test_periodic());
+    TEST(test_round_beside_periodic());
+    TEST(test_fair_share());
+    TEST(test_tls());
 #if defined(__SANITIZE_THREAD__)
     /* ThreadSanitizer cannot start threads in the child of a threaded
      * process; the fork path runs in the plain and ASan builds. */
     printf("# fork test skipped under ThreadSanitizer\n");
 #else
-    test_fork();
-    test_out_of_descriptors();
+    TEST(test_fork());
+    TEST(test_out_of_descriptors());
 #endif
-    test_resources(fds0);
+    TEST(test_resources(fds0));
     CHECK_EQ(count_fds(), fds0);
     CHECK_EQ(checker_threads(), 0);
     return tap_done("test_checker");

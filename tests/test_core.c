@@ -394,16 +394,16 @@ static void test_registry(void)
 
 int main(void)
 {
-    test_parse();
-    test_order();
-    test_fnv();
-    test_ketama();
-    test_round_robin();
-    test_thresholds();
-    test_update_keeps_health();
-    test_iter_other_balancer();
-    test_no_spin();
-    test_reweight_keeps_record();
-    test_registry();
+    TEST(test_parse());
+    TEST(test_order());
+    TEST(test_fnv());
+    TEST(test_ketama());
+    TEST(test_round_robin());
+    TEST(test_thresholds());
+    TEST(test_update_keeps_health());
+    TEST(test_iter_other_balancer());
+    TEST(test_no_spin());
+    TEST(test_reweight_keeps_record());
+    TEST(test_registry());
     return tap_done("test_core");
 }

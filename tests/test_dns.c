@@ -392,13 +392,13 @@ int main(void)
         }
         lb_balancer_free(probe);
     }
-    test_bad_config();
-    test_a();
-    test_srv();
-    test_gate();
-    test_fork();
-    test_rate();
-    test_resolve();
+    TEST(test_bad_config());
+    TEST(test_a());
+    TEST(test_srv());
+    TEST(test_gate());
+    TEST(test_fork());
+    TEST(test_rate());
+    TEST(test_resolve());
     lb_quiesce();
     return tap_done("test_dns");
 }

@@ -603,8 +603,8 @@ int main(void)
     server_start();
     fds0 = count_fds();
 
-    test_each();
-    test_mass(fds0, mass_li, nmass, mass_ok, OK_LISTENERS, periodic_li);
+    TEST(test_each());
+    TEST(test_mass(fds0, mass_li, nmass, mass_ok, OK_LISTENERS, periodic_li));
     /* every check connection was closed by lb */
     CHECK(WAIT_FOR(atomic_load(&sh->open_conns) == 0, 5));
     server_stop();

@@ -479,16 +479,16 @@ static void test_config(void)
 
 int main(void)
 {
-    test_eject();
-    test_durations();
-    test_cap();
-    test_active_return();
-    test_panic();
-    test_slow_start(LB_SELECT_ROUND_ROBIN, "round_robin");
-    test_slow_start(LB_SELECT_RANDOM, "random");
-    test_slow_start_marks();
-    test_config();
-    test_release();
+    TEST(test_eject());
+    TEST(test_durations());
+    TEST(test_cap());
+    TEST(test_active_return());
+    TEST(test_panic());
+    TEST(test_slow_start(LB_SELECT_ROUND_ROBIN, "round_robin"));
+    TEST(test_slow_start(LB_SELECT_RANDOM, "random"));
+    TEST(test_slow_start_marks());
+    TEST(test_config());
+    TEST(test_release());
     lb_quiesce();
     return tap_done("test_passive");
 }

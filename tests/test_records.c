@@ -257,10 +257,10 @@ static void test_stats(void)
 
 int main(void)
 {
-    test_stats();
-    test_events_bounded();
-    test_report();
-    test_in_flight();
+    TEST(test_stats());
+    TEST(test_events_bounded());
+    TEST(test_report());
+    TEST(test_in_flight());
     lb_quiesce();
     return tap_done("test_records");
 }

@@ -648,18 +648,18 @@ static void test_choices_after_fork(void)
 
 int main(void)
 {
-    test_wrr_sequence();
-    test_walk_generic();
-    test_lr_distribution();
-    test_lr_acquire();
-    test_peak_record();
-    test_peak_ewma_shares();
-    test_maglev_table();
-    test_maglev_disruption();
-    test_maglev_api();
-    test_bounded_hot_key();
-    test_choices_after_fork();
-    test_wrr_threads();
+    TEST(test_wrr_sequence());
+    TEST(test_walk_generic());
+    TEST(test_lr_distribution());
+    TEST(test_lr_acquire());
+    TEST(test_peak_record());
+    TEST(test_peak_ewma_shares());
+    TEST(test_maglev_table());
+    TEST(test_maglev_disruption());
+    TEST(test_maglev_api());
+    TEST(test_bounded_hot_key());
+    TEST(test_choices_after_fork());
+    TEST(test_wrr_threads());
     lb_quiesce();
     return tap_done("test_select");
 }

@@ -385,11 +385,11 @@ static void test_stopped_holder(void)
 
 int main(void)
 {
-    test_stopped_holder();
-    test_records_across_fork();
-    test_set_adoption();
-    test_capacity();
-    test_turn();
+    TEST(test_stopped_holder());
+    TEST(test_records_across_fork());
+    TEST(test_set_adoption());
+    TEST(test_capacity());
+    TEST(test_turn());
     lb_quiesce();
     return tap_done("test_shared");
 }
