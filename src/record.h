@@ -22,6 +22,7 @@
 #include <stdint.h>
 #include <time.h>
 
+#include "clock.h"
 #include "lb.h"
 
 /*
@@ -86,25 +87,9 @@ void lb_record_check_time(struct lb_record *r, uint64_t ns);
 /* The figures of lb_record_stats_get (lb.h) from the record. */
 void lb_record_stats_get(const struct lb_record *r, lb_record_stats *out);
 
-/* The clocks of the passive side, both CLOCK_MONOTONIC's time base:
- * ejections with the precise one, slow start's ramp (read on the select
- * path while a backend ramps) with the coarse one (a few ms of
- * resolution, a few ns to read).  Pure, any thread. */
-static inline uint64_t lb_clock_ns(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
-static inline uint64_t lb_clock_coarse_ns(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
+/* The passive side's clocks are lb_clock_ns (ejections, precise) and
+ * lb_clock_coarse_ns (slow start's ramp, read on the select path while a
+ * backend ramps): src/clock.h. */
 
 /* Reset every field: healthy or not, enabled, counters zero, ready since
  * now (slow start).  The caller owns r (a store handing it out for the

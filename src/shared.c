@@ -11,6 +11,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "shared.h"
 
 #define MAGIC 0x6c622d7368723032ull /* "lb-shr02" */
@@ -95,13 +96,7 @@ void lb_shared_set_quarantine(uint64_t ns)
     atomic_store_explicit(&quarantine_ns, ns, memory_order_relaxed);
 }
 
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
+static uint64_t now_ns(void) { return lb_clock_ns(); }
 
 static struct set_buf *set_buf(struct region *reg, int i)
 {
@@ -246,14 +241,8 @@ int lb_shared_lock(struct lb_shared *sh, double wait)
     } else {
         /* timedlock, on the realtime clock (ThreadSanitizer knows it,
          * not clocklock): a clock step changes one wait, nothing else */
-        struct timespec at;
-        clock_gettime(CLOCK_REALTIME, &at);
-        at.tv_sec += (time_t)wait;
-        at.tv_nsec += (long)((wait - (double)(time_t)wait) * 1e9);
-        if (at.tv_nsec >= 1000000000L) {
-            at.tv_sec++;
-            at.tv_nsec -= 1000000000L;
-        }
+        struct timespec at = lb_deadline(wait);
+
         rc = pthread_mutex_timedlock(&reg->lock, &at);
     }
     if (rc == EOWNERDEAD) {

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "checker/checker.h"
+#include "clock.h"
 #include "discovery/discovery.h"
 
 struct lb_checker lb_ck = {
@@ -29,13 +30,7 @@ static char disc_marker;
 
 static void *thread_main(void *arg);
 
-uint64_t lb_ck_now_ns(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
+uint64_t lb_ck_now_ns(void) { return lb_clock_ns(); }
 
 void lb_ck_wake(void)
 {

@@ -17,6 +17,7 @@
 #include <time.h>
 
 #include "checker/checker.h"
+#include "clock.h"
 #include "discovery/discovery.h"
 #include "targets.h"
 
@@ -214,16 +215,7 @@ int lb_balancer_discovery_wait(lb_balancer *b, int64_t ticket, double timeout)
         timeout = 0;
     if (timeout > LB_MAX_TIMEOUT)
         timeout = LB_MAX_TIMEOUT;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    {
-        double whole = floor(timeout);
-        ts.tv_sec += (time_t)whole;
-        ts.tv_nsec += (long)((timeout - whole) * 1e9);
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
-    }
+    ts = lb_deadline(timeout);
     pthread_mutex_lock(&lb_ck.lock);
     for (;;) {
         d = lb_balancer_disc(b);
@@ -535,16 +527,7 @@ int lb_resolve_wait(lb_resolve *r, double timeout)
         timeout = 0;
     if (timeout > LB_MAX_TIMEOUT)
         timeout = LB_MAX_TIMEOUT;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    {
-        double whole = floor(timeout);
-        ts.tv_sec += (time_t)whole;
-        ts.tv_nsec += (long)((timeout - whole) * 1e9);
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
-    }
+    ts = lb_deadline(timeout);
     pthread_mutex_lock(&lb_ck.lock);
     while (d->answered < 1 &&
            pthread_cond_timedwait(&lb_ck.cond, &lb_ck.lock, &ts) != ETIMEDOUT)

@@ -20,6 +20,7 @@
 #include <stdint.h>
 #include <time.h>
 
+#include "clock.h"
 #include "lb.h"
 
 /*
@@ -71,13 +72,10 @@ uint32_t lb_view_in_flight(const struct lb_record_view *v, size_t i);
  */
 static inline uint64_t lb_view_slow_start_now(const struct lb_record_view *v)
 {
-    struct timespec ts;
-
     if (__builtin_expect(
             !atomic_load_explicit(&v->ramping, memory_order_relaxed), 1))
         return 0;
-    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+    return lb_clock_coarse_ns();
 }
 
 double lb_view_slow_start_factor(const struct lb_record_view *v, size_t i,
