@@ -6,6 +6,7 @@
 #   make check-full C tests and stress tests under ASan+UBSan and TSan
 #   make bench      benchmarks (bounded)
 #   make demo       nginx + lb in front of three loopback backends
+#   make clean      build/ and what `luarocks make` leaves in the tree
 
 CC      ?= cc
 CFLAGS  ?= -O2 -g
@@ -84,8 +85,12 @@ bench-nginx: all
 demo:
 	sh tools/demo.sh
 
+# `luarocks make` compiles next to the sources and links lb/core.so at the
+# top (the builtin backend has no out-of-tree build).
 clean:
 	rm -rf $(BUILD)
+	rm -f src/*.o src/*/*.o lb/core.so
+	if [ -d lb ]; then rmdir --ignore-fail-on-non-empty lb; fi
 
 # ---- lint and format -----------------------------------------------------
 C_FILES = $(shell git ls-files '*.c' '*.h' 2>/dev/null || find src tests bench fuzz -name '*.[ch]')
