@@ -69,4 +69,23 @@ describe("rockspec", function()
     local newest = read("CHANGELOG.md"):match("\n## %[([^%]]+)%]")
     assert.equal(version, newest)
   end)
+
+  -- The install instructions name the rockspec and the source rock of this
+  -- version, not an older one.
+  it("is the rockspec and source rock the README and docs name", function()
+    local path = assert(rockspec_path())
+    local rock = path:gsub("%.rockspec$", ".src.rock")
+    local named = 0
+    for _, doc in ipairs({ "README.md", "docs/openresty.md", "docs/api.md" }) do
+      local text = read(doc)
+      for name in text:gmatch("lb%-[%w.]+%-%d+%.rockspec") do
+        assert.equal(path, name, doc)
+        named = named + 1
+      end
+      for name in text:gmatch("lb%-[%w.]+%-%d+%.src%.rock") do
+        assert.equal(rock, name, doc)
+      end
+    end
+    assert.is_true(named >= 2, "README.md and docs/openresty.md name the rockspec")
+  end)
 end)
