@@ -6,6 +6,9 @@
 #   make check-full C tests and stress tests under ASan+UBSan and TSan
 #   make bench      benchmarks (bounded)
 #   make demo       nginx + lb in front of three loopback backends
+#   make dist       the source rock build/dist/lb-<version>-1.src.rock from
+#                   the tracked files (DIST_DIR=dir puts it elsewhere)
+#   make clean      build/ and what `luarocks make` leaves in the tree
 
 CC      ?= cc
 CFLAGS  ?= -O2 -g
@@ -84,8 +87,17 @@ bench-nginx: all
 demo:
 	sh tools/demo.sh
 
+DIST_DIR ?= $(BUILD)/dist
+
+dist:
+	sh tools/dist.sh $(DIST_DIR)
+
+# `luarocks make` compiles next to the sources and links lb/core.so at the
+# top (the builtin backend has no out-of-tree build).
 clean:
 	rm -rf $(BUILD)
+	rm -f src/*.o src/*/*.o lb/core.so
+	if [ -d lb ]; then rmdir --ignore-fail-on-non-empty lb; fi
 
 # ---- lint and format -----------------------------------------------------
 C_FILES = $(shell git ls-files '*.c' '*.h' 2>/dev/null || find src tests bench fuzz -name '*.[ch]')
@@ -110,7 +122,7 @@ build-clang:
 
 lint: format-check luacheck build-clang
 
-.PHONY: all check-c check-asan check-tsan check-full spec test bench demo clean format format-check luacheck build-clang lint
+.PHONY: all check-c check-asan check-tsan check-full spec test bench demo dist clean format format-check luacheck build-clang lint
 
 # ---- fuzzing and soak ----------------------------------------------------
 #

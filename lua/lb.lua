@@ -23,7 +23,7 @@ local balancer = require("lb.balancer")
 local driver = require("lb.driver")
 
 local lb = {
-  _VERSION = "0.1.0",
+  _VERSION = "0.2.0",
   discovery = require("lb.discovery"),
   health = require("lb.health"),
   DEFAULT_MAX_ITERATIONS = core.DEFAULT_MAX_ITERATIONS,

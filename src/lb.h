@@ -27,7 +27,7 @@
 extern "C" {
 #endif
 
-#define LB_VERSION "0.1.0"
+#define LB_VERSION "0.2.0"
 
 #define LB_OK 0
 #define LB_ERROR (-1)

@@ -59,7 +59,7 @@ local str_find, str_gmatch = string.find, string.gmatch
 -- the error_page for it) on a connection that stays open.
 local NGX_BUSY = -3
 
-local M = { _VERSION = "0.1.0", DEFAULT_TRIES = 3 }
+local M = { _VERSION = "0.2.0", DEFAULT_TRIES = 3 }
 
 local Peer = {}
 Peer.__index = Peer

@@ -1,17 +1,25 @@
 package = "lb"
-version = "0.1.0-1"
+version = "0.2.0-1"
+-- Releases are tagged v<version> (v0.2.0); `make dist` packs the tracked
+-- files of a checkout into lb-<version>-1.src.rock, which builds offline.
 source = {
-   url = "git+file:///dev/null",
+   url = "git+https://github.com/lb-lua/lb.git",
+   tag = "v0.2.0",
 }
 description = {
    summary = "Load balancing for LuaJIT and OpenResty with a lock-free C core",
    detailed = [[
-Service discovery, active health checks (TCP, HTTP, TLS on a C thread, or
-Lua functions) and backend selection (round robin, random, FNV hash, Ketama
-consistent hashing compatible with nginx's `hash ... consistent`), with the
-shared state published through RCU.  Works in OpenResty's balancer_by_lua*
-and in plain LuaJIT.
+Service discovery (static, Lua functions, DNS A/AAAA/SRV and etcd v3 run in
+the C core), active health checks (TCP, HTTP, TLS on a C thread, or Lua
+functions), passive health (outlier ejection, slow start) and backend
+selection (round robin, random, FNV hash, Ketama consistent hashing
+compatible with nginx's `hash ... consistent`, with bounded loads, nginx's
+smooth weighted round robin, least request, peak EWMA, Maglev), with the
+state published through RCU and, across nginx workers, in shared memory
+with one prober.  Prometheus metrics and a status page.  Works in
+OpenResty's balancer_by_lua* and in plain LuaJIT.
 ]],
+   homepage = "https://github.com/lb-lua/lb",
    license = "Apache-2.0",
 }
 -- System libraries (Debian: liburcu-dev, libssl-dev, libc-ares-dev,
