@@ -1,7 +1,7 @@
 -- docs/api.md against the running code: every public name (not starting
 -- with `_`) of require("lb"), lb.health, lb.discovery, a balancer's
 -- methods, a static discovery's methods, require("lb.nginx") and its
--- peer's methods (read in a real nginx), and every option lua/lb/args.lua
+-- peer's methods (read in a real nginx), and every option the code
 -- accepts for lb.new, lb.health.* and lb.discovery.dns/etcd must be in
 -- the document; every name and option the document gives must exist.
 --
@@ -31,22 +31,32 @@ local function sorted_keys(t)
   return out
 end
 
--- The upvalue `name` of function fn: the option tables of lua/lb/args.lua
--- are its locals, read here as the code itself uses them.
-local function upvalue(fn, name)
-  local i = 1
-  while true do
-    local n, v = debug.getupvalue(fn, i)
-    if n == nil then
-      error("lua/lb/args.lua: no table " .. name .. " used by this function"
-            .. " (renamed? update spec/92)", 2)
+-- The upvalue `name` of the first of `fns` (functions, nil skipped) that
+-- has one: the option tables are locals of the files that check the
+-- options, read here as the checking code itself uses them.
+local function upvalue(fns, name)
+  for _, fn in pairs(fns) do
+    local i = 1
+    while true do
+      local n, v = debug.getupvalue(fn, i)
+      if n == nil then
+        break
+      end
+      if n == name then
+        return v
+      end
+      i = i + 1
     end
-    if n == name then
-      return v
-    end
-    i = i + 1
   end
+  error("no option table " .. name .. " used by the checking functions"
+        .. " (renamed or moved? update spec/92)", 2)
 end
+
+-- The functions that check lb.new's options, the health checks' and the
+-- C discovery sources' (lb.args, or lb.health for the health checks).
+local CHECK_NEW = { args.options }
+local CHECK_HEALTH = { args.health_check, lb.health.check }
+local CHECK_SOURCE = { args.discovery_source }
 
 local function union(...)
   local out = {}
@@ -352,14 +362,14 @@ describe("docs/api.md", function()
   end
 
   it("lists every option of lb.new, and only those", function()
-    compare("lb.new", upvalue(args.options, "OPTIONS"),
+    compare("lb.new", upvalue(CHECK_NEW, "OPTIONS"),
             row_names(section("## lb.new(opts)")))
   end)
 
   it("lists every option of lb.health.tcp, .http and .custom, and only "
      .. "those", function()
-    local common = upvalue(args.health_check, "COMMON")
-    local known = upvalue(args.health_check, "KNOWN")
+    local common = upvalue(CHECK_HEALTH, "COMMON")
+    local known = upvalue(CHECK_HEALTH, "KNOWN")
     local s = section("## Health checks")
     for _, kind in ipairs(sorted_keys(known)) do
       compare("lb.health." .. kind, union(common, known[kind]),
@@ -369,7 +379,7 @@ describe("docs/api.md", function()
 
   it("lists every option of lb.discovery.dns and .etcd, and only those",
      function()
-    local src = upvalue(args.discovery_source, "SOURCE_KNOWN")
+    local src = upvalue(CHECK_SOURCE, "SOURCE_KNOWN")
     assert.are.same({ "dns", "etcd" }, sorted_keys(src))
     compare("lb.discovery.dns", src.dns,
             row_names(region("lb.discovery.dns({", { "lb.discovery.etcd({",
