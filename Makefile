@@ -78,10 +78,12 @@ bench: all
 
 # nginx with lb in balancer_by_lua against native upstreams (bench/nginx.sh),
 # then the workers' CPU for health checks, private against shared
-# (bench/checks_workers.lua)
+# (bench/checks_workers.lua), then requests/s with `keepalive` after and
+# before `balancer_by_lua_block` (bench/keepalive_order.lua)
 bench-nginx: all
 	sh bench/nginx.sh
 	$(LUAJIT) bench/checks_workers.lua
+	$(LUAJIT) bench/keepalive_order.lua
 .PHONY: bench-nginx
 
 demo:
