@@ -6,6 +6,9 @@
 #   make check-full C tests and stress tests under ASan+UBSan and TSan
 #   make bench      benchmarks (bounded)
 #   make demo       nginx + lb in front of three loopback backends
+#                   (KEEP=1: left running until Ctrl-C or make demo-stop)
+#   make example NAME=static [ACTION=start|stop|reload]
+#                   one of examples/, rendered with LB_PORT_BASE/LB_TMPDIR
 
 CC      ?= cc
 CFLAGS  ?= -O2 -g
@@ -84,6 +87,12 @@ bench-nginx: all
 demo:
 	sh tools/demo.sh
 
+NAME ?=
+ACTION ?= start
+example: all
+	@[ -n "$(NAME)" ] || { echo "make example NAME=static|discovery|passive|plain [ACTION=start|stop|reload]" >&2; exit 2; }
+	sh tools/example.sh $(NAME) $(ACTION)
+
 clean:
 	rm -rf $(BUILD)
 
@@ -110,7 +119,7 @@ build-clang:
 
 lint: format-check luacheck build-clang
 
-.PHONY: all check-c check-asan check-tsan check-full spec test bench demo clean format format-check luacheck build-clang lint
+.PHONY: all check-c check-asan check-tsan check-full spec test bench demo example clean format format-check luacheck build-clang lint
 
 # ---- fuzzing and soak ----------------------------------------------------
 #

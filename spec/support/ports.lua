@@ -127,15 +127,25 @@ function M.block(n, host)
     return nil, ("no %d consecutive free ports in %d..%d"):format(
       n, base, base + count - 1)
   end
-  for _ = 1, 50 do
-    local s, err = socket.bind(host, 0)
-    if not s then
-      return nil, err
-    end
-    local _, first = s:getsockname()
-    s:close()
-    if take(tonumber(first)) then
-      return tonumber(first)
+  -- No range: the kernel hands out single ports from its ephemeral range,
+  -- where the neighbours of one are often taken by connections (TIME_WAIT
+  -- of the other parity), so a block is drawn below that range instead.
+  local low = 32768
+  local f = io.open("/proc/sys/net/ipv4/ip_local_port_range")
+  if f then
+    low = tonumber((f:read("*l") or ""):match("^%s*(%d+)")) or low
+    f:close()
+  end
+  local from = math.max(1024, low - 12000)
+  if low - n < from then
+    return nil, "no room for " .. n .. " ports below the ephemeral range"
+  end
+  local seed = math.floor(socket.gettime() * 1e6) % 2147483646 + 1
+  for _ = 1, 200 do
+    seed = (seed * 16807) % 2147483647
+    local first = from + seed % (low - n - from + 1)
+    if take(first) then
+      return first
     end
   end
   return nil, "no " .. n .. " consecutive free ports"
