@@ -85,7 +85,11 @@ bench-nginx: all
 .PHONY: bench-nginx
 
 demo:
-	sh tools/demo.sh
+	KEEP=$(KEEP) sh tools/demo.sh
+
+# stops a demo left running by make demo KEEP=1
+demo-stop:
+	sh tools/demo.sh stop
 
 NAME ?=
 ACTION ?= start
@@ -119,7 +123,7 @@ build-clang:
 
 lint: format-check luacheck build-clang
 
-.PHONY: all check-c check-asan check-tsan check-full spec test bench demo example clean format format-check luacheck build-clang lint
+.PHONY: all check-c check-asan check-tsan check-full spec test bench demo demo-stop example clean format format-check luacheck build-clang lint
 
 # ---- fuzzing and soak ----------------------------------------------------
 #
