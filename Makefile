@@ -1,11 +1,15 @@
 # lb - build, test, benchmark.
 #
 #   make            build build/lb/core.so (the Lua module lb.core)
-#   make test       C tests + busted specs (what .ci/run runs, via ./ci-test)
+#   make test       C tests + busted specs (what .ci/run runs, via tools/test.sh)
 #   make check-c    C unit tests only
 #   make check-full C tests and stress tests under ASan+UBSan and TSan
 #   make bench      benchmarks (bounded)
-#   make demo       nginx + lb in front of three loopback backends
+#   make demo       nginx (4 workers, one shared balancer) in front of
+#                   loopback backends: checks, a passive ejection, metrics
+#                   (KEEP=1: left running until Ctrl-C or make demo-stop)
+#   make example NAME=static [ACTION=start|stop|reload]
+#                   one of examples/, rendered with LB_PORT_BASE/LB_TMPDIR
 #   make dist       the source rock build/dist/lb-<version>-1.src.rock from
 #                   the tracked files (DIST_DIR=dir puts it elsewhere)
 #   make clean      build/ and what `luarocks make` leaves in the tree
@@ -87,7 +91,17 @@ bench-nginx: all
 .PHONY: bench-nginx
 
 demo:
-	sh tools/demo.sh
+	KEEP=$(KEEP) sh tools/demo.sh
+
+# stops a demo left running by make demo KEEP=1
+demo-stop:
+	sh tools/demo.sh stop
+
+NAME ?=
+ACTION ?= start
+example: all
+	@[ -n "$(NAME)" ] || { echo "make example NAME=static|discovery|passive|plain [ACTION=start|stop|reload]" >&2; exit 2; }
+	sh tools/example.sh $(NAME) $(ACTION)
 
 DIST_DIR ?= $(BUILD)/dist
 
@@ -124,7 +138,7 @@ build-clang:
 
 lint: format-check luacheck build-clang
 
-.PHONY: all check-c check-asan check-tsan check-full spec test bench demo dist clean format format-check luacheck build-clang lint
+.PHONY: all check-c check-asan check-tsan check-full spec test bench demo demo-stop example dist clean format format-check luacheck build-clang lint
 
 # ---- fuzzing and soak ----------------------------------------------------
 #

@@ -38,11 +38,11 @@ VARIANTS="native_rr native_chash lua_fixed lb_rr lb_chash lb_rr_log lb_rr_emptyl
 command -v wrk >/dev/null || { echo "bench-nginx: wrk is not installed (apt-get install wrk)" >&2; exit 1; }
 [ -f build/lb/core.so ] || make
 
-DIR=$(mktemp -d /tmp/lb-bench-nginx.XXXXXXXX)
+. tools/procs.sh
+DIR=$(mktemp -d "$(lb_tmpdir)/lb-bench-nginx.XXXXXXXX")
 chmod 755 "$DIR"
 PREFIXES=""
 
-. tools/procs.sh
 WRK_PID=""
 VG_PID=""
 cleanup() {

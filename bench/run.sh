@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.." || exit 1
 
 LUAJIT=${LUAJIT:-luajit}
 limit=${BENCH_TIMEOUT:-150}
-rows=$(mktemp)
+rows=$(mktemp "${LB_TMPDIR:-${TMPDIR:-/tmp}}/lb-bench.XXXXXXXX")
 trap 'rm -f "$rows"' EXIT INT TERM
 
 make -s bench-build >/dev/null || { echo "bench: build failed" >&2; exit 1; }

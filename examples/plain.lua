@@ -3,7 +3,7 @@
 --
 -- Run from the repository root, after `make`:
 --
---   luajit examples/plain.lua
+--   luajit examples/plain.lua        # or: sh tools/example.sh plain start
 --
 -- It listens on two loopback ports itself (LuaSocket) so that the health
 -- check finds them up, and names a third port that nothing listens on.

@@ -1,47 +1,26 @@
--- examples/passive.nginx.conf runs as documented (its ports moved to free
--- ones, /tmp/lb-example to a private directory, as spec/64 does for the
--- other examples): the failing backend is ejected (by the worker that
--- served the requests: without reuseport nginx may give them all to one)
--- and no client sees its 500s.
+-- examples/passive.nginx.conf runs as documented, through tools/example.sh
+-- (support.examples, as spec/64 runs the other examples): the failing
+-- backend is ejected (by the worker that served the requests: without
+-- reuseport nginx may give them all to one) and no client sees its 500s.
 
 local nginx = require("support.nginx")
+local examples = require("support.examples")
 local cjson = require("cjson")
 
 local root = nginx.root()
 
 describe("examples/passive.nginx.conf", function()
-  local dir, pid, ports = nil, nil, {}
+  local ex
 
   teardown(function()
-    if pid then
-      nginx.kill(pid, "QUIT")
-      if not nginx.wait_exit(pid, 10) then nginx.kill(pid, "KILL") end
-    end
-    if dir then nginx.rmtree(dir) end
+    if ex then ex:stop() end
   end)
 
   it("ejects the failing backend; clients see only 200", function()
     local text = assert(nginx.read_file(root .. "/examples/passive.nginx.conf"))
     assert.matches("Run from the repository root", text, 1, true)
-    dir = assert(nginx.mkdtemp("lb-example"))
-    os.execute("chmod 755 " .. nginx.q(dir))
-    text = text:gsub("/tmp/lb%-example", dir)
-    text = text:gsub("127%.0%.0%.1:(%d+)", function(p)
-      if p == "1" then return nil end
-      ports[p] = ports[p] or assert(nginx.free_port())
-      return "127.0.0.1:" .. ports[p]
-    end)
-    local conf = dir .. "/passive.nginx.conf"
-    assert(nginx.write_file(conf, text))
-    local ok = os.execute("timeout -k 2 10 nginx -p " .. nginx.q(root .. "/")
-                          .. " -c " .. nginx.q(conf) .. " > " .. dir
-                          .. "/start.log 2>&1")
-    assert(ok == 0 or ok == true, nginx.read_file(dir .. "/start.log"))
-    pid = nginx.wait_for(function()
-      local s = nginx.read_file(dir .. "/passive.pid")
-      return s and tonumber(s:match("%d+"))
-    end, 5)
-    assert(pid, "no pid file")
+    ex = examples.start("passive")
+    local ports = ex.ports
     local front = "127.0.0.1:" .. ports["8090"]
     assert(nginx.wait_for(function() return nginx.accepting(front) end, 5))
     local reqs = {}
@@ -67,9 +46,9 @@ describe("examples/passive.nginx.conf", function()
       for _ in pairs(seen) do n = n + 1 end
       return n >= 1
     end, 5), "not ejected")
-    local log = nginx.read_file(dir .. "/passive.error.log") or ""
+    local log = ex:error_log()
     assert(nginx.wait_for(function()
-      log = nginx.read_file(dir .. "/passive.error.log") or ""
+      log = ex:error_log()
       return log:find("is down: ejected: 3 consecutive failures", 1, true)
     end, 5), log)
   end)

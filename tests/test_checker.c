@@ -260,9 +260,12 @@ static struct srv *srv_new(int family, enum mode mode)
         sl = sizeof(*in6);
     } else {
         struct sockaddr_un *un = (struct sockaddr_un *)&ss;
-        char dir[] = "/tmp/lbtestXXXXXX";
+        char dir[64];
         un->sun_family = AF_UNIX;
-        mkdtemp(dir);
+        if (!test_mkdtemp(dir, sizeof(dir), "lbtest")) {
+            perror("srv_new: mkdtemp");
+            exit(2);
+        }
         snprintf(s->path, sizeof(s->path), "%s/s", dir);
         strcpy(un->sun_path, s->path);
         sl = sizeof(*un);
@@ -1120,14 +1123,14 @@ static void make_cert(const char *dir)
 
 static void test_tls(void)
 {
-    char dir[] = "/tmp/lbtlsXXXXXX", path[256], cmd[300];
+    char dir[200], path[256], cmd[300];
     struct srv *s, *plain;
     SSL_CTX *ctx;
     lb_balancer *b;
     lb_check_config c = http_cfg(2);
     lb_health_info h;
 
-    if (!mkdtemp(dir)) {
+    if (!test_mkdtemp(dir, sizeof(dir), "lbtls")) {
         perror("mkdtemp");
         exit(2);
     }

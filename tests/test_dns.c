@@ -15,32 +15,10 @@
 #include "tap.h"
 #include "util.h"
 
-static char dir[] = "/tmp/lb-test-dns-XXXXXX";
+static char dir[256];
 static char hosts[300];
 static int port;
 static pid_t dns_pid = -1;
-
-/* A port free for both UDP and TCP on 127.0.0.1 (dnsmasq binds both). */
-static int free_udp_port(void)
-{
-    for (int tries = 0; tries < 100; tries++) {
-        struct sockaddr_in a = {.sin_family = AF_INET};
-        socklen_t len = sizeof(a);
-        int u = socket(AF_INET, SOCK_DGRAM, 0);
-        int t = socket(AF_INET, SOCK_STREAM, 0), ok;
-
-        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-        if (u < 0 || t < 0 || bind(u, (struct sockaddr *)&a, sizeof(a)) < 0 ||
-            getsockname(u, (struct sockaddr *)&a, &len) < 0)
-            abort();
-        ok = bind(t, (struct sockaddr *)&a, sizeof(a)) == 0;
-        close(u);
-        close(t);
-        if (ok)
-            return ntohs(a.sin_port);
-    }
-    abort();
-}
 
 static void write_hosts(const char *text)
 {
@@ -371,11 +349,13 @@ static void test_resolve(void)
 
 int main(void)
 {
-    if (!mkdtemp(dir))
+    if (!test_mkdtemp(dir, sizeof(dir), "lb-test-dns-"))
         return 2;
     snprintf(hosts, sizeof(hosts), "%s/hosts", dir);
     write_hosts("127.0.0.11 a.lb.test\n127.0.0.12 a.lb.test\n");
-    port = free_udp_port();
+    /* dnsmasq binds both UDP and TCP */
+    if ((port = test_free_port(1)) == 0)
+        return 2;
     dns_start();
     atexit(cleanup);
     {

@@ -16,24 +16,9 @@
 
 extern char **environ;
 
-static char dir[] = "/tmp/lb-test-etcd-XXXXXX";
+static char dir[256];
 static char client_url[64], peer_url[64], data[300], cluster[100];
 static pid_t etcd_pid = -1;
-
-static int free_port(void)
-{
-    struct sockaddr_in a = {.sin_family = AF_INET};
-    socklen_t len = sizeof(a);
-    int fd = socket(AF_INET, SOCK_STREAM, 0), p;
-
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof(a)) < 0 ||
-        getsockname(fd, (struct sockaddr *)&a, &len) < 0)
-        abort();
-    p = ntohs(a.sin_port);
-    close(fd);
-    return p;
-}
 
 /* posix_spawn, not fork: the process has threads */
 static pid_t spawn(char **argv)
@@ -140,14 +125,14 @@ int main(void)
     int64_t t;
     int up = 0;
 
-    if (!mkdtemp(dir))
+    if (!test_mkdtemp(dir, sizeof(dir), "lb-test-etcd-"))
         return 2;
     snprintf(data, sizeof(data), "%s/data", dir);
     {
-        int cp = free_port(), pp;
+        int cp = test_free_port(0), pp = test_free_port(0);
 
-        while ((pp = free_port()) == cp)
-            ;
+        if (cp == 0 || pp == 0)
+            return 2;
         snprintf(client_url, sizeof(client_url), "http://127.0.0.1:%d", cp);
         snprintf(peer_url, sizeof(peer_url), "http://127.0.0.1:%d", pp);
     }

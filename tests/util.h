@@ -1,17 +1,22 @@
 /*
  * util.h - small helpers shared by the C tests: a monotonic clock, a
- * deadline wait, a PRNG, and counts of this process's descriptors and
- * checker threads (for "nothing leaks" checks).
+ * deadline wait, a PRNG, counts of this process's descriptors and
+ * checker threads (for "nothing leaks" checks), and the ports and temporary
+ * directories of servers a test starts (LB_PORT_BASE, LB_PORT_COUNT,
+ * LB_TMPDIR, as spec/support/ports.lua reads them).
  */
 #ifndef LB_TEST_UTIL_H
 #define LB_TEST_UTIL_H
 
+#include <arpa/inet.h>
 #include <dirent.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -140,6 +145,75 @@ static inline void publish_or_exit(lb_balancer *b, const lb_backend *be,
         fprintf(stderr, "update: %s\n", err);
         exit(2);
     }
+}
+
+/* Where temporary directories go: LB_TMPDIR, else TMPDIR, else /tmp. */
+static inline const char *test_tmpdir(void)
+{
+    const char *t = getenv("LB_TMPDIR");
+
+    if (t == NULL || *t == '\0')
+        t = getenv("TMPDIR");
+    return t == NULL || *t == '\0' ? "/tmp" : t;
+}
+
+/* mkdtemp(3) of <test_tmpdir()>/<name>XXXXXX into buf: buf, or NULL. */
+static inline char *test_mkdtemp(char *buf, size_t size, const char *name)
+{
+    int n = snprintf(buf, size, "%s/%sXXXXXX", test_tmpdir(), name);
+
+    if (n < 0 || (size_t)n >= size)
+        return NULL;
+    return mkdtemp(buf);
+}
+
+/* Can a socket of this type bind 127.0.0.1:port (0: any) now?  The port
+ * bound, or 0. */
+static inline int test_probe_port(int type, int port)
+{
+    struct sockaddr_in a = {.sin_family = AF_INET};
+    socklen_t len = sizeof(a);
+    int fd = socket(AF_INET, type, 0), got = 0;
+
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    a.sin_port = htons((uint16_t)port);
+    if (fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0 &&
+        getsockname(fd, (struct sockaddr *)&a, &len) == 0)
+        got = ntohs(a.sin_port);
+    if (fd >= 0)
+        close(fd);
+    return got;
+}
+
+/* A 127.0.0.1 port free a moment ago for TCP (and for UDP too when udp is
+ * set), for a server the test starts later, never the same twice in this
+ * process: from [LB_PORT_BASE, LB_PORT_BASE + LB_PORT_COUNT) when
+ * LB_PORT_BASE is set (LB_PORT_COUNT defaults to 1000), else chosen by the
+ * kernel.  0 when none is left. */
+static inline int test_free_port(int udp)
+{
+    static unsigned char handed[65536];
+    static int cursor;
+    const char *b = getenv("LB_PORT_BASE"), *c = getenv("LB_PORT_COUNT");
+    int base = b && *b ? atoi(b) : 0, count = c && *c ? atoi(c) : 1000;
+
+    for (int i = 0; i < (base > 0 ? count : 100); i++) {
+        int p;
+
+        if (base > 0) {
+            p = base + cursor;
+            cursor = (cursor + 1) % count;
+            if (p > 65535 || handed[p] || test_probe_port(SOCK_STREAM, p) != p)
+                continue;
+        } else if ((p = test_probe_port(SOCK_STREAM, 0)) == 0 || handed[p]) {
+            continue;
+        }
+        if (udp && test_probe_port(SOCK_DGRAM, p) != p)
+            continue;
+        handed[p] = 1;
+        return p;
+    }
+    return 0;
 }
 
 #endif

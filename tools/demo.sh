@@ -1,17 +1,44 @@
 #!/bin/sh
-# make demo: nginx with lb in balancer_by_lua in front of three loopback
-# backends.  Installs what is missing (Debian 12, as root), builds, sends
-# traffic and prints the split, stops one backend and shows the traffic
-# moving away (and the status page), brings it back, and stops everything
-# it started.  Everything listens on 127.0.0.1 only.
+# make demo: nginx with 4 workers and lb in balancer_by_lua in front of four
+# loopback backends, one shared balancer (made in init_by_lua) for all the
+# workers.  Installs what is missing (Debian 12, as root), builds, and shows:
+#   - each worker's role (one prober, three readers) and that each backend
+#     is probed once per check period, not once per worker;
+#   - a passive ejection: one backend answers 500 (its health check passes),
+#     peer:log() in log_by_lua reports it, it is ejected and clients see no
+#     500 thanks to retries;
+#   - the split of the traffic by weight, the status page and /metrics;
+#   - a backend stopped (traffic moves away) and started again.
+# Then it stops everything it started.  With KEEP=1 (make demo KEEP=1) it
+# leaves everything running, prints the URLs and waits for Ctrl-C or
+# `make demo-stop` (tools/demo.sh stop).  Everything listens on 127.0.0.1
+# only; ports come from LB_PORT_BASE when set, temp files go under
+# LB_TMPDIR (README, "Ports and temp directories").
 set -eu
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
+. tools/procs.sh
+KEEP_FILE=$(lb_tmpdir)/lb-demo.keep
+
+# tools/demo.sh stop: stop a demo kept running (by the pid it wrote).
+if [ "${1:-}" = stop ]; then
+    [ -f "$KEEP_FILE" ] || { echo "no demo kept running ($KEEP_FILE)"; exit 0; }
+    pid=$(cat "$KEEP_FILE")
+    if alive "$pid" && grep -q "tools/demo.sh" "/proc/$pid/cmdline" 2>/dev/null; then
+        kill -TERM "$pid"
+        wait_until 300 dead "$pid" || { echo "demo (pid $pid) did not stop" >&2; exit 1; }
+        echo "demo (pid $pid) stopped"
+    else
+        echo "demo (pid $pid) is not running"
+    fi
+    rm -f "$KEEP_FILE"
+    exit 0
+fi
 
 sh tools/deps.sh
 make
 
-DIR=$(mktemp -d /tmp/lb-demo.XXXXXXXX)
+DIR=$(mktemp -d "$(lb_tmpdir)/lb-demo.XXXXXXXX")
 chmod 755 "$DIR"
 PREFIXES=""
 
@@ -22,15 +49,18 @@ cleanup() {
         stop_nginx "$p"
     done
     rm -rf "$DIR"
+    if [ "${KEEP:-}" = 1 ] && [ "$(cat "$KEEP_FILE" 2>/dev/null)" = "$$" ]; then
+        rm -f "$KEEP_FILE"
+    fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-. tools/procs.sh
-
-# Three free loopback ports for the backends, one for the front.
-set -- $(free_ports 4)
-B1=127.0.0.1:$1 B2=127.0.0.1:$2 B3=127.0.0.1:$3 FRONT=127.0.0.1:$4
+# Four backend ports and the front's, asked for at once (all different).
+set -- $(free_ports 5)
+B1=127.0.0.1:$1 B2=127.0.0.1:$2 B3=127.0.0.1:$3 B4=127.0.0.1:$4
+FRONT=127.0.0.1:$5
+WORKERS=4 PERIOD=1
 
 common() {
     cat <<EOF
@@ -40,7 +70,9 @@ events { worker_connections 1024; }
 EOF
 }
 
-# A backend: its own nginx, so that it can be stopped alone.
+# A backend: its own nginx, so that it can be stopped alone.  It logs the
+# health checks it answers (one line each), to count them.  $3: the status
+# of every other request (b4 answers 500).
 backend_conf() {
     common "$DIR/$1"
     cat <<EOF
@@ -50,16 +82,21 @@ http {
     client_body_temp_path $DIR/$1/body;
     server {
         listen $2;
-        location / { return 200 "$2"; }
+        location = /health {
+            access_log $DIR/$1/health.log;
+            return 200 "ok\n";
+        }
+        location / { return $3 "$2"; }
     }
 }
 EOF
 }
 
-for b in b1:$B1 b2:$B2 b3:$B3; do
-    name=${b%%:*} addr=${b#*:}
+for b in b1:$B1:200 b2:$B2:200 b3:$B3:200 b4:$B4:500; do
+    name=${b%%:*} rest=${b#*:}
+    addr=${rest%:*} status=${rest##*:}
     mkdir -p "$DIR/$name"
-    backend_conf "$name" "$addr" > "$DIR/$name/nginx.conf"
+    backend_conf "$name" "$addr" "$status" > "$DIR/$name/nginx.conf"
 done
 
 mkdir -p "$DIR/front"
@@ -68,22 +105,30 @@ mkdir -p "$DIR/front"
     echo "load_module /usr/share/nginx/modules/ngx_http_lua_module.so;"
     common "$DIR/front"
     cat <<EOF
-worker_processes 2;
+worker_processes $WORKERS;
 http {
     access_log off;
     client_body_temp_path $DIR/front/body;
     proxy_temp_path $DIR/front/proxy;
     lua_package_path "$ROOT/lua/?.lua;;";
     lua_package_cpath "$ROOT/build/?.so;;";
+    lua_shared_dict demo 1m;
 
+    # In the master, before the workers fork: one balancer in shared memory.
     init_by_lua_block {
         local lb = require("lb")
         app = assert(lb.new({
             backends = { { addr = "$B1", weight = 1 },
                          { addr = "$B2", weight = 2 },
-                         { addr = "$B3", weight = 3 } },
-            health_check = lb.health.tcp({ timeout = 0.5 }),
-            health_check_frequency = 0.5,
+                         { addr = "$B3", weight = 3 },
+                         { addr = "$B4", weight = 1 } },
+            selection = "weighted_round_robin",   -- keeps the weights while one is out
+            shared = true,
+            health_check = lb.health.http({ path = "/health", timeout = 0.5 }),
+            health_check_frequency = $PERIOD,
+            passive = { consecutive_failures = 3, ejection_time = 10,
+                        max_ejection_time = 60, max_ejection_percent = 50,
+                        failure_status = { 500, 502, 503, 504 } },
             on_health_change = function(b, healthy, err)
                 ngx.log(ngx.WARN, "lb: ", b.addr, healthy and " up" or " down: ",
                         err or "")
@@ -91,12 +136,19 @@ http {
         }))
         app_peer = assert(require("lb.nginx").new(app, { tries = 3 }))
     }
-    init_worker_by_lua_block { assert(app:start()) }
+    # Every worker: start (only the prober's checks run) and say its role.
+    init_worker_by_lua_block {
+        assert(app:start())
+        ngx.timer.every(0.2, function()
+            ngx.shared.demo:set("role:" .. ngx.worker.pid(),
+                                app:role() .. " " .. ngx.now())
+        end)
+    }
 
     upstream app {
-        server 127.0.0.1:1;
+        server 127.0.0.1:1;    # placeholder: balance() always sets the peer
         balancer_by_lua_block { app_peer:balance() }
-        keepalive 32;
+        keepalive 32;          # after balancer_by_lua_block
     }
     server {
         listen $FRONT reuseport;
@@ -104,34 +156,73 @@ http {
             proxy_pass http://app;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
-            proxy_next_upstream error timeout;
+            proxy_next_upstream error timeout http_500 http_502 http_503 http_504;
+            log_by_lua_block {
+                app_peer:log()    -- every attempt: released, status reported
+                local n = 0
+                for _ in (ngx.var.upstream_status or ""):gmatch("500") do
+                    n = n + 1
+                end
+                if n > 0 then ngx.shared.demo:incr("upstream_500", n, 0) end
+            }
         }
         location = /lb-status {
             content_by_lua_block { require("lb.nginx").status(app) }
+        }
+        location = /status {
+            content_by_lua_block {
+                require("lb.nginx").status_page({ app = app }, { refresh = 2 })
+            }
+        }
+        location = /metrics {
+            content_by_lua_block { require("lb.nginx").metrics({ app = app }) }
+        }
+        # each worker's role, as it wrote it in the last 0.2 s
+        location = /roles {
+            content_by_lua_block {
+                local d = ngx.shared.demo
+                for _, k in ipairs(d:get_keys(0)) do
+                    local pid = k:match("^role:(%d+)")
+                    local role, at = (d:get(k) or ""):match("(%S+) (%S+)")
+                    if pid and ngx.now() - tonumber(at) < 1 then
+                        ngx.say(pid, " ", role)
+                    end
+                end
+            }
+        }
+        location = /upstream-500 {
+            content_by_lua_block { ngx.say(ngx.shared.demo:get("upstream_500") or 0) }
         }
     }
 }
 EOF
 } > "$DIR/front/nginx.conf"
 
-for p in b1 b2 b3 front; do start_nginx "$DIR/$p"; done
+for p in b1 b2 b3 b4 front; do start_nginx "$DIR/$p"; done
+wait_until 100 curl -sf "http://$FRONT/lb-status" || { echo "the front does not answer" >&2; exit 1; }
 echo
-echo "nginx (2 workers) on $FRONT with lb in balancer_by_lua, round robin"
-echo "over $B1 (weight 1), $B2 (weight 2), $B3 (weight 3)"
+echo "nginx ($WORKERS workers) on $FRONT with lb in balancer_by_lua, one shared"
+echo "balancer, smooth weighted round robin over $B1 (weight 1), $B2 (weight 2),"
+echo "$B3 (weight 3) and $B4 (weight 1, answers 500 but passes its health check)"
+
+# luajit with lb and the spec helpers on the path; the script on stdin.
+lua() { luajit - "$@"; }
+LUA_PRE='package.path = "spec/?.lua;lua/?.lua;" .. package.path
+local nginx = require("support.nginx")
+local cjson = require("cjson")'
 
 # Send N requests over 8 kept-alive connections; print the split.
 traffic() {
-    luajit - "$FRONT" "$1" <<'EOF'
-package.path = "spec/?.lua;" .. package.path
-local nginx = require("support.nginx")
+    lua "$FRONT" "$1" <<EOF
+$LUA_PRE
 local addr, n = arg[1], tonumber(arg[2])
 local reqs = {}
 for i = 1, n do reqs[i] = "/demo/" .. i end
 local res = assert(nginx.get_spread(addr, reqs, 8))
-local by, failed = {}, 0
+local by, status = {}, {}
 for _, r in ipairs(res) do
-  if r.status == 200 then by[r.body] = (by[r.body] or 0) + 1
-  else failed = failed + 1 end
+  status[r.status] = (status[r.status] or 0) + 1
+  if r.status == 200 then by[r.body] = (by[r.body] or 0) + 1 end
 end
 local names = {}
 for k in pairs(by) do names[#names + 1] = k end
@@ -140,45 +231,105 @@ for _, k in ipairs(names) do
   print(("    %-20s %5d  %5.1f%%  %s"):format(k, by[k], 100 * by[k] / n,
         string.rep("#", math.floor(50 * by[k] / n + 0.5))))
 end
-print(("    failed: %d of %d"):format(failed, n))
+local codes = {}
+for code, c in pairs(status) do codes[#codes + 1] = code .. ": " .. c end
+table.sort(codes)
+print("    clients got " .. table.concat(codes, ", ") .. " (of " .. n .. ")")
 EOF
 }
 
-status() {
-    curl -s "http://$FRONT/lb-status"
+# The status rows (GET /lb-status; the same from every worker: shared).
+status_rows() {
+    lua "$FRONT" <<EOF
+$LUA_PRE
+local r = assert(nginx.get(arg[1], "/lb-status"))
+print(("    %-20s %6s %7s %5s %7s %9s %8s"):format("backend", "weight", "healthy",
+      "ready", "ejected", "ejections", "selected"))
+for _, row in ipairs(cjson.decode(r.body)) do
+  print(("    %-20s %6d %7s %5s %7s %9d %8d"):format(row.addr, row.weight,
+        tostring(row.healthy), tostring(row.ready), tostring(row.ejected),
+        row.ejections, row.selected))
+end
+EOF
 }
 
-# True when both workers report $1 with "healthy":$2.
-both_workers() {
-    seen=""
-    for _ in 1 2 3 4 5 6 7 8; do
-        out=$(curl -s -D - "http://$FRONT/lb-status") || return 1
-        w=$(printf '%s' "$out" | sed -n 's/^X-LB-Worker: *\([0-9]*\).*/\1/p')
-        printf '%s' "$out" | tr '{' '\n' | grep "\"$1\"" | grep -q "\"healthy\":$2" || return 1
-        case " $seen " in *" $w "*) ;; *) seen="$seen $w" ;; esac
-    done
-    [ "$(echo $seen | wc -w)" -ge 2 ]
+# True when /lb-status shows backend $1 with "$2":$3.
+row_is() {
+    curl -s "http://$FRONT/lb-status" | tr '{' '\n' | grep "\"$1\"" | grep -q "\"$2\":$3"
+}
+
+# True when $WORKERS workers wrote their role lately, exactly one prober.
+roles_settled() {
+    out=$(curl -s "http://$FRONT/roles") || return 1
+    [ "$(printf '%s\n' "$out" | grep -c .)" -eq "$WORKERS" ] &&
+        [ "$(printf '%s\n' "$out" | grep -c ' prober$')" -eq 1 ]
 }
 
 echo
-echo "== 6000 requests, all backends up (expect 1:2:3)"
+echo "== each worker's role (GET /roles)"
+wait_until 100 roles_settled || echo "    (the roles have not settled yet)"
+curl -s "http://$FRONT/roles" | sort -k2 | sed 's/^/    worker /'
+
+echo
+echo "== health checks each backend answered in 5 s (period ${PERIOD} s, $WORKERS workers)"
+count() {
+    n=$(grep -c . "$DIR/$1/health.log" 2>/dev/null) || true
+    echo "${n:-0}"
+}
+a1=$(count b1) a2=$(count b2) a3=$(count b3) a4=$(count b4)
+sleep 5
+for b in b1:$a1 b2:$a2 b3:$a3 b4:$a4; do
+    name=${b%%:*}
+    n=$(($(count "$name") - ${b#*:}))
+    echo "    $name: $n checks (one prober: about 5; one balancer per worker would make $((5 * WORKERS)))"
+done
+
+echo
+echo "== 6000 requests, all backends up; $B4 answers 500 (expect 1:2:3 over the others)"
 traffic 6000
+echo "    attempts answered 500 and retried on another backend: $(curl -s "http://$FRONT/upstream-500")"
+wait_until 50 row_is "$B4" ejected true || echo "    ($B4 is not ejected)"
+status_rows
+
+echo
+echo "== the status page (GET /status), its rows as text:"
+curl -s "http://$FRONT/status" | grep -o '<tr class=[^>]*>.*</tr>' | sed 's/<\/tr>/\n/g' |
+    sed 's/<[^>]*>/ /g; s/  */ /g; s/^ */    /' | grep -v '^ *$' | head -6
+echo
+echo "== /metrics (a few lines):"
+curl -s "http://$FRONT/metrics" |
+    grep -E '^lb_(backend_ready|ejections_total|health_checks_total)\{' | head -12 | sed 's/^/    /'
 
 echo
 echo "== stopping backend $B2"
 stop_nginx "$DIR/b2"
-wait_until 50 both_workers "$B2" false || echo "    (checks have not marked it down in every worker yet)"
-echo "== 6000 requests with $B2 down"
+wait_until 50 row_is "$B2" ready false || echo "    (checks have not marked it down yet)"
+echo "== 6000 requests with $B2 down (expect 1:3 over $B1 and $B3)"
 traffic 6000
-echo
-echo "== status page (GET /lb-status, one worker's view):"
-status | sed 's/},{/},\n  {/g; s/^\[{/[\n  {/; s/\]$/\n]/'
 
 echo
 echo "== starting $B2 again"
 start_nginx "$DIR/b2"
-wait_until 50 both_workers "$B2" true || echo "    (checks have not marked it up in every worker yet)"
-echo "== 6000 requests, all backends up again"
+wait_until 50 row_is "$B2" healthy true || echo "    (checks have not marked it up yet)"
+echo "== 6000 requests, $B2 back"
 traffic 6000
+status_rows
+
+if [ "${KEEP:-}" = 1 ]; then
+    echo "$$" > "$KEEP_FILE"
+    cat <<EOF
+
+Everything keeps running (KEEP=1):
+    front          http://$FRONT/
+    status page    http://$FRONT/status
+    status JSON    http://$FRONT/lb-status
+    metrics        http://$FRONT/metrics
+    worker roles   http://$FRONT/roles
+    backends       $B1 $B2 $B3 $B4 (500), configs and logs in $DIR
+Stop it with Ctrl-C, or from another shell: make demo-stop
+EOF
+    trap 'exit 0' TERM    # make demo-stop: a normal end
+    while :; do sleep 1; done
+fi
 echo
 echo "stopping everything the demo started"

@@ -52,13 +52,22 @@ start_nginx() {
         wait_until 50 test -s "$1/nginx.pid"
 }
 
-# $1 loopback ports that were free a moment ago, on one line.
+# $1 loopback ports that were free a moment ago, on one line, all
+# different: from [LB_PORT_BASE, LB_PORT_BASE + LB_PORT_COUNT) when
+# LB_PORT_BASE is set, else chosen by the kernel (spec/support/ports.lua).
+# Ask once for every port a script needs: two calls may return the same.
 free_ports() {
     N=$1 luajit -e '
-local socket = require("socket")
-local s, out = {}, {}
-local n = tonumber(os.getenv("N"))
-for i = 1, n do s[i] = assert(socket.bind("127.0.0.1", 0)) end
-for i = 1, n do local _, p = s[i]:getsockname(); out[i] = p; s[i]:close() end
+package.path = "spec/?.lua;" .. package.path
+local ports = require("support.ports")
+local out = {}
+for i = 1, tonumber(os.getenv("N")) do out[i] = assert(ports.free()) end
 print(table.concat(out, " "))'
+}
+
+# Where temporary directories go: LB_TMPDIR, else TMPDIR, else /tmp.
+lb_tmpdir() {
+    t=${LB_TMPDIR:-${TMPDIR:-/tmp}}
+    [ "$t" = / ] || t=${t%/}
+    printf '%s\n' "$t"
 }

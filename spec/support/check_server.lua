@@ -12,7 +12,10 @@
 --   slow     answer 200 after `delay` seconds
 --   garbage  answer a non-HTTP line and close
 --
--- Options: host (default 127.0.0.1), count (listeners, default 1).
+-- Options: host (default 127.0.0.1), count (listeners, default 1), port
+-- (every listener's port; default 0: the kernel chooses), ports (one per
+-- listener, comma-separated: support.servers hands them out from
+-- LB_PORT_BASE's range).
 -- It prints "ready PORT..." once listening, then one line per event on
 -- stdout, flushed: "conn PORT" for each accepted connection and
 -- "req PORT <request head, %q-quoted>" for each request read.  It serves
@@ -132,9 +135,12 @@ local function serve(c, port)
   c:close()
 end
 
-local listeners, ports = {}, {}
+local listeners, ports, wanted = {}, {}, {}
+for p in (opt.ports or ""):gmatch("%d+") do
+  wanted[#wanted + 1] = tonumber(p)
+end
 for i = 1, tonumber(opt.count) do
-  local l = assert(socket.bind(opt.host, tonumber(opt.port or "0"), 256))
+  local l = assert(socket.bind(opt.host, wanted[i] or tonumber(opt.port or "0"), 256))
   l:settimeout(0)
   local _, port = l:getsockname()
   listeners[i], ports[i] = l, tonumber(port)

@@ -15,6 +15,7 @@
 -- Only loopback addresses and unix sockets are ever connected to.
 
 local socket = require("socket")
+local ports = require("support.ports")
 
 local M = {}
 
@@ -22,7 +23,6 @@ M.NGINX = os.getenv("LB_NGINX") or "nginx"
 M.MODULES = os.getenv("LB_NGINX_MODULES") or "/usr/share/nginx/modules"
 
 local running = {}      -- prefix -> server, for stop_all()
-local handed = {}       -- ports already returned by free_port()
 
 -- Shell-quote one word.
 local function q(s)
@@ -79,11 +79,9 @@ end
 -- Temporary directories
 ---------------------------------------------------------------------------
 
-local function tmp_base()
-  local t = os.getenv("TMPDIR")
-  if t == nil or t == "" then t = "/tmp" end
-  return (t:gsub("/+$", ""))
-end
+-- LB_TMPDIR, else TMPDIR, else /tmp (support.ports).
+local tmp_base = ports.tmpdir
+M.tmpdir = ports.tmpdir
 
 -- A fresh private directory, like mkdtemp(3): <TMPDIR>/<name>.XXXXXXXX.
 function M.mkdtemp(name)
@@ -107,23 +105,11 @@ end
 -- Ports and addresses
 ---------------------------------------------------------------------------
 
--- A loopback port that was free a moment ago: bind port 0, read the port
--- the kernel chose, close.  Never returns the same port twice in one run.
-function M.free_port(host)
-  host = host or "127.0.0.1"
-  for _ = 1, 50 do
-    local s, err = socket.bind(host, 0)
-    if not s then return nil, err end
-    local _, port = s:getsockname()
-    s:close()
-    port = tonumber(port)
-    if not handed[port] then
-      handed[port] = true
-      return port
-    end
-  end
-  return nil, "no free port"
-end
+-- A loopback port that was free a moment ago, never the same twice in one
+-- run: from LB_PORT_BASE's range when it is set, else one the kernel chose
+-- (support.ports).
+M.free_port = ports.free
+M.port_block = ports.block
 
 function M.free_ports(n, host)
   local t = {}

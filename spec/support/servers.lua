@@ -17,6 +17,7 @@
 -- safety net).  Modes and options: spec/support/check_server.lua.
 
 local nginx = require("support.nginx")
+local ports = require("support.ports")
 
 local M = {}
 
@@ -42,7 +43,18 @@ function M.start(mode, opts)
   local args = { "luajit", q(nginx.root() .. "/spec/support/check_server.lua"),
                  mode }
   local status_file
-  for k, v in pairs(opts or {}) do
+  opts = opts or {}
+  if ports.range() and opts.port == nil and opts.ports == nil then
+    -- LB_PORT_BASE set: the listeners' ports come from this run's range
+    local list = {}
+    for i = 1, tonumber(opts.count or 1) do
+      list[i] = assert(nginx.free_port(opts.host))
+    end
+    local o = { ports = table.concat(list, ",") }
+    for k, v in pairs(opts) do o[k] = v end
+    opts = o
+  end
+  for k, v in pairs(opts) do
     if k == "switchable" then
       status_file = dir .. "/status"
       nginx.write_file(status_file, tostring((opts or {}).status or 200))
