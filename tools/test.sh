@@ -8,7 +8,7 @@
 cd "$(dirname "$0")/.." || exit 1
 sh tools/deps.sh || exit 1
 
-log=$(mktemp)
+log=$(mktemp "${LB_TMPDIR:-${TMPDIR:-/tmp}}/lb-test.XXXXXXXX")
 trap 'rm -f "$log"' EXIT
 status=0
 run() {
