@@ -36,7 +36,7 @@ build = {
             "src/backend.c", "src/balancer.c", "src/events.c",
             "src/fork.c", "src/limits.c", "src/passive.c", "src/rcu.c",
             "src/record.c", "src/record_stats.c", "src/share.c",
-            "src/shared.c", "src/snapshot.c", "src/store_heap.c",
+            "src/shared.c", "src/shared_procs.c", "src/snapshot.c", "src/store_heap.c",
             "src/targets.c", "src/update.c", "src/walk.c",
             "src/select/choices.c", "src/select/consistent.c",
             "src/select/fnv.c", "src/select/least_request.c",
