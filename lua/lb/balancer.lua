@@ -630,13 +630,14 @@ function Balancer:run_health_check(parallel)
 end
 
 -- The Prometheus text exposition of this balancer, labelled
--- balancer="name" (default "default").
+-- balancer="name" (default: the balancer's name, else "default").
 function Balancer:metrics(name)
   check_self(self, "metrics")
   if name ~= nil and type(name) ~= "string" then
     bad_arg(1, "metrics", "string", name)
   end
-  return require("lb.metrics").render({ [name or "default"] = self })
+  return require("lb.metrics").render({ [name or self.name or "default"]
+                                        = self })
 end
 
 -- ---- the background ----
@@ -806,7 +807,7 @@ function M.new(opts)
   end
   local check
   if opts.health_check ~= nil then
-    check, err = args.health_check(opts.health_check, health.descriptor)
+    check, err = health.check(opts.health_check)
     if not check then
       return nil, "lb.new: health_check: " .. err
     end
@@ -907,6 +908,7 @@ function M.new(opts)
     _lua_status = { ok = false, updates = 0, errors = 0 },
     _shared = capacity ~= nil,
     _role = capacity and "reader" or "private",
+    name = opts.name,
     selection = opts.selection or "round_robin",
     _keyless = core.SELECTION[opts.selection or "round_robin"].keyless,
     _passive = passive,

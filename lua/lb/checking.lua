@@ -16,6 +16,7 @@
 local ffi = require("ffi")
 local core = require("lb.cdef")
 local driver = require("lb.driver")
+local args = require("lb.args")
 
 local C = core.C
 local ffi_new, ffi_string = ffi.new, ffi.string
@@ -144,7 +145,7 @@ local function set_str(cfg, field, s, anchors)
   end
 end
 
--- Give the C core the checked built-in check (see lb.args.health_check).
+-- Give the C core the checked built-in check (see lb.health.check).
 function M.setup(self, check)
   local cfg = ffi_new("lb_check_config")
   local anchors = {}
@@ -227,8 +228,13 @@ local function run_custom(fn, b)
     return true, nil, secs
   end
   if err == nil then
-    err = res == nil and "check failed" or ("check returned "
-                                            .. tostring(res))
+    if res == nil or res == false then
+      err = "check failed"
+    else
+      -- a table here is usually a descriptor made inside the check
+      err = "check returned " .. args.text(res) .. "; a check returns "
+            .. "true, or nil and an error message"
+    end
   end
   return false, tostring(err), secs
 end

@@ -40,6 +40,11 @@
 
 -- luacheck: globals ngx
 
+if type(ngx) ~= "table" or type(ngx.get_phase) ~= "function" then
+  error("lb.nginx needs OpenResty's ngx API (it runs in nginx with the Lua "
+        .. "module); in plain LuaJIT use require(\"lb\")", 2)
+end
+
 local ngx_balancer = require("ngx.balancer")
 
 local set_current_peer = ngx_balancer.set_current_peer
