@@ -168,6 +168,58 @@ describe("a newcomer's mistakes", function()
     assert.is_nil(out:find("module 'ffi' not found", 1, true), out)
   end)
 
+  it("warns once, on stderr, when a check frequency is set and nothing runs",
+     function()
+    local ok, out = run_lua("luajit", [[
+      local lb = require("lb")
+      local function mk(name)
+        return assert(lb.new({ name = name, backends = { "127.0.0.1:1" },
+          health_check = lb.health.tcp({ timeout = 0.1 }),
+          health_check_frequency = 0.05 }))
+      end
+      local idle, anon, started = mk("idle"), mk(nil), mk("started")
+      assert(started:start())
+      local t0 = lb.now()
+      while not (idle._unchecked_warned and anon._unchecked_warned)
+            and lb.now() - t0 < 20 do
+        idle:status(); anon:poll(); started:status(); started:poll()
+      end
+      for _ = 1, 50 do idle:status(); idle:poll(); anon:status() end
+      started:stop()
+      print("done")
+    ]])
+    assert.is_true(ok, out)
+    assert.matches("done", out, 1, true)
+    local n, named = 0, 0
+    for line in out:gmatch("[^\n]+") do
+      if line:find("no health check has run", 1, true) then
+        n = n + 1
+        assert.is_nil(line:find('"started"', 1, true), line)
+        if line:find('lb: balancer "idle": health_check_frequency is 0.05 s '
+                     .. "but no health check has run yet: call start()", 1,
+                     true) then
+          named = named + 1
+        else
+          assert.matches("^lb: health_check_frequency is 0.05 s", line)
+        end
+      end
+    end
+    assert.equal(2, n, out)
+    assert.equal(1, named, out)
+  end)
+
+  it("shows a never-checked backend as unchecked on the status page",
+     function()
+    local b = assert(lb.new({ backends = { "127.0.0.1:1" },
+      health_check = lb.health.tcp({ timeout = 0.1 }) }))
+    local row = b:status()[1]
+    assert.is_true(row.healthy)
+    assert.is_false(row.checked)
+    local html = require("lb.status_page").render({ app = b })
+    assert.matches('<tr class="unk"><td>127.0.0.1:1</td><td class="st">'
+                   .. "unchecked</td>", html, 1, true)
+  end)
+
   it("gives a balancer a name, checked", function()
     local b = assert(lb.new({ backends = { "127.0.0.1:1" }, name = "app" }))
     assert.equal("app", b.name)

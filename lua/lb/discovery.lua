@@ -11,9 +11,14 @@
 -- source itself runs on the C core's background thread and publishes its
 -- sets without Lua.
 
+local ffi = require("ffi")
+local core = require("lb.cdef")
 local backend = require("lb.backend")
 
+local C = core.C
+local ffi_new, ffi_string = ffi.new, ffi.string
 local type, error, setmetatable = type, error, setmetatable
+local errbuf = ffi_new("const char *[1]")
 
 local Static = {}
 Static.__index = Static
@@ -150,6 +155,42 @@ function M.source(v)
   if type(v) == "table" and v[SOURCE] then
     return v.kind, v.opts
   end
+end
+
+-- Hand a checked C source configuration (lb.args.discovery_source) to
+-- balancer c of the core (lb_balancer_set_dns, _set_etcd).  true, or nil,
+-- err.
+function M.configure(c, kind, o)
+  local rc
+  if kind == "dns" then
+    local dc = ffi_new("lb_dns_config")
+    dc.name, dc.name_len = o.name, #o.name
+    dc.type = core.DNS_TYPE[o.type]
+    dc.port = o.port
+    if o.resolvers then
+      dc.resolvers, dc.resolvers_len = o.resolvers, #o.resolvers
+    end
+    dc.timeout, dc.min_ttl, dc.max_ttl = o.timeout, o.min_ttl, o.max_ttl
+    rc = C.lb_balancer_set_dns(c, dc, errbuf)
+  else
+    local ec = ffi_new("lb_etcd_config")
+    ec.endpoints, ec.endpoints_len = o.endpoints, #o.endpoints
+    ec.prefix, ec.prefix_len = o.prefix, #o.prefix
+    ec.timeout = o.timeout
+    if o.username then
+      ec.username, ec.username_len = o.username, #o.username
+      ec.password, ec.password_len = o.password, #o.password
+    end
+    ec.tls_verify = o.tls_verify and 1 or 0
+    if o.tls_ca then
+      ec.tls_ca, ec.tls_ca_len = o.tls_ca, #o.tls_ca
+    end
+    rc = C.lb_balancer_set_etcd(c, ec, errbuf)
+  end
+  if rc < 0 then
+    return nil, ffi_string(errbuf[0])
+  end
+  return true
 end
 
 function M.is_discovery(v)
