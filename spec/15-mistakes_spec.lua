@@ -152,6 +152,22 @@ describe("a newcomer's mistakes", function()
     assert.equal(b, b) -- the balancer is still fine
   end)
 
+  it("names a static discovery's methods called with '.' for ':'",
+     function()
+    local d = lb.discovery.static({ "127.0.0.1:1" })
+    for _, m in ipairs({ "add", "remove", "set", "get", "discover" }) do
+      local ok, err = pcall(function()
+        local r = d[m]("127.0.0.1:2") -- a dot for a colon
+        return r
+      end)
+      assert.is_false(ok)
+      assert.matches("bad argument #1 to '" .. m .. "' (discovery expected, "
+                     .. "got string; use discovery:" .. m .. "(...))", err, 1,
+                     true)
+    end
+    assert.equal(1, #d:get())
+  end)
+
   it("require('lb.nginx') outside nginx says what it needs", function()
     assert.is_nil(rawget(_G, "ngx"))
     local ok, err = pcall(require, "lb.nginx")

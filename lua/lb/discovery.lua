@@ -24,6 +24,7 @@ local Static = {}
 Static.__index = Static
 
 local bad_arg = require("lb.args").bad_arg
+local check_self = require("lb.args").self_checker(Static, "discovery")
 
 local function key_of(b)
   return backend.identity(b.addr, b.weight)
@@ -37,6 +38,7 @@ end
 -- Add backends (an address string or a backend table; a host name adds
 -- every address it resolves to).  Returns true, or nil, err.
 function Static:add(b)
+  check_self(self, "add")
   local tb = type(b)
   if tb ~= "string" and tb ~= "table" then
     bad_arg(1, "add", "string or table", b)
@@ -58,6 +60,7 @@ end
 -- Remove by address (every weight) or by backend table (address and
 -- weight).  Returns the number of backends removed.
 function Static:remove(b)
+  check_self(self, "remove")
   local addr, weight
   if type(b) == "string" then
     addr = backend.canonical(b)
@@ -84,6 +87,7 @@ end
 
 -- Replace the whole list.  On bad input nothing changes: nil, err.
 function Static:set(list)
+  check_self(self, "set")
   if type(list) ~= "table" then
     bad_arg(1, "set", "table", list)
   end
@@ -105,6 +109,7 @@ end
 
 -- A copy of the current list of backend tables.
 function Static:get()
+  check_self(self, "get")
   local out = {}
   for i, b in ipairs(self._list) do
     out[i] = copy(b)
@@ -114,6 +119,7 @@ end
 
 -- The discovery interface: list, enablement.
 function Static:discover()
+  check_self(self, "discover")
   return self:get(), nil
 end
 

@@ -212,7 +212,7 @@ function M.new(balancer, opts)
   if type(tries) ~= "number" or tries ~= floor(tries) or tries < 1
      or tries > 1000 then
     return nil, "lb.nginx.new: tries must be an integer between 1 and 1000, "
-                .. "got " .. tostring(tries)
+                .. "got " .. args.got(tries)
   end
   local mi = opts.max_iterations
   local mi_err = lb._max_iterations_error(mi)
