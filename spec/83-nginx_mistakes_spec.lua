@@ -56,6 +56,8 @@ describe("nginx: errors that say what went wrong", function()
           empty = assert(nx.new(empty)),
           anon = assert(nx.new(anon)),
           retry = assert(nx.new(retry, { tries = 3 })),
+          picky = assert(nx.new(retry, { tries = 1,
+                                         accept = function() return false end })),
         }
       ]]):format(front.lua_list(d)),
       init_worker = [[
@@ -75,6 +77,7 @@ describe("nginx: errors that say what went wrong", function()
         ~^/empty empty;
         ~^/anon anon;
         ~^/retry retry;
+        ~^/picky picky;
     }
 ]],
       server_extra = [[
@@ -130,6 +133,12 @@ describe("nginx: errors that say what went wrong", function()
   it("says when every ready backend was tried", function()
     attempt("/retry/1", 'lb: balancer "retry": no backend available: '
             .. "every ready backend was tried (2 of 2 ready)")
+  end)
+
+  it("says when the accept function took none", function()
+    attempt("/picky/1", 'lb: balancer "retry": no backend available: '
+            .. "the accept function took none of the candidates (2 of 2 "
+            .. "ready)")
   end)
 
   it("leaves the name out for a balancer with none", function()
