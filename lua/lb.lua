@@ -17,6 +17,14 @@
 --   lb.metrics    the Prometheus exposition
 --   lb.status_page  the HTML status page
 
+-- lb binds its C core with LuaJIT's FFI: any other Lua has no ffi module.
+-- luacheck: globals jit
+if type(jit) ~= "table" then
+  error("lb needs LuaJIT (its FFI binds lb's C core): this is "
+        .. tostring(_VERSION) .. "; run it with luajit, or in OpenResty",
+        2)
+end
+
 local core = require("lb.cdef")
 local args = require("lb.args")
 local balancer = require("lb.balancer")

@@ -310,7 +310,7 @@ describe("options", function()
     { { passive = { max_ejection_percent = 101 } },
       "passive.max_ejection_percent" },
     { { passive = { failure_status = { 5000 } } },
-      "passive.failure_status[1]: invalid status 5000" },
+      "passive.failure_status[1]: 5000 is not an HTTP status code" },
     { { panic_threshold = 1.5 }, "panic_threshold must be a number" },
     { { panic_threshold = "half" }, "panic_threshold must be a number" },
     { { slow_start = { window = 0 } }, "slow_start.window" },

@@ -80,7 +80,7 @@ describe("options", function()
       { { selection = "least_request", choice_count = 0 },
         "choice_count must be an integer from 1 to 16, got 0" },
       { { selection = "least_request", choice_count = 2.5 }, "choice_count" },
-      { { selection = "least_request", choice_count = "2" }, "got '2'" },
+      { { selection = "least_request", choice_count = "2" }, 'got the string "2"' },
       { { selection = "least_request", active_request_bias = -1 },
         "active_request_bias must be a number from 0 to 100, got -1" },
       { { selection = "peak_ewma", ewma_decay = 0 },

@@ -240,6 +240,37 @@ int lb_balancer_health(lb_balancer *b, size_t i, lb_health_info *out)
     return rc;
 }
 
+void lb_balancer_tally(lb_balancer *b, lb_tally *out)
+{
+    memset(out, 0, sizeof(*out));
+    lb_rcu_read_lock();
+    {
+        struct lb_snapshot *s = lb_rcu_deref(&b->snap);
+        out->backends = (uint32_t)s->n;
+        for (size_t k = 0; k < s->n; k++) {
+            const struct lb_record *r = s->rec[k];
+            uint64_t w = atomic_load_explicit(&r->health, memory_order_relaxed);
+            uint64_t at =
+                atomic_load_explicit(&r->last_check_ms, memory_order_relaxed);
+
+            if ((w & LB_H_READY_MASK) == (LB_H_HEALTHY | LB_H_ENABLED))
+                out->ready++;
+            else if (!(w & LB_H_ENABLED))
+                out->disabled++;
+            else if (!(w & LB_H_HEALTHY))
+                out->unhealthy++;
+            else
+                out->ejected++;
+            if (at) {
+                out->checked++;
+                if (at > out->last_check_ms)
+                    out->last_check_ms = at;
+            }
+        }
+    }
+    lb_rcu_read_unlock();
+}
+
 int lb_balancer_record(lb_balancer *b, size_t i, lb_record_info *out)
 {
     int rc = LB_DECLINED;

@@ -398,6 +398,31 @@ typedef struct lb_health_info {
 int lb_balancer_health(lb_balancer *b, size_t i, lb_health_info *out);
 
 /*
+ * The published set counted by state, for a message that says why nothing
+ * can be picked ("all 3 backends are down (2 unhealthy, 1 disabled)") and
+ * whether any check ever ran.  Every backend not ready is in exactly one
+ * of disabled (not enabled, whatever its health), unhealthy (enabled,
+ * failing the active checks) and ejected (enabled, healthy, ejected by
+ * passive health).  last_check_ms is the newest check of any backend
+ * (CLOCK_REALTIME in ms; 0: none yet).
+ */
+typedef struct lb_tally {
+    uint32_t backends;
+    uint32_t ready;
+    uint32_t disabled;
+    uint32_t unhealthy;
+    uint32_t ejected;
+    uint32_t checked; /* backends checked at least once */
+    uint64_t last_check_ms;
+} lb_tally;
+
+/* Count the published set into *out.  O(backends) relaxed loads in one
+ * RCU read-side section; lock-free, any thread, allocates nothing.  For
+ * failure paths and status, not for the select path.  With a shared
+ * balancer, the records (and so the counts) are every process's. */
+void lb_balancer_tally(lb_balancer *b, lb_tally *out);
+
+/*
  * Every figure of one backend's record: health, load, latency, passive
  * failures, ejection and counters.  `id` is lb_health_info.id.  Figures
  * are relaxed atomic loads: each is exact, together they are not one

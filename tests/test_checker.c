@@ -671,6 +671,15 @@ static void test_http_status(void)
     round_(b, 0);
     CHECK_EQ(health(b, 0).healthy, 0);
     CHECK_EQ(health(b, 0).err_detail, 204);
+    {
+        /* HTTP status codes are 100 to 599 (RFC 9110, section 15) */
+        uint16_t bad[] = {200, 600};
+        const char *err = NULL;
+
+        c.expected_status = bad;
+        CHECK_EQ(lb_balancer_set_check(b, &c, &err), LB_ERROR);
+        CHECK(err != NULL && strstr(err, "100-599") != NULL);
+    }
     lb_balancer_free(b);
     srv_stop(s);
 }

@@ -477,8 +477,40 @@ static void test_config(void)
     }
 }
 
+/* The set counted by state: each backend that is not ready in exactly one
+ * of disabled, unhealthy and ejected; the newest check of any. */
+static void test_tally(void)
+{
+    lb_balancer *b = make(passive_cfg(1, 30, 300, 100), 5);
+    uint64_t g = lb_balancer_generation(b);
+    lb_tally t;
+
+    lb_balancer_tally(b, &t);
+    CHECK_EQ(t.backends, 5);
+    CHECK_EQ(t.ready, 5);
+    CHECK_EQ(t.checked, 0);
+    CHECK(t.last_check_ms == 0);
+    CHECK_EQ(lb_balancer_set_enable(b, g, 0, 0), LB_OK);
+    /* disabled and unhealthy counts as disabled */
+    CHECK_EQ(lb_balancer_set_enable(b, g, 1, 0), LB_OK);
+    CHECK(lb_balancer_observe(b, g, 1, 0, 1, LB_CHECK_ERR_CUSTOM, 0) >= 0);
+    CHECK(lb_balancer_observe(b, g, 2, 0, 1, LB_CHECK_ERR_CUSTOM, 0) >= 0);
+    CHECK_EQ(lb_balancer_check_time(b, g, 2, 0.001), LB_OK);
+    fail(b, 3, 1);
+    lb_balancer_tally(b, &t);
+    CHECK_EQ(t.backends, 5);
+    CHECK_EQ(t.ready, 1);
+    CHECK_EQ(t.disabled, 2);
+    CHECK_EQ(t.unhealthy, 1);
+    CHECK_EQ(t.ejected, 1);
+    CHECK_EQ(t.checked, 1);
+    CHECK(t.last_check_ms > 1700000000000ull); /* a wall clock, in ms */
+    lb_balancer_free(b);
+}
+
 int main(void)
 {
+    TEST(test_tally());
     TEST(test_eject());
     TEST(test_durations());
     TEST(test_cap());

@@ -7,7 +7,7 @@ PKGS="build-essential luajit2 libluajit2-5.1-dev liburcu-dev lua-busted \
 luarocks nginx-light libnginx-mod-http-lua lua-resty-core lua-socket \
 lua-cjson libssl-dev openssl zip unzip clang libclang-rt-14-dev curl wrk lua-check \
 valgrind clang-format prometheus chromium libc-ares-dev libcurl4-openssl-dev \
-libjansson-dev dnsmasq-base etcd-server etcd-client"
+libjansson-dev dnsmasq-base etcd-server etcd-client lua5.1"
 
 missing=""
 for p in $PKGS; do

@@ -1,4 +1,4 @@
--- Argument checking: lb.new's options, health-check descriptors, and the
+-- Argument checking: lb.new's options, discovery sources, and the
 -- errors a method raises for a wrong argument.
 --
 -- Lua checks names and types; every numeric limit comes from the C core
@@ -43,20 +43,50 @@ function M.cut(s)
   return s
 end
 
--- tostring, cut like shown (for numbers and the like, which stay short).
+-- A value as an error about a string option quotes it: strings as shown,
+-- numbers and booleans as written, other values by their type ("a
+-- table", never its address).
 local function text(v)
-  if type(v) == "string" then
+  local t = type(v)
+  if t == "string" then
     return M.shown(v)
   end
-  return tostring(v)
+  if t == "number" or t == "boolean" or t == "nil" then
+    return tostring(v)
+  end
+  return "a " .. t
 end
 M.text = text
 
+-- A value as an error about a numeric option names it: a number as
+-- written; a string as a string (`the string "1"`: a number in quotes is
+-- not a number), cut as shown; anything else as text() says.
+local function got(v)
+  if type(v) == "string" then
+    if #v > SHOWN_MAX then
+      return 'the string "' .. v:sub(1, SHOWN_MAX) .. '..." (' .. #v
+             .. " bytes)"
+    end
+    return 'the string "' .. v .. '"'
+  end
+  return text(v)
+end
+M.got = got
+
+-- HTTP status codes (RFC 9110, section 15: three digits, 100 to 599), for
+-- expected_status and passive.failure_status.  The error text or nil.
+function M.status_error(s)
+  if not (type(s) == "number" and s == floor(s) and s >= 100 and s <= 599)
+  then
+    return got(s) .. " is not an HTTP status code (100 to 599)"
+  end
+end
+
 -- The error a method raises for an argument of the wrong type, as Lua's
 -- own functions word it; reported at the method's caller.
-function M.bad_arg(n, fname, expected, got)
+function M.bad_arg(n, fname, expected, value)
   error("bad argument #" .. n .. " to '" .. fname .. "' (" .. expected
-        .. " expected, got " .. type(got) .. ")", 3)
+        .. " expected, got " .. type(value) .. ")", 3)
 end
 
 -- A checker of `self` for the methods of objects with metatable `mt`:
@@ -75,6 +105,7 @@ end
 local function integer_in(v, lo, hi)
   return type(v) == "number" and v == floor(v) and v >= lo and v <= hi
 end
+M.integer_in = integer_in
 
 -- A period in seconds (health_check_frequency, update_frequency): nil
 -- (once) or a number from the core's minimum to its maximum.
@@ -87,7 +118,7 @@ local function frequency(v, name)
     return nil, name .. " must be a number of seconds from "
                 .. LIMITS.min_frequency .. " to "
                 .. ("%d"):format(LIMITS.max_frequency) .. " or nil, got "
-                .. text(v)
+                .. got(v)
   end
   return true
 end
@@ -97,7 +128,7 @@ end
 function M.max_iterations_error(mi)
   if mi ~= nil and not integer_in(mi, 1, 2^31) then
     return "max_iterations must be an integer between 1 and 2^31, got "
-           .. text(mi)
+           .. got(mi)
   end
 end
 
@@ -108,7 +139,7 @@ local OPTIONS = {
   start_unhealthy = true, max_iterations = true, shared = true,
   passive = true, panic_threshold = true, slow_start = true,
   choice_count = true, active_request_bias = true, ewma_decay = true,
-  table_size = true, hash_balance_factor = true,
+  table_size = true, hash_balance_factor = true, name = true,
 }
 
 -- ---- passive health, panic, slow start ----
@@ -122,7 +153,7 @@ M.DEFAULT_FAILURE_STATUS = { 500, 502, 503, 504 }
 local function seconds_in(v, name, lo_open, hi)
   if type(v) ~= "number" or v ~= v or v <= lo_open or v > hi then
     return nil, name .. " must be a number of seconds above " .. lo_open
-                .. " and at most " .. ("%d"):format(hi) .. ", got " .. text(v)
+                .. " and at most " .. ("%d"):format(hi) .. ", got " .. got(v)
   end
   return v
 end
@@ -151,7 +182,7 @@ function M.passive(p)
     cf = PASSIVE_DEFAULTS.consecutive_failures
   elseif not integer_in(cf, 0, LIMITS.max_threshold) then
     return nil, "passive.consecutive_failures must be an integer from 0 "
-                .. "(off) to " .. LIMITS.max_threshold .. ", got " .. text(cf)
+                .. "(off) to " .. LIMITS.max_threshold .. ", got " .. got(cf)
   end
   out.consecutive_failures = cf
   local err
@@ -170,7 +201,7 @@ function M.passive(p)
     return nil, "passive.max_ejection_time must be a number of seconds from "
                 .. "ejection_time (" .. out.ejection_time .. ") to "
                 .. ("%d"):format(LIMITS.max_ejection_time) .. ", got "
-                .. text(mt)
+                .. got(mt)
   end
   out.max_ejection_time = mt
   local pct = p.max_ejection_percent
@@ -178,7 +209,7 @@ function M.passive(p)
     pct = PASSIVE_DEFAULTS.max_ejection_percent
   elseif not integer_in(pct, 0, 100) then
     return nil, "passive.max_ejection_percent must be an integer from 0 to "
-                .. "100, got " .. text(pct)
+                .. "100, got " .. got(pct)
   end
   out.max_ejection_percent = pct
   local fs = p.failure_status
@@ -192,9 +223,9 @@ function M.passive(p)
   end
   out.failure_status = {}
   for i, s in ipairs(fs) do
-    if not integer_in(s, 100, 999) then
-      return nil, "passive.failure_status[" .. i .. "]: invalid status "
-                  .. text(s)
+    local serr = M.status_error(s)
+    if serr then
+      return nil, "passive.failure_status[" .. i .. "]: " .. serr
     end
     out.failure_status[s] = true
   end
@@ -208,7 +239,7 @@ function M.panic_threshold(v)
   end
   if type(v) ~= "number" or v ~= v or v < 0 or v > 1 then
     return nil, "panic_threshold must be a number from 0 to 1 or nil, got "
-                .. text(v)
+                .. got(v)
   end
   return v
 end
@@ -242,13 +273,13 @@ function M.slow_start(v)
   local a = v.aggression or SLOW_DEFAULTS.aggression
   if type(a) ~= "number" or a ~= a or a <= 0 or a > 100 then
     return nil, "slow_start.aggression must be a number above 0 and at most "
-                .. "100, got " .. text(a)
+                .. "100, got " .. got(a)
   end
   out.aggression = a
   local mw = v.min_weight or SLOW_DEFAULTS.min_weight
   if type(mw) ~= "number" or mw ~= mw or mw <= 0 or mw > 1 then
     return nil, "slow_start.min_weight must be a number above 0 and at most "
-                .. "1, got " .. text(mw)
+                .. "1, got " .. got(mw)
   end
   out.min_weight = mw
   return out
@@ -318,14 +349,14 @@ local function selection_options(opts)
       end
       local want = o.check(v)
       if want then
-        return o.name .. " must be " .. want .. ", got " .. text(v)
+        return o.name .. " must be " .. want .. ", got " .. got(v)
       end
     end
   end
 end
 
 -- Check lb.new's options (not backends, decoded by lb.backend, nor
--- health_check, see M.health_check).  `is_discovery(v)` tells a discovery
+-- health_check, see lb.health.check).  `is_discovery(v)` tells a discovery
 -- object.  Returns true or nil, err.
 -- `shared`: nil/false (private), true, or { capacity = N }.  The capacity
 -- (nil: private), or nil, err.
@@ -351,7 +382,7 @@ function M.shared_capacity(sh)
   end
   if not integer_in(cap, 1, core.SHARED_MAX_CAPACITY) then
     return nil, "shared.capacity must be an integer between 1 and "
-                .. core.SHARED_MAX_CAPACITY .. ", got " .. text(cap)
+                .. core.SHARED_MAX_CAPACITY .. ", got " .. got(cap)
   end
   return cap
 end
@@ -371,7 +402,7 @@ function M.options(opts, is_discovery)
   local pm = opts.point_multiple
   if pm ~= nil and not integer_in(pm, 1, LIMITS.max_point_multiple) then
     return nil, "point_multiple must be an integer between 1 and "
-                .. LIMITS.max_point_multiple .. ", got " .. text(pm)
+                .. LIMITS.max_point_multiple .. ", got " .. got(pm)
   end
   local sel_err = selection_options(opts)
   if sel_err then
@@ -397,6 +428,13 @@ function M.options(opts, is_discovery)
     if opts[k] ~= nil and type(opts[k]) ~= "boolean" then
       return nil, k .. " must be a boolean, got " .. type(opts[k])
     end
+  end
+  local name = opts.name
+  if name ~= nil and (type(name) ~= "string" or name == "" or #name > 128)
+  then
+    return nil, "name must be a non-empty string of at most 128 bytes "
+                .. "(the balancer's name in logs and metrics), got "
+                .. text(name)
   end
   local _, serr = M.shared_capacity(opts.shared)
   if serr then
@@ -425,7 +463,7 @@ local function seconds(v, name, lo, hi)
   end
   if type(v) ~= "number" or v ~= v or v < lo or v > hi then
     return nil, name .. " must be a number of seconds between " .. lo
-                .. " and " .. hi .. ", got " .. text(v)
+                .. " and " .. hi .. ", got " .. got(v)
   end
   return true
 end
@@ -486,7 +524,7 @@ function M.discovery_source(kind, o)
       if not integer_in(o.port, 1, 65535) then
         return nil, "dns: port must be an integer between 1 and 65535"
                     .. (t ~= "SRV" and " (required for " .. t .. ")" or "")
-                    .. ", got " .. text(o.port)
+                    .. ", got " .. got(o.port)
       end
     end
     for _, k in ipairs({ "min_ttl", "max_ttl" }) do
@@ -569,194 +607,6 @@ function M.discovery_source(kind, o)
   out.tls_verify = not (type(tls) == "table" and tls.verify == false)
   out.tls_ca = type(tls) == "table" and tls.ca or nil
   return out
-end
-
--- ---- health-check descriptors (lb.health) ----
-
-local COMMON = { timeout = true, consecutive_success = true,
-                 consecutive_failure = true }
-local KNOWN = {
-  tcp = { tls = true },
-  http = { host = true, path = true, method = true, headers = true,
-           port = true, tls = true, expected_status = true,
-           reuse_connection = true },
-  custom = { check = true, concurrency = true },
-}
-
--- Default of lb.health.custom's `concurrency`: checks of one parallel
--- round in flight at once.  Each holds one cosocket (a connection slot of
--- the worker) for up to the check's timeout; 32 keeps a round of 1,000
--- backends at a few timeouts while leaving the slots of a default
--- worker_connections (512) to the clients.
-M.DEFAULT_CONCURRENCY = 32
-
-local function threshold(v, name)
-  if v == nil then
-    return 1
-  end
-  if not integer_in(v, 1, LIMITS.max_threshold) then
-    return nil, name .. " must be an integer from 1 to "
-                .. LIMITS.max_threshold .. ", got " .. text(v)
-  end
-  return v
-end
-
-local function check_token(v)
-  return type(v) == "string" and v ~= "" and not v:find("[%c ]")
-end
-
-local function check_tls(tls)
-  if tls == nil or tls == false then
-    return false
-  end
-  if tls == true then
-    return { verify = false }
-  end
-  if type(tls) ~= "table" then
-    return nil, "tls must be true or a table { sni, verify, ca }"
-  end
-  for k in pairs(tls) do
-    if k ~= "sni" and k ~= "verify" and k ~= "ca" then
-      return nil, "tls: unknown option " .. M.shown(tostring(k))
-    end
-  end
-  if tls.sni ~= nil and type(tls.sni) ~= "string" then
-    return nil, "tls.sni must be a string"
-  end
-  if tls.verify ~= nil and type(tls.verify) ~= "boolean" then
-    return nil, "tls.verify must be a boolean"
-  end
-  if tls.ca ~= nil and type(tls.ca) ~= "string" then
-    return nil, "tls.ca must be a path string"
-  end
-  return { sni = tls.sni, verify = tls.verify == true, ca = tls.ca }
-end
-
-local function http_options(c, o)
-  c.method = o.method or "GET"
-  if not check_token(c.method) then
-    return nil, "method must be an HTTP method token, got " .. text(o.method)
-  end
-  c.path = o.path or "/"
-  if type(c.path) ~= "string" or c.path:sub(1, 1) ~= "/"
-     or c.path:find("[%c ]") then
-    return nil, "path must be a string starting with '/' without spaces, got "
-                .. text(o.path)
-  end
-  if o.host ~= nil and not check_token(o.host) then
-    return nil, "host must be a string without spaces, got " .. text(o.host)
-  end
-  c.host = o.host
-  if o.port ~= nil and not integer_in(o.port, 1, 65535) then
-    return nil, "port must be an integer between 1 and 65535, got "
-                .. text(o.port)
-  end
-  c.port = o.port
-  local es = o.expected_status
-  if es == nil then
-    es = { 200 }
-  elseif type(es) == "number" then
-    es = { es }
-  elseif type(es) ~= "table" or #es == 0 then
-    return nil, "expected_status must be a status code or a list of them"
-  end
-  for _, s in ipairs(es) do
-    if not integer_in(s, 100, 999) then
-      return nil, "expected_status: invalid status " .. text(s)
-    end
-  end
-  c.expected_status = es
-  c.headers = {}
-  if o.headers ~= nil then
-    if type(o.headers) ~= "table" then
-      return nil, "headers must be a table of name = value"
-    end
-    for k, hv in pairs(o.headers) do
-      if not check_token(k) or k:find(":", 1, true) then
-        return nil, "headers: invalid header name " .. text(k)
-      end
-      if type(hv) == "number" then
-        hv = tostring(hv)
-      end
-      if type(hv) ~= "string" or hv:find("[\r\n]") then
-        return nil, "headers: invalid value for " .. M.shown(k)
-      end
-      c.headers[#c.headers + 1] = { k, hv }
-    end
-    table.sort(c.headers, function(a, b) return a[1] < b[1] end)
-  end
-  if o.reuse_connection ~= nil and type(o.reuse_connection) ~= "boolean" then
-    return nil, "reuse_connection must be a boolean"
-  end
-  c.reuse_connection = o.reuse_connection == true
-  return c
-end
-
--- Check a health_check option: a function, or a descriptor (kind, opts)
--- from lb.health (`descriptor(v)` returns them, or nil for anything else).
--- Returns the normalized check { kind, timeout, consecutive_success,
--- consecutive_failure, ... } or nil, err.
-function M.health_check(v, descriptor)
-  if type(v) == "function" then
-    return { kind = "custom", check = v, consecutive_success = 1,
-             consecutive_failure = 1, timeout = 1,
-             concurrency = M.DEFAULT_CONCURRENCY }
-  end
-  local kind, o = descriptor(v)
-  if not kind then
-    return nil, "expected lb.health.tcp{}, lb.health.http{}, "
-                .. "lb.health.custom{} or a function, got " .. type(v)
-  end
-  if type(o) ~= "table" then
-    return nil, kind .. ": options must be a table, got " .. type(o)
-  end
-  for k in pairs(o) do
-    if not COMMON[k] and not KNOWN[kind][k] then
-      return nil, kind .. ": unknown option " .. M.shown(tostring(k))
-    end
-  end
-  local c = { kind = kind }
-  local err
-  for _, k in ipairs({ "consecutive_success", "consecutive_failure" }) do
-    c[k], err = threshold(o[k], k)
-    if not c[k] then
-      return nil, err
-    end
-  end
-  local t = o.timeout
-  if t == nil then
-    t = 1
-  elseif type(t) ~= "number" or t ~= t or t <= 0
-         or t > LIMITS.max_timeout then
-    return nil, "timeout must be a number of seconds above 0 and at most "
-                .. ("%d"):format(LIMITS.max_timeout) .. ", got " .. text(t)
-  end
-  c.timeout = t
-
-  if kind == "custom" then
-    if type(o.check) ~= "function" then
-      return nil, "custom: check must be a function, got " .. type(o.check)
-    end
-    c.check = o.check
-    local n = o.concurrency
-    if n == nil then
-      n = M.DEFAULT_CONCURRENCY
-    elseif not integer_in(n, 1, LIMITS.max_backends) then
-      return nil, "custom: concurrency must be an integer from 1 to "
-                  .. LIMITS.max_backends .. ", got " .. text(n)
-    end
-    c.concurrency = n
-    return c
-  end
-
-  c.tls, err = check_tls(o.tls)
-  if c.tls == nil then
-    return nil, err
-  end
-  if kind == "tcp" then
-    return c
-  end
-  return http_options(c, o)
 end
 
 return M

@@ -50,14 +50,7 @@ local M = { Balancer = Balancer }
 M.EVENT_INTERVAL = 0.1
 
 local errbuf = ffi_new("const char *[1]")
-local wall_ts = ffi_new("struct lb_timespec")
-
--- Seconds since the epoch (CLOCK_REALTIME), as discovery_status's
--- updated_at.
-local function wall()
-  ffi.C.clock_gettime(0, wall_ts)
-  return tonumber(wall_ts.tv_sec) + tonumber(wall_ts.tv_nsec) * 1e-9
-end
+local wall = driver.wall -- discovery_status's updated_at
 local hinfo = ffi_new("lb_health_info")
 local rinfo = ffi_new("lb_record_info")
 local FAILURE_STATUS = {}
@@ -569,6 +562,7 @@ end
 function Balancer:status()
   check_self(self, "status")
   refresh(self)
+  checking.check_running(self)
   local rows = {}
   local panic = C.lb_balancer_panic(self._c) ~= 0
   for i, b in ipairs(self._list) do
@@ -630,13 +624,14 @@ function Balancer:run_health_check(parallel)
 end
 
 -- The Prometheus text exposition of this balancer, labelled
--- balancer="name" (default "default").
+-- balancer="name" (default: the balancer's name, else "default").
 function Balancer:metrics(name)
   check_self(self, "metrics")
   if name ~= nil and type(name) ~= "string" then
     bad_arg(1, "metrics", "string", name)
   end
-  return require("lb.metrics").render({ [name or "default"] = self })
+  return require("lb.metrics").render({ [name or self.name or "default"]
+                                        = self })
 end
 
 -- ---- the background ----
@@ -718,6 +713,7 @@ function Balancer:start()
   local ok, err = self._driver:start()
   if not ok then
     self:stop()
+    self._started = nil -- never started (checking.check_running)
     return nil, "cannot start timers: " .. tostring(err)
   end
   self._started = true
@@ -756,45 +752,11 @@ function Balancer:poll()
     C.lb_balancer_tick(self._c)
   end
   checking.drain(self)
+  checking.check_running(self)
   return true
 end
 
 -- ---- construction ----
-
--- Hand a checked C source configuration (lb.args.discovery_source) to
--- the core.  true, or nil, err.
-function M._set_source(self, kind, o)
-  local rc
-  if kind == "dns" then
-    local dc = ffi_new("lb_dns_config")
-    dc.name, dc.name_len = o.name, #o.name
-    dc.type = core.DNS_TYPE[o.type]
-    dc.port = o.port
-    if o.resolvers then
-      dc.resolvers, dc.resolvers_len = o.resolvers, #o.resolvers
-    end
-    dc.timeout, dc.min_ttl, dc.max_ttl = o.timeout, o.min_ttl, o.max_ttl
-    rc = C.lb_balancer_set_dns(self._c, dc, errbuf)
-  else
-    local ec = ffi_new("lb_etcd_config")
-    ec.endpoints, ec.endpoints_len = o.endpoints, #o.endpoints
-    ec.prefix, ec.prefix_len = o.prefix, #o.prefix
-    ec.timeout = o.timeout
-    if o.username then
-      ec.username, ec.username_len = o.username, #o.username
-      ec.password, ec.password_len = o.password, #o.password
-    end
-    ec.tls_verify = o.tls_verify and 1 or 0
-    if o.tls_ca then
-      ec.tls_ca, ec.tls_ca_len = o.tls_ca, #o.tls_ca
-    end
-    rc = C.lb_balancer_set_etcd(self._c, ec, errbuf)
-  end
-  if rc < 0 then
-    return nil, ffi_string(errbuf[0])
-  end
-  return true
-end
 
 function M.new(opts)
   if type(opts) ~= "table" then
@@ -806,7 +768,7 @@ function M.new(opts)
   end
   local check
   if opts.health_check ~= nil then
-    check, err = args.health_check(opts.health_check, health.descriptor)
+    check, err = health.check(opts.health_check)
     if not check then
       return nil, "lb.new: health_check: " .. err
     end
@@ -907,6 +869,7 @@ function M.new(opts)
     _lua_status = { ok = false, updates = 0, errors = 0 },
     _shared = capacity ~= nil,
     _role = capacity and "reader" or "private",
+    name = opts.name,
     selection = opts.selection or "round_robin",
     _keyless = core.SELECTION[opts.selection or "round_robin"].keyless,
     _passive = passive,
@@ -938,7 +901,7 @@ function M.new(opts)
     end
   end
   if source_kind then
-    ok, err = M._set_source(self, source_kind, source_cfg)
+    ok, err = discovery.configure(c, source_kind, source_cfg)
     if not ok then
       return nil, "lb.new: discovery: " .. err
     end

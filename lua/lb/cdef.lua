@@ -62,6 +62,16 @@ typedef struct lb_health_info {
     int32_t ejected;
 } lb_health_info;
 
+typedef struct lb_tally {
+    uint32_t backends;
+    uint32_t ready;
+    uint32_t disabled;
+    uint32_t unhealthy;
+    uint32_t ejected;
+    uint32_t checked;
+    uint64_t last_check_ms;
+} lb_tally;
+
 typedef struct lb_record_info {
     uint64_t id;
     int32_t healthy;
@@ -124,6 +134,7 @@ int lb_balancer_select(lb_balancer *b, const char *key, size_t len,
 int lb_balancer_ready(lb_balancer *b, uint64_t gen, size_t i);
 int lb_balancer_set_enable(lb_balancer *b, uint64_t gen, size_t i, int enable);
 int lb_balancer_health(lb_balancer *b, size_t i, lb_health_info *out);
+void lb_balancer_tally(lb_balancer *b, lb_tally *out);
 int lb_balancer_observe(lb_balancer *b, uint64_t gen, size_t i, int ok,
                         uint32_t threshold, int err_kind, int err_detail);
 int lb_balancer_record(lb_balancer *b, size_t i, lb_record_info *out);

@@ -9,6 +9,9 @@
 --   checking.start(b) / stop(b)      periodic built-in rounds (C thread)
 --   checking.drain(b)                deliver the queued flips
 --   checking.error_text(b, id, k, d) the last error of a record, as text
+--   checking.tally(b)                the set counted by state (C)
+--   checking.prefix(b)               'lb: balancer "name": ' for log lines
+--   checking.check_running(b)        warn once when checks never run
 --
 -- Every function takes the balancer (a lb.balancer object) as it is: these
 -- are functions of this module, not methods mixed into the Balancer.
@@ -16,12 +19,15 @@
 local ffi = require("ffi")
 local core = require("lb.cdef")
 local driver = require("lb.driver")
+local args = require("lb.args")
 
 local C = core.C
 local ffi_new, ffi_string = ffi.new, ffi.string
 local ipairs, tostring, tonumber, pcall = ipairs, tostring, tonumber, pcall
 local log_error, in_openresty, now = driver.log_error, driver.in_openresty,
                                    driver.now
+local log_warn, wall = driver.log_warn, driver.wall
+local max = math.max
 
 local M = {}
 
@@ -46,6 +52,70 @@ local function outcome(rc)
   return true
 end
 
+
+local tally_buf = ffi_new("lb_tally")
+
+-- The published set counted by state (lb_balancer_tally: one FFI call,
+-- the loop in C): a buffer shared by every caller, read before the next
+-- call.  For failure paths and status, not for select.
+function M.tally(self)
+  C.lb_balancer_tally(self._c, tally_buf)
+  return tally_buf
+end
+
+-- The start of a log line about balancer b: 'lb: balancer "app": ', or
+-- 'lb: ' for a balancer with no name.
+function M.prefix(self)
+  if self.name then
+    return 'lb: balancer "' .. self.name .. '": '
+  end
+  return "lb: "
+end
+
+-- Warn once per balancer (in this process) when its health check has a
+-- frequency but no check runs: start() was never called here and, two
+-- periods and a timeout after this process first looked, no backend was
+-- checked for that long (by anyone: with
+-- `shared`, the prober's checks count, so a worker that reads is fine).
+-- Until then every backend counts as healthy.  Called by status() (and
+-- so metrics() and the status page), poll() and lb.nginx's failure path,
+-- never by select: a few field loads until the grace is over, then
+-- one tally (O(backends) in C) at most once a period (or a second).
+function M.check_running(self)
+  local f = self.health_check_frequency
+  if not f or self._started ~= nil or self._unchecked_warned
+     or not self._check then
+    return
+  end
+  local t = now()
+  local grace = 2 * f + self._check.timeout
+  local first = self._unchecked_from
+  if first == nil then
+    -- the grace starts with this process's first look: a balancer made in
+    -- nginx's master is looked at by workers forked any time later
+    self._unchecked_from = t
+    return
+  end
+  if t - first < grace or t < (self._unchecked_next or 0) then
+    return
+  end
+  self._unchecked_next = t + max(f, 1)
+  local ta = M.tally(self)
+  if ta.backends == 0 then
+    return
+  end
+  local last = tonumber(ta.last_check_ms) / 1000
+  if last > 0 and wall() - last < grace then
+    return
+  end
+  self._unchecked_warned = true
+  log_warn(M.prefix(self) .. "health_check_frequency is " .. f
+           .. " s but no health check has run "
+           .. (last > 0 and ("for " .. ("%.0f"):format(wall() - last)
+                             .. " s") or "yet")
+           .. ": call start() (in OpenResty, in init_worker_by_lua*); "
+           .. "until a check runs every backend counts as healthy")
+end
 
 local function builtin_error_text(kind, detail)
   local n = C.lb_check_error_text(kind, detail, textbuf, 256)
@@ -144,7 +214,7 @@ local function set_str(cfg, field, s, anchors)
   end
 end
 
--- Give the C core the checked built-in check (see lb.args.health_check).
+-- Give the C core the checked built-in check (see lb.health.check).
 function M.setup(self, check)
   local cfg = ffi_new("lb_check_config")
   local anchors = {}
@@ -227,8 +297,13 @@ local function run_custom(fn, b)
     return true, nil, secs
   end
   if err == nil then
-    err = res == nil and "check failed" or ("check returned "
-                                            .. tostring(res))
+    if res == nil or res == false then
+      err = "check failed"
+    else
+      -- a table here is usually a descriptor made inside the check
+      err = "check returned " .. args.text(res) .. "; a check returns "
+            .. "true, or nil and an error message"
+    end
   end
   return false, tostring(err), secs
 end

@@ -11,14 +11,20 @@
 -- source itself runs on the C core's background thread and publishes its
 -- sets without Lua.
 
+local ffi = require("ffi")
+local core = require("lb.cdef")
 local backend = require("lb.backend")
 
+local C = core.C
+local ffi_new, ffi_string = ffi.new, ffi.string
 local type, error, setmetatable = type, error, setmetatable
+local errbuf = ffi_new("const char *[1]")
 
 local Static = {}
 Static.__index = Static
 
 local bad_arg = require("lb.args").bad_arg
+local check_self = require("lb.args").self_checker(Static, "discovery")
 
 local function key_of(b)
   return backend.identity(b.addr, b.weight)
@@ -32,6 +38,7 @@ end
 -- Add backends (an address string or a backend table; a host name adds
 -- every address it resolves to).  Returns true, or nil, err.
 function Static:add(b)
+  check_self(self, "add")
   local tb = type(b)
   if tb ~= "string" and tb ~= "table" then
     bad_arg(1, "add", "string or table", b)
@@ -53,6 +60,7 @@ end
 -- Remove by address (every weight) or by backend table (address and
 -- weight).  Returns the number of backends removed.
 function Static:remove(b)
+  check_self(self, "remove")
   local addr, weight
   if type(b) == "string" then
     addr = backend.canonical(b)
@@ -79,6 +87,7 @@ end
 
 -- Replace the whole list.  On bad input nothing changes: nil, err.
 function Static:set(list)
+  check_self(self, "set")
   if type(list) ~= "table" then
     bad_arg(1, "set", "table", list)
   end
@@ -100,6 +109,7 @@ end
 
 -- A copy of the current list of backend tables.
 function Static:get()
+  check_self(self, "get")
   local out = {}
   for i, b in ipairs(self._list) do
     out[i] = copy(b)
@@ -109,6 +119,7 @@ end
 
 -- The discovery interface: list, enablement.
 function Static:discover()
+  check_self(self, "discover")
   return self:get(), nil
 end
 
@@ -150,6 +161,42 @@ function M.source(v)
   if type(v) == "table" and v[SOURCE] then
     return v.kind, v.opts
   end
+end
+
+-- Hand a checked C source configuration (lb.args.discovery_source) to
+-- balancer c of the core (lb_balancer_set_dns, _set_etcd).  true, or nil,
+-- err.
+function M.configure(c, kind, o)
+  local rc
+  if kind == "dns" then
+    local dc = ffi_new("lb_dns_config")
+    dc.name, dc.name_len = o.name, #o.name
+    dc.type = core.DNS_TYPE[o.type]
+    dc.port = o.port
+    if o.resolvers then
+      dc.resolvers, dc.resolvers_len = o.resolvers, #o.resolvers
+    end
+    dc.timeout, dc.min_ttl, dc.max_ttl = o.timeout, o.min_ttl, o.max_ttl
+    rc = C.lb_balancer_set_dns(c, dc, errbuf)
+  else
+    local ec = ffi_new("lb_etcd_config")
+    ec.endpoints, ec.endpoints_len = o.endpoints, #o.endpoints
+    ec.prefix, ec.prefix_len = o.prefix, #o.prefix
+    ec.timeout = o.timeout
+    if o.username then
+      ec.username, ec.username_len = o.username, #o.username
+      ec.password, ec.password_len = o.password, #o.password
+    end
+    ec.tls_verify = o.tls_verify and 1 or 0
+    if o.tls_ca then
+      ec.tls_ca, ec.tls_ca_len = o.tls_ca, #o.tls_ca
+    end
+    rc = C.lb_balancer_set_etcd(c, ec, errbuf)
+  end
+  if rc < 0 then
+    return nil, ffi_string(errbuf[0])
+  end
+  return true
 end
 
 function M.is_discovery(v)

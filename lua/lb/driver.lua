@@ -39,6 +39,12 @@ function M.now()
 end
 local now = M.now
 
+-- Seconds since the epoch (CLOCK_REALTIME), as the records' check times.
+function M.wall()
+  ffi.C.clock_gettime(0, ts)
+  return tonumber(ts.tv_sec) + tonumber(ts.tv_nsec) * 1e-9
+end
+
 function M.in_openresty()
   return type(ngx) == "table" and type(ngx.timer) == "table"
          and type(ngx.get_phase) == "function"
@@ -53,6 +59,15 @@ function M.log_error(msg)
   end
 end
 local log_error = M.log_error
+
+-- A warning: ngx.log(ngx.WARN) in OpenResty, stderr elsewhere.
+function M.log_warn(msg)
+  if in_openresty() and ngx.log then
+    ngx.log(ngx.WARN, msg)
+  else
+    io.stderr:write(msg, "\n")
+  end
+end
 
 -- The tick of a task that runs once: it runs at start() and, if nginx
 -- could not run that timer, at the next tick.

@@ -188,11 +188,11 @@ end
 
 -- The names of { name = balancer, ... } in sorted order, or an error
 -- (level 4: the caller of the caller's caller) naming `fname`.  A balancer
--- alone is { default = balancer }.
+-- alone is { [its name, or "default"] = balancer }.
 function M.balancers(what, fname)
   local Balancer = require("lb.balancer").Balancer
   if getmetatable(what) == Balancer then
-    what = { default = what }
+    what = { [what.name or "default"] = what }
   end
   if type(what) ~= "table" then
     error("bad argument #1 to '" .. fname .. "' (balancer or table "

@@ -40,6 +40,11 @@
 
 -- luacheck: globals ngx
 
+if type(ngx) ~= "table" or type(ngx.get_phase) ~= "function" then
+  error("lb.nginx needs OpenResty's ngx API (it runs in nginx with the Lua "
+        .. "module); in plain LuaJIT use require(\"lb\")", 2)
+end
+
 local ngx_balancer = require("ngx.balancer")
 
 local set_current_peer = ngx_balancer.set_current_peer
@@ -63,6 +68,12 @@ local M = { _VERSION = "0.2.0", DEFAULT_TRIES = 3 }
 
 local Peer = {}
 Peer.__index = Peer
+
+local args = require("lb.args")
+local checking = require("lb.checking")
+local check_self = args.self_checker(Peer, "peer")
+local tally, prefix, check_running = checking.tally, checking.prefix,
+                                     checking.check_running
 
 -- set_current_peer's text for each backend table (ngx_parse_url syntax:
 -- "1.2.3.4", "[::1]" with its brackets, "unix:/path" with no port).
@@ -201,7 +212,7 @@ function M.new(balancer, opts)
   if type(tries) ~= "number" or tries ~= floor(tries) or tries < 1
      or tries > 1000 then
     return nil, "lb.nginx.new: tries must be an integer between 1 and 1000, "
-                .. "got " .. tostring(tries)
+                .. "got " .. args.got(tries)
   end
   local mi = opts.max_iterations
   local mi_err = lb._max_iterations_error(mi)
@@ -266,7 +277,38 @@ end
 -- warning and ends the attempt as "no live upstreams" (502); when nginx
 -- rejects the peer, as an error (500).  Either way nothing is connected
 -- to the upstream's placeholder server.
+-- Why an attempt found no backend, for its log line: counted by the C
+-- core (lb_balancer_tally, one call), on this failure path only.
+local function why_none(self, retry)
+  local t = tally(self.balancer)
+  local n, ready = t.backends, t.ready
+  if n == 0 then
+    return "the set is empty"
+  end
+  if ready == 0 then
+    local parts = {}
+    for _, k in ipairs({ "unhealthy", "disabled", "ejected" }) do
+      if t[k] > 0 then
+        parts[#parts + 1] = t[k] .. " " .. k
+      end
+    end
+    return (n == 1 and "the only backend is down"
+            or ("all " .. n .. " backends are down")) .. " ("
+           .. table.concat(parts, ", ") .. ")"
+  end
+  local of = " (" .. ready .. " of " .. n .. " ready)"
+  if retry then
+    return "every ready backend was tried" .. of
+  end
+  if self.accept then
+    return "the accept function took none of the candidates" .. of
+  end
+  return "no ready backend within max_iterations = "
+         .. (self.max_iterations or self.balancer._maxit) .. of
+end
+
 function Peer:balance()
+  check_self(self, "balance")
   local getkey = self.getkey
   local tries = self.tries
   local b
@@ -284,10 +326,18 @@ function Peer:balance()
       end
     end
   else
+    check_running(self.balancer) -- a retry: maybe no check ever runs
     b = pick(self, getkey and getkey() or nil, tried_peers())
+    if not b then
+      ngx_log(ngx_WARN, prefix(self.balancer), "no backend available: ",
+              why_none(self, true))
+      return ngx_exit(NGX_BUSY)
+    end
   end
   if not b then
-    ngx_log(ngx_WARN, "lb: no backend available for this attempt")
+    check_running(self.balancer)
+    ngx_log(ngx_WARN, prefix(self.balancer), "no backend available: ",
+            why_none(self, false))
     return ngx_exit(NGX_BUSY)
   end
   local ok, err = set_current_peer(host_of(b), b.port)
@@ -389,6 +439,7 @@ end
 -- In log_by_lua*: release and report every attempt of this request that
 -- balance() counted.  A no-op for a balancer that does not count.
 function Peer:log()
+  check_self(self, "log")
   if not self.counts then
     return
   end

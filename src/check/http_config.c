@@ -219,8 +219,8 @@ int lb_http_config(struct lb_check_cfg *c, const lb_check_config *in,
         }
         h->expected[0] = 200;
         for (size_t i = 0; i < in->nexpected; i++) {
-            if (in->expected_status[i] < 100 || in->expected_status[i] > 999) {
-                *err = "expected_status out of range (100-999)";
+            if (in->expected_status[i] < 100 || in->expected_status[i] > 599) {
+                *err = "expected_status out of range (100-599)";
                 return LB_ERROR;
             }
             h->expected[i] = in->expected_status[i];
