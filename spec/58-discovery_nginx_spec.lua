@@ -169,7 +169,7 @@ describe("discovery sources in nginx (2 workers)", function()
     local held = tonumber(r.body:match("^(%S+)"))
     assert.is_true(held < 0.05, "update() held the worker " .. held .. " s")
     -- requests during the timeouts (2 s each): none stalls
-    local worst, n = 0, 0
+    local worst, n, times = 0, 0, {}
     local t_end = socket.gettime() + 2.5
     while socket.gettime() < t_end do
       local t0 = socket.gettime()
@@ -178,6 +178,7 @@ describe("discovery sources in nginx (2 workers)", function()
       assert.equal(200, res.status)
       if dt > worst then worst = dt end
       n = n + 1
+      times[n] = dt
     end
     local st
     assert.is_truthy(nginx.wait_for(function()
@@ -185,9 +186,17 @@ describe("discovery sources in nginx (2 workers)", function()
       return st:find("timeout")
     end, 6), "no timeout reported: " .. tostring(st))
     d:resume()
-    print(("\n  # %d requests during DNS timeouts: slowest %.1f ms")
-          :format(n, worst * 1000))
-    assert.is_true(worst < 0.05, "a request took " .. worst .. " s")
+    table.sort(times)
+    local p99 = times[math.max(1, math.ceil(n * 0.99))]
+    print(("\n  # %d requests during DNS timeouts: p99 %.1f ms, slowest %.1f ms")
+          :format(n, p99 * 1000, worst * 1000))
+    -- A worker blocked in the resolver would hold a request for the whole
+    -- 2 s timeout: the slowest must stay far below it.  The 50 ms bound is
+    -- asked of the 99th percentile, so that one request delayed by a
+    -- loaded machine (50.5 ms seen with two test runs at once) does not
+    -- count as a stall.
+    assert.is_true(worst < 0.5, "a request took " .. worst .. " s")
+    assert.is_true(p99 < 0.05, "the 99th percentile took " .. p99 .. " s")
   end)
 end)
 
