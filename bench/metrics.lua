@@ -1,9 +1,12 @@
 -- bench/metrics.lua - the cost of a scrape: lb.metrics() over one balancer
 -- of 1,000 backends (every family, a histogram per backend), and of the
 -- status page, median of BENCH_RUNS (default 20) renders; and what counting
--- selections adds to a select: select() alone against select() followed by
--- the selection count lb.nginx makes per attempt (BENCH_CALLS calls,
--- median of 5 interleaved runs).  Run from the repository root after
+-- selections adds to a select: select() alone, select() followed by the
+-- selection count as a second FFI call (the old path, kept as the
+-- baseline), and the counted select lb.nginx's first attempt makes (the
+-- count inside the one C call); BENCH_CALLS calls, median of 5 interleaved
+-- runs, in one process and then with a forked second process running the
+-- same case at once on the same shared records.  Run from the repository root after
 -- `make`: luajit bench/metrics.lua
 package.path = "lua/?.lua;lua/?/init.lua;" .. package.path
 package.cpath = "build/?.so;" .. package.cpath
@@ -53,6 +56,8 @@ local function plain(n)
   end
   return miss
 end
+-- the baseline: select, then the count as a second FFI call (lb.nginx's
+-- path before the count moved into the select call; still its retries')
 local function counted(n)
   local miss = 0
   for i = 1, n do
@@ -61,18 +66,53 @@ local function counted(n)
   end
   return miss
 end
-plain(CALLS / 10)
-counted(CALLS / 10)
-local tp, tc = {}, {}
-for r = 1, 5 do
-  local t0 = lb.now()
-  plain(CALLS)
-  tp[r] = (lb.now() - t0) / CALLS * 1e9
-  t0 = lb.now()
-  counted(CALLS)
-  tc[r] = (lb.now() - t0) / CALLS * 1e9
+-- the count inside the select call (lb.nginx's first attempt)
+local function in_c(n)
+  local miss = 0
+  for i = 1, n do
+    local k = keys[bit.band(i, 4095) + 1]
+    if b:_select_cstr(k, #k, nil, 0) == nil then miss = miss + 1 end
+  end
+  return miss
 end
-print(("ROW metrics select@1000 %.2f ns round_robin, shared"):format(median(tp)))
-print(("ROW metrics select+count@1000 %.2f ns select and the selection count")
-      :format(median(tc)))
-print(("ROW ratio select+count/select %.3f x"):format(median(tc) / median(tp)))
+local cases = { { "select@1000", plain, "round_robin, shared" },
+                { "select+count@1000", counted,
+                  "select and the selection count, two FFI calls" },
+                { "select_counted@1000", in_c,
+                  "the count inside the select call" } }
+for _, c in ipairs(cases) do c[2](CALLS / 10) end
+
+-- ns per call of each case over 5 interleaved runs; with `procs` 2, a
+-- forked child runs the same case at the same time (two processes adding
+-- to the same shared records, as two nginx workers do)
+local ffi = require("ffi")
+ffi.cdef [[ int fork(void); void _exit(int); int waitpid(int, int *, int); ]]
+local function measure(procs)
+  local t = {}
+  for r = 1, 5 do
+    for k, c in ipairs(cases) do
+      local pid = procs == 2 and ffi.C.fork() or -1
+      if pid == 0 then
+        c[2](CALLS)
+        ffi.C._exit(0)
+      end
+      local t0 = lb.now()
+      assert(c[2](CALLS) == 0)
+      t[k] = t[k] or {}
+      t[k][r] = (lb.now() - t0) / CALLS * 1e9
+      if pid > 0 then ffi.C.waitpid(pid, nil, 0) end
+    end
+  end
+  local m = {}
+  for k, c in ipairs(cases) do
+    m[k] = median(t[k])
+    local lo, hi = math.min(unpack(t[k])), math.max(unpack(t[k]))
+    print(("ROW metrics %s%s %.2f ns %s; runs %.1f-%.1f"):format(c[1],
+      procs == 2 and "+2procs" or "", m[k], c[3], lo, hi))
+  end
+  local tag = procs == 2 and " (2 processes)" or ""
+  print(("ROW ratio select+count/select%s %.3f x"):format(tag, m[2] / m[1]))
+  print(("ROW ratio select_counted/select%s %.3f x"):format(tag, m[3] / m[1]))
+end
+measure(1)
+measure(2)

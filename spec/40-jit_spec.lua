@@ -90,6 +90,53 @@ describe("JIT", function()
     end)
   end
 
+  -- The counting picks: acquire and release (one FFI call each), and the
+  -- counted select lb.nginx's first attempt makes.
+  local LOOP_COUNTED = [[
+    local b, keys = ...
+    local n = 0
+    for i = 1, 20000 do
+      local k = keys[(i % 64) + 1]
+      local be = b:acquire(k)
+      if be then
+        n = n + 1
+        b:release(be)
+      end
+      if b:_select_cstr(k, #k, nil, 0) then
+        n = n + 1
+      end
+    end
+    return n
+  ]]
+  it("compiles acquire, release and the counted select with no trace abort",
+     function()
+    local list = {}
+    for i = 1, 100 do
+      list[i] = "127.0.0." .. (i % 250 + 1) .. ":" .. (8000 + i)
+    end
+    local b = h.new({ backends = list, passive = {} })
+    local keys = {}
+    for i = 1, 64 do
+      keys[i] = "/key/" .. i
+    end
+    local clean
+    for attempt = 1, 3 do
+      local loop = assert(load(LOOP_COUNTED, "=counted" .. attempt))
+      local n
+      local ev = trace_events(function() n = loop(b, keys) end)
+      assert.equal(40000, n)
+      assert_no_fallback(ev.reasons)
+      if ev.abort == 0 and #ev.reasons == 0 and ev.loops >= 1 then
+        clean = attempt
+        break
+      end
+    end
+    assert.is_not_nil(clean, "every attempt aborted a trace")
+    for _, row in ipairs(b:status()) do
+      assert.equal(0, row.in_flight)
+    end
+  end)
+
   it("compiles the select_with walk without falling back", function()
     local b = h.new({ selection = "fnv", backends = {
       "127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3", "127.0.0.1:4" } })

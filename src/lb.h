@@ -365,6 +365,25 @@ int lb_iter_next(lb_balancer *b, lb_iter *it);
 int lb_balancer_select(lb_balancer *b, const char *key, size_t len,
                        uint32_t max_iterations, lb_iter *it);
 
+/*
+ * lb_balancer_select, and the pick counted on the picked backend's record
+ * in the same read-side section: one selection (lb_record_info.selections,
+ * lb_backend_selected_total) and, when in_flight is non-zero, one request
+ * in flight as lb_balancer_in_flight_add(+1) counts it (with a shared
+ * balancer, this process's share).  Counted only when the pick is from
+ * snapshot `gen`, the caller's view of the set: a pick from a newer
+ * snapshot (the head's gen differs) is returned uncounted, for a caller
+ * that must first learn the new set and then selects again.  Nothing is
+ * counted either when it returns LB_DECLINED or LB_ERROR.  A caller that
+ * does not use a counted pick undoes the in-flight count with
+ * lb_balancer_in_flight_add(gen, i, -1) or lb_balancer_release; a
+ * selection, once counted, stays counted (it is a counter).  Lock-free
+ * (relaxed atomics), allocation-free as lb_balancer_select is; any thread.
+ */
+int lb_balancer_select_counted(lb_balancer *b, uint64_t gen, const char *key,
+                               size_t len, uint32_t max_iterations,
+                               int in_flight, lb_iter *it);
+
 /* ready = healthy and enabled, of backend i of snapshot `gen`; returns 1, 0,
  * or LB_STALE when gen is not the published generation.  Lock-free. */
 int lb_balancer_ready(lb_balancer *b, uint64_t gen, size_t i);
@@ -586,7 +605,8 @@ int lb_balancer_in_flight_add(lb_balancer *b, uint64_t gen, size_t i,
  * in flight (lb_balancer_in_flight_add with delta > 0 counts its
  * selections itself): lb_record_info.selections, the metric
  * lb_backend_selected_total.  LB_OK or LB_STALE.  One relaxed atomic add,
- * any thread.  The select path itself counts nothing. */
+ * any thread.  lb_balancer_select counts nothing; lb_balancer_select_counted
+ * counts its pick itself. */
 int lb_balancer_selected(lb_balancer *b, uint64_t gen, size_t i);
 
 /*

@@ -192,17 +192,20 @@ void lb_record_health_get(const struct lb_record *r, lb_health_info *out);
 void lb_record_info_get(const struct lb_record *r, lb_record_info *out);
 
 /* Add delta to an in-flight count, never below zero (a release without
- * its acquire, or after the count was reset, is dropped).  Relaxed
- * compare-and-swap loop, lock-free, any thread. */
+ * its acquire, or after the count was reset, is dropped).  An increase is
+ * one relaxed add (nothing to clamp: it is what every acquire does); a
+ * decrease a relaxed compare-and-swap loop.  Lock-free, any thread. */
 static inline void lb_record_in_flight_add(_Atomic uint32_t *c, int32_t delta)
 {
-    uint32_t v = atomic_load_explicit(c, memory_order_relaxed), nv;
+    uint32_t v, nv;
 
+    if (delta >= 0) {
+        atomic_fetch_add_explicit(c, (uint32_t)delta, memory_order_relaxed);
+        return;
+    }
+    v = atomic_load_explicit(c, memory_order_relaxed);
     do {
-        if (delta < 0 && v < (uint32_t)-delta)
-            nv = 0;
-        else
-            nv = v + (uint32_t)delta;
+        nv = v < (uint32_t)-delta ? 0 : v + (uint32_t)delta;
     } while (!atomic_compare_exchange_weak_explicit(
         c, &v, nv, memory_order_relaxed, memory_order_relaxed));
 }

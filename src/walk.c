@@ -191,17 +191,16 @@ int lb_iter_next(lb_balancer *b, lb_iter *it)
     return rc;
 }
 
-/* The common case, a ready first candidate, touches neither the bitmap nor
+/* select's walk inside the caller's read-side section on snapshot s.
+ * The common case, a ready first candidate, touches neither the bitmap nor
  * the walk's position: one selector lookup and one health load. */
-int lb_balancer_select(lb_balancer *b, const char *key, size_t len,
-                       uint32_t max_iterations, lb_iter *it)
+static inline int select_in(lb_balancer *b, struct lb_snapshot *s,
+                            const char *key, size_t len,
+                            uint32_t max_iterations, lb_iter *it)
 {
-    struct lb_snapshot *s;
     uint32_t first;
-    int rc = LB_DECLINED;
+    int rc;
 
-    lb_rcu_read_lock();
-    s = lb_rcu_deref(&b->snap);
     it->head.gen = s->gen;
     it->owner = b;
     /* End the iterator's previous walk: it->head.gen now names this snapshot,
@@ -209,12 +208,11 @@ int lb_balancer_select(lb_balancer *b, const char *key, size_t len,
      * a bitmap sized for another set (walk_begin starts select's own). */
     it->max_steps = 0;
     if (s->n == 0 || max_iterations == 0)
-        goto out;
+        return LB_DECLINED;
     first = s->ops->first(s->selector, key, len, &it->state);
     if (lb_record_ready(s->rec[first])) {
         it->head.ready = 1;
-        rc = (int)first;
-        goto out;
+        return (int)first;
     }
     it->panic = panic_now(b);
     rc =
@@ -228,7 +226,42 @@ int lb_balancer_select(lb_balancer *b, const char *key, size_t len,
     }
     while (rc >= 0 && !it->head.ready)
         rc = walk_next(s, it);
-out:
+    return rc;
+}
+
+int lb_balancer_select(lb_balancer *b, const char *key, size_t len,
+                       uint32_t max_iterations, lb_iter *it)
+{
+    int rc;
+
+    lb_rcu_read_lock();
+    rc = select_in(b, lb_rcu_deref(&b->snap), key, len, max_iterations, it);
+    lb_rcu_read_unlock();
+    return rc;
+}
+
+/* The pick is counted on the record of the snapshot it was made in, inside
+ * the same read-side section, so no second call has to find the record
+ * again.  Selections are a relaxed add on the record (with `shared`, in the
+ * region: every process adds to the same counter; bench/metrics.lua
+ * measures that with two processes); in flight goes where the store keeps
+ * it (store.h), as lb_balancer_in_flight_add puts it. */
+int lb_balancer_select_counted(lb_balancer *b, uint64_t gen, const char *key,
+                               size_t len, uint32_t max_iterations,
+                               int in_flight, lb_iter *it)
+{
+    struct lb_snapshot *s;
+    int rc;
+
+    lb_rcu_read_lock();
+    s = lb_rcu_deref(&b->snap);
+    rc = select_in(b, s, key, len, max_iterations, it);
+    if (rc >= 0 && s->gen == gen) {
+        struct lb_record *r = s->rec[rc];
+        atomic_fetch_add_explicit(&r->selections, 1, memory_order_relaxed);
+        if (in_flight)
+            lb_store_in_flight_add(s->store, r, 1);
+    }
     lb_rcu_read_unlock();
     return rc;
 }

@@ -215,6 +215,49 @@ static void test_in_flight(void)
     lb_balancer_free(b);
 }
 
+/* A counted select counts its pick on the picked record: a selection
+ * (in_flight 0), or a selection and one in flight (in_flight 1); nothing
+ * for a pick from another generation than the caller's, nor for a
+ * declined select. */
+static void test_select_counted(void)
+{
+    lb_config cfg = {.selection = LB_SELECT_ROUND_ROBIN};
+    const char *err = NULL;
+    lb_balancer *b = lb_balancer_new(&cfg, &err);
+    lb_backend in[2] = {parse("127.0.0.1:9000", 1), parse("127.0.0.1:9001", 1)};
+    lb_iter *it = lb_iter_new();
+    lb_record_info info[2];
+    uint64_t g;
+    int i0, i1;
+
+    CHECK_EQ(lb_balancer_update(b, in, 2, NULL, NULL, &err), 1);
+    g = lb_balancer_generation(b);
+    i0 = lb_balancer_select_counted(b, g, "", 0, 4, 0, it);
+    i1 = lb_balancer_select_counted(b, g, "", 0, 4, 1, it);
+    CHECK(i0 >= 0 && i1 >= 0 && i0 != i1); /* round robin: both backends */
+    CHECK_EQ(lb_iter_head_of(it)->gen, g);
+    lb_balancer_record(b, (size_t)i0, &info[0]);
+    lb_balancer_record(b, (size_t)i1, &info[1]);
+    CHECK_EQ(info[0].selections, 1);
+    CHECK_EQ(info[0].in_flight, 0);
+    CHECK_EQ(info[1].selections, 1);
+    CHECK_EQ(info[1].in_flight, 1);
+    CHECK_EQ(lb_balancer_release(b, g, (size_t)i1, -1, -1, &err), LB_OK);
+    /* the caller's view is older: the pick is returned, nothing counted */
+    CHECK(lb_balancer_select_counted(b, g + 1, "", 0, 4, 1, it) >= 0);
+    CHECK(lb_balancer_select_counted(b, g + 1, "", 0, 4, 0, it) >= 0);
+    lb_balancer_set_enable(b, g, 0, 0);
+    lb_balancer_set_enable(b, g, 1, 0);
+    CHECK_EQ(lb_balancer_select_counted(b, g, "", 0, 4, 1, it), LB_DECLINED);
+    for (size_t i = 0; i < 2; i++) {
+        lb_balancer_record(b, i, &info[0]);
+        CHECK_EQ(info[0].selections, 1);
+        CHECK_EQ(info[0].in_flight, 0);
+    }
+    lb_iter_free(it);
+    lb_balancer_free(b);
+}
+
 /* The figures metrics read: flips, last check, the histogram, the
  * discovery counts. */
 static void test_stats(void)
@@ -261,6 +304,7 @@ int main(void)
     TEST(test_events_bounded());
     TEST(test_report());
     TEST(test_in_flight());
+    TEST(test_select_counted());
     lb_quiesce();
     return tap_done("test_records");
 }

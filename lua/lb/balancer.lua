@@ -1,8 +1,8 @@
 -- The Balancer: one object over one C balancer (lb.core).
 --
 --   select, select_with, ready      the select path: FFI calls only, so it
---   acquire                         JIT-compiles (acquire: select and one
---                                   more FFI call, the in-flight count)
+--   acquire                         JIT-compiles (acquire: one FFI call,
+--                                   the pick counted in flight in C)
 --   release, report                 outcomes of requests: in-flight counts,
 --                                   passive health (ejection in C)
 --   update, backends, status,       the set (discovery) and its state
@@ -355,19 +355,30 @@ local function max_arg(n, maxit, fname, default)
   return maxit
 end
 
+-- One C select for `key`: plain (count nil), or the pick counted in the
+-- same call on the set this object knows (count 0: a selection; 1: and
+-- in flight, an acquire; a pick from a newer set is not counted).
+local function select_c(self, key, len, max_iterations, count)
+  if count then
+    return C.lb_balancer_select_counted(self._c, self._gen, key, len,
+                                        max_iterations, count, self._it)
+  end
+  return C.lb_balancer_select(self._c, key, len, max_iterations, self._it)
+end
+
 -- The select path proper: key as pointer (a Lua string, or C memory) and
 -- length.  Compiles to one FFI call, a generation check and a table load.
-local function select_raw(self, key, len, max_iterations)
-  local it, ith = self._it, self._ith
-  local idx = C.lb_balancer_select(self._c, key, len, max_iterations, it)
+local function select_raw(self, key, len, max_iterations, count)
+  local idx = select_c(self, key, len, max_iterations, count)
   if idx < 0 then
     return nil
   end
-  if tonumber(ith.gen) ~= self._gen then
-    -- Published by someone else since we last looked: realign, retry.
+  if tonumber(self._ith.gen) ~= self._gen then
+    -- Published by someone else since we last looked (nothing counted):
+    -- realign, retry.
     sync(self)
-    idx = C.lb_balancer_select(self._c, key, len, max_iterations, it)
-    if idx < 0 or tonumber(ith.gen) ~= self._gen then
+    idx = select_c(self, key, len, max_iterations, count)
+    if idx < 0 or tonumber(self._ith.gen) ~= self._gen then
       return nil
     end
   end
@@ -384,31 +395,19 @@ end
 
 -- select() with the key already in C memory (ptr, len): lb.nginx passes
 -- nginx's own variable buffer without making (and interning) a Lua string.
--- `ptr` must stay valid for the call.
-function Balancer:_select_cstr(ptr, len, max_iterations)
-  return select_raw(self, ptr, len, max_iterations or self._maxit)
-end
-
--- Count one pick of backend table b (lb.nginx: every attempt it sets),
--- for lb_backend_selected_total.  One FFI call.
-function Balancer:_selected(b)
-  local i = self._index[b]
-  if i then
-    C.lb_balancer_selected(self._c, self._gen, i)
-  end
+-- `ptr` must stay valid for the call.  count as for select_c: lb.nginx's
+-- attempt counts its pick in the same call.
+function Balancer:_select_cstr(ptr, len, max_iterations, count)
+  return select_raw(self, ptr, len, max_iterations or self._maxit, count)
 end
 
 -- select(), and the backend's in-flight count goes up by one (release()
--- takes it down).  The same trace as select plus one FFI call.
+-- takes it down), counted in the same FFI call as the pick.
 function Balancer:acquire(key, max_iterations)
   check_self(self, "acquire")
   key = key_arg(self, key, "acquire")
   max_iterations = max_arg(2, max_iterations, "acquire", self._maxit)
-  local b = select_raw(self, key, #key, max_iterations)
-  if b ~= nil then
-    C.lb_balancer_in_flight_add(self._c, self._gen, self._index[b], 1)
-  end
-  return b
+  return select_raw(self, key, #key, max_iterations, 1)
 end
 
 -- Walk the unique candidates for `key`, calling accept(backend, healthy)

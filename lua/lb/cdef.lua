@@ -131,6 +131,9 @@ int lb_iter_first(lb_balancer *b, const char *key, size_t len,
 int lb_iter_next(lb_balancer *b, lb_iter *it);
 int lb_balancer_select(lb_balancer *b, const char *key, size_t len,
                        uint32_t max_iterations, lb_iter *it);
+int lb_balancer_select_counted(lb_balancer *b, uint64_t gen, const char *key,
+                               size_t len, uint32_t max_iterations,
+                               int in_flight, lb_iter *it);
 int lb_balancer_ready(lb_balancer *b, uint64_t gen, size_t i);
 int lb_balancer_set_enable(lb_balancer *b, uint64_t gen, size_t i, int enable);
 int lb_balancer_health(lb_balancer *b, size_t i, lb_health_info *out);

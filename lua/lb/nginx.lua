@@ -24,15 +24,16 @@
 -- to balance() after a failure that proxy_next_upstream covers
 -- (get_last_failure() is set then), and the backends listed in
 -- $upstream_addr, the ones tried so far, are skipped.  The first attempt
--- is one select() (the walk in C) unless the user gave an accept rule, and
--- keeps no per-request state (no ngx.ctx).
+-- is one select (the walk in C, which also counts the pick) unless the
+-- user gave an accept rule, and keeps no per-request state (no ngx.ctx).
 --
 -- A balancer that counts (passive health, a selection flagged
 -- LB_SELECTION_COUNTS, hash_balance_factor) gets one in-flight count per
--- attempt from balance(); log() in log_by_lua* gives each back and reports
--- its outcome.  nginx runs the log phase of every request it finalizes,
--- also one the client aborted or that timed out, so every attempt
--- balance() counted is released there (see docs/openresty.md).
+-- attempt from balance() (the first attempt's with its pick, in C); log()
+-- in log_by_lua* gives each back and reports its outcome.  nginx runs the
+-- log phase of every request it finalizes, also one the client aborted or
+-- that timed out, so every attempt balance() counted is released there
+-- (see docs/openresty.md).
 --
 -- Nothing here yields: the balancer phase cannot.  The accept state lives
 -- in upvalues for the duration of one select_with call, which no other
@@ -307,18 +308,30 @@ local function why_none(self, retry)
          .. (self.max_iterations or self.balancer._maxit) .. of
 end
 
+-- The first attempt's pick.  Without an accept rule it is one C call
+-- that also counts the pick (a selection; in flight as well when the
+-- balancer counts): the second result says so.
+local function pick_first(self)
+  local bal = self.balancer
+  if self.accept == nil then
+    local count = self.counts and 1 or 0
+    if self.rawvar then
+      local ptr, len = raw_var(self)
+      return bal:_select_cstr(ptr, len, self.max_iterations, count), true
+    end
+    local key = self.getkey and self.getkey() or ""
+    return bal:_select_cstr(key, #key, self.max_iterations, count), true
+  end
+  return pick(self, self.getkey and self.getkey() or nil, nil), false
+end
+
 function Peer:balance()
   check_self(self, "balance")
   local getkey = self.getkey
   local tries = self.tries
-  local b
+  local b, counted
   if tries == 1 or get_last_failure() == nil then
-    if self.rawvar and self.accept == nil then
-      local ptr, len = raw_var(self)
-      b = self.balancer:_select_cstr(ptr, len, self.max_iterations)
-    else
-      b = pick(self, getkey and getkey() or nil, nil)
-    end
+    b, counted = pick_first(self)
     if b and tries > 1 then
       local ok, err = set_more_tries(tries - 1)
       if not ok then
@@ -342,8 +355,16 @@ function Peer:balance()
   end
   local ok, err = set_current_peer(host_of(b), b.port)
   if not ok then
+    if counted and self.counts then
+      -- no attempt starts, none is listed in $upstream_addr for log():
+      -- the in-flight count goes now (the selection stays counted)
+      self.balancer:_in_flight(b, -1)
+    end
     ngx_log(ngx_ERR, "lb: set_current_peer(", b.addr, "): ", err)
     return ngx_exit(ngx_ERROR)
+  end
+  if counted then
+    return b
   end
   if self.counts then
     -- counted once the peer is set: every such attempt is listed in

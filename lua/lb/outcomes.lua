@@ -1,6 +1,6 @@
 -- Outcomes of requests, as the C core takes them: balancer:report,
 -- balancer:release, and lb.nginx's per-attempt calls (_in_flight,
--- _release_status, _by_addr).  Installed on the Balancer class by
+-- _selected, _release_status, _by_addr).  Installed on the Balancer class by
 -- lb.balancer, which passes the helpers it shares (find, sync,
 -- check_self).
 
@@ -128,6 +128,16 @@ function M.install(Balancer, env)
     local i = self._index[b]
     if i then
       C.lb_balancer_in_flight_add(self._c, self._gen, i, delta)
+    end
+  end
+
+  -- For lb.nginx: count one pick of backend table b (an attempt picked by
+  -- select_with: a retry, or an accept function), for
+  -- lb_backend_selected_total.  One FFI call.
+  function Balancer:_selected(b)
+    local i = self._index[b]
+    if i then
+      C.lb_balancer_selected(self._c, self._gen, i)
     end
   end
 
