@@ -282,6 +282,7 @@ int lb_balancer_record(lb_balancer *b, size_t i, lb_record_info *out)
             lb_record_info_get(s->rec[i], out);
             out->id = lb_store_id(s->store, s->rec[i]);
             out->in_flight = lb_store_in_flight(s->store, s->rec[i]);
+            out->selections = lb_store_selections(s->store, s->rec[i]);
             rc = LB_OK;
         }
     }

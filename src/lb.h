@@ -370,15 +370,22 @@ int lb_balancer_select(lb_balancer *b, const char *key, size_t len,
  * in the same read-side section: one selection (lb_record_info.selections,
  * lb_backend_selected_total) and, when in_flight is non-zero, one request
  * in flight as lb_balancer_in_flight_add(+1) counts it (with a shared
- * balancer, this process's share).  Counted only when the pick is from
- * snapshot `gen`, the caller's view of the set: a pick from a newer
- * snapshot (the head's gen differs) is returned uncounted, for a caller
+ * balancer, this process's share).  The selection is a plain add to a
+ * counter this process alone writes (with a shared balancer, its own
+ * column in the region), not a locked add: exact while one thread at a
+ * time makes counted selects on b in a process (a Lua state, an nginx
+ * worker); threads doing so at once may lose selections (nothing else),
+ * and should count with lb_balancer_selected instead.  Counted only when the
+ * pick is from snapshot `gen`, the caller's view of the set: a pick from a
+ * newer snapshot (the head's gen differs) is returned uncounted, for a caller
  * that must first learn the new set and then selects again.  Nothing is
  * counted either when it returns LB_DECLINED or LB_ERROR.  A caller that
  * does not use a counted pick undoes the in-flight count with
  * lb_balancer_in_flight_add(gen, i, -1) or lb_balancer_release; a
  * selection, once counted, stays counted (it is a counter).  Lock-free
- * (relaxed atomics), allocation-free as lb_balancer_select is; any thread.
+ * (relaxed atomics; a shared balancer's first count in a process registers
+ * it, taking the region's lock once), allocation-free as
+ * lb_balancer_select is; any thread, under the rule above.
  */
 int lb_balancer_select_counted(lb_balancer *b, uint64_t gen, const char *key,
                                size_t len, uint32_t max_iterations,

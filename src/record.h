@@ -65,6 +65,9 @@ struct lb_record {
     _Atomic uint32_t ejections;        /* times ejected */
     _Atomic uint32_t event_flags;      /* LB_R_* */
     _Atomic uint64_t selections;       /* picks counted by acquire */
+    /* picks counted by lb_balancer_select_counted in a heap store: one
+     * writer at a time, a plain add (store.h, lb_store_pick) */
+    _Atomic uint64_t picks;
     _Atomic uint64_t checks_ok, checks_failed;   /* active observations */
     _Atomic uint64_t reports_ok, reports_failed; /* passive outcomes */
     _Atomic uint64_t flips;         /* state changes, every cause */

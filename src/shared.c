@@ -64,7 +64,8 @@ struct lb_shared *lb_shared_new(uint32_t capacity, const char **err)
     off = align64(sizeof(struct region));
     size = off + 2 * align64(set_size) +
            align64(capacity * sizeof(struct slot)) +
-           (size_t)LB_SHARED_PROCS * capacity * sizeof(uint32_t);
+           align64((size_t)LB_SHARED_PROCS * capacity * sizeof(uint32_t)) +
+           (size_t)LB_SHARED_PROCS * capacity * sizeof(uint64_t);
     sh = calloc(1, sizeof(*sh));
     if (!sh) {
         *err = "out of memory";
@@ -86,6 +87,8 @@ struct lb_shared *lb_shared_new(uint32_t capacity, const char **err)
     reg->slots_off = off + 2 * align64(set_size);
     reg->inflight_off =
         reg->slots_off + align64(capacity * sizeof(struct slot));
+    reg->picks_off = reg->inflight_off + align64((size_t)LB_SHARED_PROCS *
+                                                 capacity * sizeof(uint32_t));
     if (robust_init(&reg->lock) != 0) {
         munmap(reg, size);
         free(sh);
@@ -381,10 +384,12 @@ static struct lb_record *shared_acquire(struct lb_store *st,
     lb_record_init(&s->rec, healthy);
     lb_shared_error_set(sh, lb_shared_slot_of(sh, &s->rec), "", 0);
     hw = atomic_load_explicit(&reg->procs_hw, memory_order_relaxed);
-    for (uint32_t p = 0; p < hw; p++)
-        atomic_store_explicit(
-            &inflight_col(reg, p)[lb_shared_slot_of(sh, &s->rec)], 0,
-            memory_order_relaxed);
+    for (uint32_t p = 0; p < hw; p++) {
+        uint32_t i = lb_shared_slot_of(sh, &s->rec);
+        atomic_store_explicit(&inflight_col(reg, p)[i], 0,
+                              memory_order_relaxed);
+        atomic_store_explicit(&picks_col(reg, p)[i], 0, memory_order_relaxed);
+    }
     atomic_fetch_add_explicit(&sh->held, 1, memory_order_relaxed);
     return &s->rec;
 }
@@ -437,8 +442,8 @@ static void shared_in_flight_add(struct lb_store *st, struct lb_record *r,
         me = lb_shared_attach(sh, 0);
     if (me == LB_SHARED_NONE)
         return; /* the process table is full: not counted */
-    lb_record_in_flight_add(
-        &inflight_col(sh->reg, me)[lb_shared_slot_of(sh, r)], delta);
+    lb_record_in_flight_add(&inflight_col(sh->reg, me)[slot_index(sh->reg, r)],
+                            delta);
 }
 
 static uint32_t shared_in_flight(const struct lb_store *st,
@@ -451,6 +456,38 @@ static uint32_t shared_in_flight(const struct lb_store *st,
 
     for (uint32_t p = 0; p < hw; p++)
         total += atomic_load_explicit(&inflight_col(reg, p)[slot],
+                                      memory_order_relaxed);
+    return total;
+}
+
+/* This process's pick counter of r (its column), registering the process
+ * first as shared_in_flight_add does; NULL when the process table is full
+ * (lb_store_pick then counts with an atomic add on the record). */
+static _Atomic uint64_t *shared_picks(struct lb_store *st, struct lb_record *r)
+{
+    struct lb_shared *sh = (struct lb_shared *)st;
+    uint32_t me = atomic_load_explicit(&sh->me, memory_order_relaxed);
+
+    if (me == LB_SHARED_NONE)
+        me = lb_shared_attach(sh, 0);
+    if (me == LB_SHARED_NONE)
+        return NULL;
+    return &picks_col(sh->reg, me)[slot_index(sh->reg, r)];
+}
+
+/* Every process's picks of r, the dead ones' included (their columns are
+ * kept).  Relaxed loads, any thread. */
+static uint64_t shared_picks_sum(const struct lb_store *st,
+                                 const struct lb_record *r)
+{
+    const struct lb_shared *sh = (const struct lb_shared *)st;
+    struct region *reg = sh->reg;
+    uint32_t slot = slot_index(reg, r);
+    uint32_t hw = atomic_load_explicit(&reg->procs_hw, memory_order_acquire);
+    uint64_t total = 0;
+
+    for (uint32_t p = 0; p < hw; p++)
+        total += atomic_load_explicit(&picks_col(reg, p)[slot],
                                       memory_order_relaxed);
     return total;
 }
@@ -468,5 +505,7 @@ static const struct lb_store_ops shared_ops = {
     .id = shared_id,
     .in_flight_add = shared_in_flight_add,
     .in_flight = shared_in_flight,
+    .picks = shared_picks,
+    .picks_sum = shared_picks_sum,
     .close = shared_close,
 };

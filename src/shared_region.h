@@ -54,7 +54,7 @@ struct region {
     uint32_t capacity;
     uint32_t fresh; /* slots [fresh, capacity) never used yet */
     size_t size;
-    size_t set_off[2], slots_off, inflight_off;
+    size_t set_off[2], slots_off, inflight_off, picks_off;
     pthread_mutex_t lock;     /* writers; robust */
     _Atomic uint64_t version; /* published; buffer version & 1 */
     /* The turn: expiry in ms of CLOCK_MONOTONIC << 9 | owner index + 1. */
@@ -95,9 +95,26 @@ static inline struct slot *slot_at(struct region *reg, uint32_t i)
     return (struct slot *)((char *)reg + reg->slots_off) + i;
 }
 
+/* The slot of a record of this region (lb_shared_slot_of, inline for the
+ * request path: the exported one is called through the PLT). */
+static inline uint32_t slot_index(struct region *reg, const struct lb_record *r)
+{
+    return (uint32_t)((const struct slot *)(const void *)r - slot_at(reg, 0));
+}
+
 static inline _Atomic uint32_t *inflight_col(struct region *reg, uint32_t proc)
 {
     return (_Atomic uint32_t *)((char *)reg + reg->inflight_off) +
+           (size_t)proc * reg->capacity;
+}
+
+/* Process `proc`'s pick counts, one per slot (lb_store_pick): written by
+ * that process alone; kept when it dies (they are counters: the next
+ * process at that index counts on), zeroed when a slot is taken for a new
+ * record. */
+static inline _Atomic uint64_t *picks_col(struct region *reg, uint32_t proc)
+{
+    return (_Atomic uint64_t *)((char *)reg + reg->picks_off) +
            (size_t)proc * reg->capacity;
 }
 

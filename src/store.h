@@ -67,6 +67,13 @@ struct lb_store_ops {
     void (*in_flight_add)(struct lb_store *st, struct lb_record *r,
                           int32_t delta);
     uint32_t (*in_flight)(const struct lb_store *st, const struct lb_record *r);
+    /* Optional: the counter of r's picks this process writes (a shared
+     * store: this process's column, so no two processes write one word),
+     * or NULL when there is none (the process table is full).  NULL op:
+     * the record's own `picks`. */
+    _Atomic uint64_t *(*picks)(struct lb_store *st, struct lb_record *r);
+    /* Optional: the sum of r's pick counters (every process's column). */
+    uint64_t (*picks_sum)(const struct lb_store *st, const struct lb_record *r);
     /* The owner lets go: the store (this process's handle) is freed once
      * its last held record is released, at once when none is. */
     void (*close)(struct lb_store *st);
@@ -131,6 +138,39 @@ static inline void lb_store_in_flight_add(struct lb_store *st,
         return;
     }
     lb_record_in_flight_add(&r->in_flight, delta);
+}
+
+/*
+ * Count one pick of r, cheaply: a relaxed load and store of a counter only
+ * this process writes, not a locked add (that lock is most of what a
+ * count costs beside a select: bench/metrics.lua).  Exact while one thread
+ * at a time counts picks of the store's records in a process (a Lua
+ * state, an nginx worker); two threads doing it at once may lose counts,
+ * nothing else.  With no counter of its own (a shared store whose process
+ * table is full) the pick goes to r->selections with an atomic add.
+ */
+static inline void lb_store_pick(struct lb_store *st, struct lb_record *r)
+{
+    _Atomic uint64_t *c = st->ops->picks ? st->ops->picks(st, r) : &r->picks;
+
+    if (!c) {
+        atomic_fetch_add_explicit(&r->selections, 1, memory_order_relaxed);
+        return;
+    }
+    atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + 1,
+                          memory_order_relaxed);
+}
+
+/* Every selection of r: the atomic count (acquires, lb_balancer_selected)
+ * and the picks.  Relaxed loads, any thread. */
+static inline uint64_t lb_store_selections(const struct lb_store *st,
+                                           const struct lb_record *r)
+{
+    uint64_t n = atomic_load_explicit(&r->selections, memory_order_relaxed);
+
+    if (st->ops->picks_sum)
+        return n + st->ops->picks_sum(st, r);
+    return n + atomic_load_explicit(&r->picks, memory_order_relaxed);
 }
 
 static inline uint32_t lb_store_in_flight(const struct lb_store *st,

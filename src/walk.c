@@ -242,10 +242,11 @@ int lb_balancer_select(lb_balancer *b, const char *key, size_t len,
 
 /* The pick is counted on the record of the snapshot it was made in, inside
  * the same read-side section, so no second call has to find the record
- * again.  Selections are a relaxed add on the record (with `shared`, in the
- * region: every process adds to the same counter; bench/metrics.lua
- * measures that with two processes); in flight goes where the store keeps
- * it (store.h), as lb_balancer_in_flight_add puts it. */
+ * again.  The selection is lb_store_pick's plain add to a counter this
+ * process alone writes (with `shared`, its own column: two workers adding
+ * to one word of the region cost 2.7x a select, bench/metrics.lua); in
+ * flight goes where the store keeps it, as lb_balancer_in_flight_add puts
+ * it. */
 int lb_balancer_select_counted(lb_balancer *b, uint64_t gen, const char *key,
                                size_t len, uint32_t max_iterations,
                                int in_flight, lb_iter *it)
@@ -257,10 +258,9 @@ int lb_balancer_select_counted(lb_balancer *b, uint64_t gen, const char *key,
     s = lb_rcu_deref(&b->snap);
     rc = select_in(b, s, key, len, max_iterations, it);
     if (rc >= 0 && s->gen == gen) {
-        struct lb_record *r = s->rec[rc];
-        atomic_fetch_add_explicit(&r->selections, 1, memory_order_relaxed);
+        lb_store_pick(s->store, s->rec[rc]);
         if (in_flight)
-            lb_store_in_flight_add(s->store, r, 1);
+            lb_store_in_flight_add(s->store, s->rec[rc], 1);
     }
     lb_rcu_read_unlock();
     return rc;

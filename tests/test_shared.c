@@ -113,6 +113,49 @@ static void test_records_across_fork(void)
     lb_balancer_free(b);
 }
 
+/* Counted selects in two processes go to each one's column: every
+ * process reads the sum, a child's picks stay counted after it exits, and
+ * a new record starts at zero. */
+static void test_picks_across_fork(void)
+{
+    lb_balancer *b = shared_balancer(LB_SELECT_ROUND_ROBIN, 16);
+    const char *addrs[] = {"127.0.0.1:8080", "127.0.0.1:8081"};
+    const char *other[] = {"127.0.0.1:8082"};
+    lb_iter *it = lb_iter_new();
+    lb_record_info info;
+    uint64_t g;
+    int status = -1;
+    pid_t pid;
+
+    CHECK_EQ(set_of(b, addrs, 2), 1);
+    g = lb_balancer_generation(b);
+    for (int k = 0; k < 10; k++) /* 5 picks of each backend */
+        CHECK(lb_balancer_select_counted(b, g, "", 0, 4, 0, it) >= 0);
+    pid = fork();
+    if (pid == 0) {
+        int ok = 1;
+        for (int k = 0; k < 20; k++)
+            ok &= lb_balancer_select_counted(b, g, "", 0, 4, 1, it) >= 0;
+        ok &= lb_balancer_record(b, 0, &info) == LB_OK &&
+              info.selections == 15 && info.in_flight == 10;
+        _exit(ok ? 0 : 2);
+    }
+    CHECK(pid > 0);
+    CHECK(wait_child(pid, 10, &status));
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    CHECK_EQ(lb_balancer_selected(b, g, 1), LB_OK); /* the atomic count */
+    lb_balancer_record(b, 0, &info);
+    CHECK_EQ(info.selections, 15);
+    lb_balancer_record(b, 1, &info);
+    CHECK_EQ(info.selections, 16);
+    /* a backend new to the set starts from zero */
+    CHECK_EQ(set_of(b, other, 1), 1);
+    lb_balancer_record(b, 0, &info);
+    CHECK_EQ(info.selections, 0);
+    lb_iter_free(it);
+    lb_balancer_free(b);
+}
+
 /* A set published by one process is adopted by another at its next step,
  * with the records (and ids) of the backends that stay; an update in a
  * process that lags is made relative to the region's set. */
@@ -387,6 +430,7 @@ int main(void)
 {
     TEST(test_stopped_holder());
     TEST(test_records_across_fork());
+    TEST(test_picks_across_fork());
     TEST(test_set_adoption());
     TEST(test_capacity());
     TEST(test_turn());
