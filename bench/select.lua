@@ -69,7 +69,21 @@ end
 
 local cases = {}
 
+-- BENCH_ONLY: Lua patterns, comma-separated; only the cases whose name
+-- matches one of them run (the floors always do), e.g.
+-- BENCH_ONLY='^round_robin@1000$,release'
+local ONLY = os.getenv("BENCH_ONLY")
+local function wanted(name)
+  if not ONLY or name == "ffi_call" or name == "lua_CFunction" then
+    return true
+  end
+  for pat in ONLY:gmatch("[^,]+") do
+    if name:find(pat) then return true end
+  end
+  return false
+end
 local function add_case(name, call, obj)
+  if not wanted(name) then return end
   cases[#cases + 1] = { name = name, call = call, obj = obj,
                         loop = make_loop(), times = {}, aborts = 0 }
 end
@@ -111,7 +125,9 @@ local shared_sizes = { 100, 1000 }
 for _, n in ipairs(shared_sizes) do
   local list = addresses(n)
   for _, alg in ipairs(algorithms) do
-    local b = assert(lb.new({ backends = list, selection = alg,
+    local o = OPTS[alg] or { selection = alg }
+    local b = assert(lb.new({ backends = list, selection = o.selection,
+                              hash_balance_factor = o.hash_balance_factor,
                               shared = true }))
     add_case(alg .. "@" .. n .. "+shared",
              function(bal, key) return bal:select(key) end, b)
@@ -130,6 +146,14 @@ if lb.Balancer.acquire then
   local b = assert(lb.new({ backends = list }))
   add_case("acquire+release@1000", function(bal, key)
     local be = bal:acquire(key)
+    bal:release(be)
+    return be
+  end, b)
+  -- the baseline: acquire as it was before the count moved into the
+  -- select call (select, then the in-flight count as a second FFI call)
+  add_case("select+in_flight+release@1000", function(bal, key)
+    local be = bal:select(key)
+    bal:_in_flight(be, 1)
     bal:release(be)
     return be
   end, b)
@@ -192,31 +216,32 @@ for _, c in ipairs(cases) do
                       c.name, m, lo, c.aborts,
                       c.last_abort and ", last: " .. c.last_abort or ""))
 end
+-- a ratio of two cases that ran (BENCH_ONLY may leave some out)
+local function ratio(label, a, b)
+  if med[a] and med[b] then
+    print(string.format("ROW ratio %s %.3f x", label, med[a] / med[b]))
+  end
+end
 for _, alg in ipairs(algorithms) do
   for _, n in ipairs(sizes) do
     local name = alg .. "@" .. n
-    print(string.format("ROW ratio %s/lua_CFunction %.3f x", name,
-                        med[name] / med.lua_CFunction))
+    ratio(name .. "/lua_CFunction", name, "lua_CFunction")
   end
 end
 for _, alg in ipairs(algorithms) do
   local name = alg .. "@1000"
-  print(string.format("ROW ratio %s/ffi_call %.3f x", name,
-                      med[name] / med.ffi_call))
+  ratio(name .. "/ffi_call", name, "ffi_call")
 end
 for _, n in ipairs(shared_sizes) do
   for _, alg in ipairs(algorithms) do
     local name = alg .. "@" .. n
-    print(string.format("ROW ratio %s+shared/%s %.3f x", name, name,
-                        med[name .. "+shared"] / med[name]))
+    ratio(name .. "+shared/" .. name, name .. "+shared", name)
   end
 end
-if med["acquire+release@1000"] then
-  for _, name in ipairs({ "acquire+release@1000",
-                          "acquire+release(200)@1000" }) do
-    print(string.format("ROW ratio %s/round_robin@1000 %.3f x", name,
-                        med[name] / med["round_robin@1000"]))
-  end
+for _, name in ipairs({ "acquire+release@1000",
+                      "select+in_flight+release@1000",
+                      "acquire+release(200)@1000" }) do
+  ratio(name .. "/round_robin@1000", name, "round_robin@1000")
 end
 print(string.format("ROW info select_lua %d calls x %d runs, %s", CALLS,
                     RUNS, jit.version))
