@@ -67,19 +67,34 @@ local function counted(n)
   return miss
 end
 -- the count inside the select call (lb.nginx's first attempt)
-local function in_c(n)
+local function counted_in(bal)
+  return function(n)
+    local miss = 0
+    for i = 1, n do
+      local k = keys[bit.band(i, 4095) + 1]
+      if bal:_select_cstr(k, #k, nil, 0) == nil then miss = miss + 1 end
+    end
+    return miss
+  end
+end
+-- the same two on a private balancer (the picks in the record itself)
+local p = assert(lb.new({ backends = list }))
+local function plain_private(n)
   local miss = 0
   for i = 1, n do
-    local k = keys[bit.band(i, 4095) + 1]
-    if b:_select_cstr(k, #k, nil, 0) == nil then miss = miss + 1 end
+    if p:select(keys[bit.band(i, 4095) + 1]) == nil then miss = miss + 1 end
   end
   return miss
 end
 local cases = { { "select@1000", plain, "round_robin, shared" },
                 { "select+count@1000", counted,
                   "select and the selection count, two FFI calls" },
-                { "select_counted@1000", in_c,
-                  "the count inside the select call" } }
+                { "select_counted@1000", counted_in(b),
+                  "the count inside the select call" },
+                { "select@1000/private", plain_private,
+                  "round_robin, private" },
+                { "select_counted@1000/private", counted_in(p),
+                  "the count inside the select call, private" } }
 for _, c in ipairs(cases) do c[2](CALLS / 10) end
 
 -- ns per call of each case over 5 interleaved runs; with `procs` 2, a
@@ -113,6 +128,8 @@ local function measure(procs)
   local tag = procs == 2 and " (2 processes)" or ""
   print(("ROW ratio select+count/select%s %.3f x"):format(tag, m[2] / m[1]))
   print(("ROW ratio select_counted/select%s %.3f x"):format(tag, m[3] / m[1]))
+  print(("ROW ratio select_counted/select private%s %.3f x"):format(tag,
+                                                                 m[5] / m[4]))
 end
 measure(1)
 measure(2)

@@ -58,6 +58,8 @@ struct lb_record {
     _Atomic uint64_t health;           /* the word above */
     _Atomic uint32_t in_flight;        /* requests acquired, not released */
     _Atomic uint32_t passive_failures; /* current run of failed reports */
+    uint32_t slot; /* a shared store's slot (its pick column's entry), set
+                      before the record is published; 0 in a heap store */
     _Atomic uint64_t latency_ewma_ns;  /* EWMA of reported latency, 1/8 */
     _Atomic uint64_t latency_last_ns;  /* latest reported latency */
     _Atomic uint64_t latency_peak;     /* peak EWMA: LB_PEAK_* word below */

@@ -382,6 +382,7 @@ static struct lb_record *shared_acquire(struct lb_store *st,
     atomic_fetch_add_explicit(&s->incarnation, 1, memory_order_relaxed);
     s->state = SLOT_TAKEN;
     lb_record_init(&s->rec, healthy);
+    s->rec.slot = slot_index(reg, &s->rec);
     lb_shared_error_set(sh, lb_shared_slot_of(sh, &s->rec), "", 0);
     hw = atomic_load_explicit(&reg->procs_hw, memory_order_relaxed);
     for (uint32_t p = 0; p < hw; p++) {
@@ -461,18 +462,22 @@ static uint32_t shared_in_flight(const struct lb_store *st,
 }
 
 /* This process's pick counter of r (its column), registering the process
- * first as shared_in_flight_add does; NULL when the process table is full
+ * first as shared_in_flight_add does, and the column kept in the store's
+ * `picks` for the next picks; NULL when the process table is full
  * (lb_store_pick then counts with an atomic add on the record). */
 static _Atomic uint64_t *shared_picks(struct lb_store *st, struct lb_record *r)
 {
     struct lb_shared *sh = (struct lb_shared *)st;
     uint32_t me = atomic_load_explicit(&sh->me, memory_order_relaxed);
+    _Atomic uint64_t *col;
 
     if (me == LB_SHARED_NONE)
         me = lb_shared_attach(sh, 0);
     if (me == LB_SHARED_NONE)
         return NULL;
-    return &picks_col(sh->reg, me)[slot_index(sh->reg, r)];
+    col = picks_col(sh->reg, me);
+    atomic_store_explicit(&sh->base.picks, col, memory_order_relaxed);
+    return &col[r->slot];
 }
 
 /* Every process's picks of r, the dead ones' included (their columns are
@@ -482,7 +487,7 @@ static uint64_t shared_picks_sum(const struct lb_store *st,
 {
     const struct lb_shared *sh = (const struct lb_shared *)st;
     struct region *reg = sh->reg;
-    uint32_t slot = slot_index(reg, r);
+    uint32_t slot = r->slot;
     uint32_t hw = atomic_load_explicit(&reg->procs_hw, memory_order_acquire);
     uint64_t total = 0;
 

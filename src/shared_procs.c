@@ -115,7 +115,11 @@ void lb_shared_adopted(struct lb_shared *sh, uint64_t version)
                               memory_order_release);
 }
 
-void lb_shared_fork_child(struct lb_shared *sh) { sh->me = LB_SHARED_NONE; }
+void lb_shared_fork_child(struct lb_shared *sh)
+{
+    sh->me = LB_SHARED_NONE;
+    atomic_store_explicit(&sh->base.picks, NULL, memory_order_relaxed);
+}
 
 void lb_shared_detach(struct lb_shared *sh)
 {
@@ -126,6 +130,7 @@ void lb_shared_detach(struct lb_shared *sh)
         return;
     lb_shared_turn_release(sh);
     p = &reg->procs[sh->me];
+    atomic_store_explicit(&sh->base.picks, NULL, memory_order_relaxed);
     if (lb_shared_lock(sh, LB_SHARED_WAIT) != 0) {
         sh->me = LB_SHARED_NONE; /* the sweep frees it once we are gone */
         return;

@@ -68,9 +68,9 @@ struct lb_store_ops {
                           int32_t delta);
     uint32_t (*in_flight)(const struct lb_store *st, const struct lb_record *r);
     /* Optional: the counter of r's picks this process writes (a shared
-     * store: this process's column, so no two processes write one word),
-     * or NULL when there is none (the process table is full).  NULL op:
-     * the record's own `picks`. */
+     * store: this process's column, so no two processes write one word;
+     * it also sets the store's `picks`), or NULL when there is none (the
+     * process table is full).  NULL op: the record's own `picks`. */
     _Atomic uint64_t *(*picks)(struct lb_store *st, struct lb_record *r);
     /* Optional: the sum of r's pick counters (every process's column). */
     uint64_t (*picks_sum)(const struct lb_store *st, const struct lb_record *r);
@@ -81,6 +81,11 @@ struct lb_store_ops {
 
 struct lb_store {
     const struct lb_store_ops *ops;
+    /* This process's pick counters indexed by lb_record.slot (a shared
+     * store's column), set by ops->picks at the first pick and NULL again
+     * whenever the process's index is cleared; always NULL in a heap
+     * store.  lb_store_pick's one load on the request path. */
+    _Atomic(_Atomic uint64_t *) picks;
 };
 
 /* A heap store, empty.  NULL when out of memory.  Owned by the caller,
@@ -151,8 +156,16 @@ static inline void lb_store_in_flight_add(struct lb_store *st,
  */
 static inline void lb_store_pick(struct lb_store *st, struct lb_record *r)
 {
-    _Atomic uint64_t *c = st->ops->picks ? st->ops->picks(st, r) : &r->picks;
+    _Atomic uint64_t *col =
+        atomic_load_explicit(&st->picks, memory_order_relaxed);
+    _Atomic uint64_t *c;
 
+    if (col)
+        c = &col[r->slot];
+    else if (st->ops->picks)
+        c = st->ops->picks(st, r);
+    else
+        c = &r->picks;
     if (!c) {
         atomic_fetch_add_explicit(&r->selections, 1, memory_order_relaxed);
         return;
