@@ -52,6 +52,7 @@ build = {
             "src/checker/fork.c", "src/checker/heap.c", "src/checker/round.c",
             "src/checker/schedule.c", "src/checker/thread.c",
             "src/discovery/dns.c", "src/discovery/etcd.c",
+            "src/discovery/etcd_config.c",
             "src/discovery/dns_config.c", "src/discovery/etcd_keys.c",
             "src/discovery/loop.c", "src/discovery/resolve.c",
             "src/discovery/source.c", "src/published.c",
