@@ -73,6 +73,7 @@ build = {
       ["lb.health"] = "lua/lb/health.lua",
       ["lb.metrics"] = "lua/lb/metrics.lua",
       ["lb.nginx"] = "lua/lb/nginx.lua",
+      ["lb.nginx_log"] = "lua/lb/nginx_log.lua",
       ["lb.outcomes"] = "lua/lb/outcomes.lua",
       ["lb.sharing"] = "lua/lb/sharing.lua",
       ["lb.status_page"] = "lua/lb/status_page.lua",
