@@ -49,7 +49,7 @@ $(BUILD)/$(1)/obj/%.o: src/%.c $(HDR)
 $(BUILD)/$(1)/liblb.a: $$($(1)_OBJ)
 	@rm -f $$@
 	ar rcs $$@ $$^
-$(BUILD)/$(1)/%: tests/%.c $(BUILD)/$(1)/liblb.a $(HDR) tests/tap.h tests/util.h
+$(BUILD)/$(1)/%: tests/%.c $(BUILD)/$(1)/liblb.a $(HDR) $(wildcard tests/*.h)
 	@mkdir -p $$(dir $$@)
 	$$(CC) $$(CPPFLAGS) -DLB_POISON $(2) $$(WARN) -o $$@ $$< -Wl,--whole-archive $(BUILD)/$(1)/liblb.a -Wl,--no-whole-archive $$(LDLIBS) $$(EXTRA_LIBS)
 endef

@@ -8,6 +8,11 @@
 -- runs, in one process and then with a forked second process running the
 -- same case at once on the same shared records.  Run from the repository root after
 -- `make`: luajit bench/metrics.lua
+--
+-- BENCH_BASE=<tree> adds a baseline scrape: <tree>/lua/lb/metrics.lua
+-- (another checkout's renderer, e.g. the one before a change) over the
+-- same balancer, interleaved with this tree's, its output compared byte
+-- for byte; and the ratio of the two medians.
 package.path = "lua/?.lua;lua/?/init.lua;" .. package.path
 package.cpath = "build/?.so;" .. package.cpath
 
@@ -33,18 +38,38 @@ local b = assert(lb.new({ backends = list, shared = true,
                           health_check = function() return true end }))
 assert(b:run_health_check())
 
-local t_metrics, t_page, bytes = {}, {}, 0
+local base = os.getenv("BENCH_BASE")
+local base_render = base and assert(loadfile(base .. "/lua/lb/metrics.lua"))()
+                                .render
+local t_metrics, t_page, t_base, bytes = {}, {}, {}, 0
 for r = 1, RUNS do
   local t0 = lb.now()
   local text = lb.metrics({ app = b })
   t_metrics[r] = lb.now() - t0
   bytes = #text
+  if base_render then
+    t0 = lb.now()
+    local old = base_render({ app = b })
+    t_base[r] = lb.now() - t0
+    assert(old == text, "the baseline's text differs")
+  end
   t0 = lb.now()
   require("lb.status_page").render({ app = b })
   t_page[r] = lb.now() - t0
 end
-print(("ROW metrics scrape@1000 %.3f ms %d bytes, every family"):format(
-  median(t_metrics) * 1e3, bytes))
+local function spread(t)
+  local lo, hi = math.huge, 0
+  for _, v in ipairs(t) do lo, hi = math.min(lo, v), math.max(hi, v) end
+  return ("%.3f-%.3f ms"):format(lo * 1e3, hi * 1e3)
+end
+print(("ROW metrics scrape@1000 %.3f ms %d bytes, every family, runs %s")
+      :format(median(t_metrics) * 1e3, bytes, spread(t_metrics)))
+if base_render then
+  print(("ROW metrics scrape_base@1000 %.3f ms %s, runs %s, same text")
+        :format(median(t_base) * 1e3, base, spread(t_base)))
+  print(("ROW ratio scrape/scrape_base %.3f x")
+        :format(median(t_metrics) / median(t_base)))
+end
 print(("ROW metrics status_page@1000 %.3f ms"):format(median(t_page) * 1e3))
 
 local keys = {}

@@ -18,6 +18,16 @@
 #   lb_rr_emptylog lb_rr with an empty log_by_lua_block: the floor of any
 #                 log-phase Lua handler, so lb_rr_log - lb_rr_emptylog is
 #                 what peer:log() itself costs
+#   lb_rr_log_base lb_rr_log with the lb.nginx of another tree
+#                 (BENCH_BASE=<tree>: its lua/lb/nginx.lua, over this
+#                 tree's lb), the baseline of a change to balance() or
+#                 log(); only when BENCH_BASE is set
+#
+# BENCH_VARIANTS picks variants (default: all); the wrk part's "vs"
+# columns need lua_fixed.  BENCH_WRK=0 skips the wrk rounds (then the
+# instruction counts come without the CPU-time estimate).
+# BENCH_CALLGRIND_DIR=<dir> keeps each callgrind run's profile there
+# (callgrind.<variant>.<requests>), for callgrind_annotate.
 #
 # wrk (1 thread, 16 connections, a different URI per request) loads one
 # variant at a time for BENCH_DURATION seconds; the variants run
@@ -33,7 +43,11 @@ ROOT=$(pwd)
 DURATION=${BENCH_DURATION:-3}
 ROUNDS=${BENCH_ROUNDS:-3}
 CONNS=${BENCH_CONNECTIONS:-16}
-VARIANTS="native_rr native_chash lua_fixed lb_rr lb_chash lb_rr_log lb_rr_emptylog"
+BASE=${BENCH_BASE:-}
+ALL="native_rr native_chash lua_fixed lb_rr lb_chash lb_rr_log lb_rr_emptylog"
+[ -z "$BASE" ] || ALL="$ALL lb_rr_log_base"
+VARIANTS=${BENCH_VARIANTS:-$ALL}
+[ -z "$BASE" ] || [ -f "$BASE/lua/lb/nginx.lua" ] || { echo "bench-nginx: no $BASE/lua/lb/nginx.lua" >&2; exit 1; }
 
 command -v wrk >/dev/null || { echo "bench-nginx: wrk is not installed (apt-get install wrk)" >&2; exit 1; }
 [ -f build/lb/core.so ] || make
@@ -54,10 +68,10 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-set -- $(free_ports 10)
+set -- $(free_ports 11)
 B1=$1 B2=$2 B3=$3
 P_native_rr=$4 P_native_chash=$5 P_lua_fixed=$6 P_lb_rr=$7 P_lb_chash=$8
-P_lb_rr_log=$9 P_lb_rr_emptylog=${10}
+P_lb_rr_log=$9 P_lb_rr_emptylog=${10} P_lb_rr_log_base=${11}
 
 head_conf() {
     cat <<EOF
@@ -97,8 +111,8 @@ server_block() { # port upstream
     if [ "$2" = lb_rr_emptylog ]; then
         loc=$(printf '%s' "$loc" | sed 's|proxy_pass http://lb_rr_emptylog|log_by_lua_block { }\n            proxy_pass http://lb_rr|')
     fi
-    if [ "$2" = lb_rr_log ]; then
-        loc=$(printf '%s' "$loc" | sed 's|proxy_pass|log_by_lua_block { bench_rr_log:log() }\n            proxy_pass|')
+    if [ "$2" = lb_rr_log ] || [ "$2" = lb_rr_log_base ]; then
+        loc=$(printf '%s' "$loc" | sed "s|proxy_pass|log_by_lua_block { bench_${2#lb_}:log() }\\n            proxy_pass|")
     fi
     printf '    server {\n        listen 127.0.0.1:%s;%s\n    }\n' "$1" "$loc"
 }
@@ -128,6 +142,11 @@ http {
         bench_chash = assert(lbn.new(ch, { key = "request_uri" }))
         local rrp = assert(lb.new({ backends = list, passive = {} }))
         bench_rr_log = assert(lbn.new(rrp))
+        if "$BASE" ~= "" then
+            local base = assert(loadfile("$BASE/lua/lb/nginx.lua"))()
+            local rrb = assert(lb.new({ backends = list, passive = {} }))
+            bench_rr_log_base = assert(base.new(rrb))
+        end
     }
 
     upstream native_rr {
@@ -164,6 +183,12 @@ $SERVERS
     upstream lb_rr_log {
         server 127.0.0.1:1;
         balancer_by_lua_block { bench_rr_log:balance() }
+        keepalive 64;
+        keepalive_requests 1000000;
+    }
+    upstream lb_rr_log_base {
+        server 127.0.0.1:1;
+        balancer_by_lua_block { bench_rr_log_base:balance() }
         keepalive 64;
         keepalive_requests 1000000;
     }
@@ -205,6 +230,9 @@ run() {
         END { printf "%d %.0f %d %d %d\n", req, rps, t, err + 0, u }' "$DIR/wrk.out"
 }
 
+: > "$DIR/results"
+: > "$DIR/medians"
+if [ "${BENCH_WRK:-1}" != 0 ]; then
 echo "bench-nginx: 1 front worker, wrk -t1 -c$CONNS, ${DURATION}s per run, $ROUNDS rounds, interleaved"
 echo "warming up (1 s per variant)"
 for v in $VARIANTS; do run "$v" 1 > /dev/null; done
@@ -245,11 +273,12 @@ awk '
             v = order[i]
             printf "  %-13s %10.0f %12.2f %+12.2fus %12.2f %+12.2fus   %5.1f%% of native_rr req/s\n",
                    v, rps[v], us[v], us[v] - us["lua_fixed"], best[v],
-                   best[v] - best["lua_fixed"], 100 * rps[v] / rps["native_rr"]
+                   best[v] - best["lua_fixed"], rps["native_rr"] ? 100 * rps[v] / rps["native_rr"] : 0
         }
     }' "$DIR/medians"
 errors=$(awk '{ e += $4 } END { print e + 0 }' "$DIR/results")
 echo "  failed requests over all runs: $errors"
+fi
 
 # ---- instructions per request, under callgrind ----------------------------
 # CPU time per request drifts with the other tenants of this machine; the
@@ -278,7 +307,9 @@ accepting() {
 instr() {
     eval "port=\$P_$1"
     log="$DIR/callgrind.$1.$2.log"
-    valgrind --tool=callgrind --callgrind-out-file=/dev/null --log-file="$log" \
+    out=/dev/null
+    [ -z "${BENCH_CALLGRIND_DIR:-}" ] || out="$BENCH_CALLGRIND_DIR/callgrind.$1.$2"
+    valgrind --tool=callgrind --callgrind-out-file="$out" --log-file="$log" \
         nginx -p "$DIR/front1" -c "$DIR/front1/nginx.conf" &
     VG_PID=$!
     wait_until 600 accepting "$port" || { echo "front under valgrind did not start" >&2; exit 1; }
@@ -298,14 +329,20 @@ for v in $VARIANTS; do
     echo "$v $(cat "$DIR/instr.$v" | tr '\n' ' ')" >> "$DIR/instr"
 done
 awk -v n1="$N1" -v n2="$N2" '
-    FNR == NR { user[$1] = $5; next }
+    FILENAME == ARGV[1] { user[$1] = $5; next }
     { ir[$1] = ($3 - $2) / (n2 - n1); order[++n] = $1 }
     END {
-        f = ir["lua_fixed"]; nspi = 1000 * user["lua_fixed"] / f
-        printf "  %-13s %12s %14s %22s\n", "variant", "Ir/request", "vs lua_fixed", "as CPU time (est.)"
+        f = ir["lua_fixed"]; nspi = f ? 1000 * user["lua_fixed"] / f : 0
+        printf "  %-14s %12s %14s %22s\n", "variant", "Ir/request", "vs lua_fixed", "as CPU time (est.)"
         for (i = 1; i <= n; i++) {
             v = order[i]
-            printf "  %-13s %12.0f %+14.0f %+20.2fus\n", v, ir[v], ir[v] - f, (ir[v] - f) * nspi / 1000
+            printf "  %-14s %12.0f %+14.0f %+20.2fus\n", v, ir[v], ir[v] - f, (ir[v] - f) * nspi / 1000
+        }
+        if ("lb_rr_emptylog" in ir) {
+            if ("lb_rr_log" in ir)
+                printf "  peer:log(): lb_rr_log - lb_rr_emptylog = %+.0f Ir/request\n", ir["lb_rr_log"] - ir["lb_rr_emptylog"]
+            if ("lb_rr_log_base" in ir)
+                printf "  peer:log() of the base: lb_rr_log_base - lb_rr_emptylog = %+.0f Ir/request\n", ir["lb_rr_log_base"] - ir["lb_rr_emptylog"]
         }
         printf "  (callgrind counts user-space instructions; the estimate prices one at\n"
         printf "   lua_fixed'"'"'s median user CPU time per request divided by its\n"

@@ -41,7 +41,14 @@ end
 
 describe("FFI layout", function()
   local lua_structs = structs_of(cdef.CDEF)
-  local c_structs = structs_of(read(nginx.root() .. "/src/lb.h"))
+  -- lb.h and the parts of the API it includes (lb_check.h, lb_discovery.h)
+  local header = read(nginx.root() .. "/src/lb.h")
+  local parts = { header }
+  for part in header:gmatch('#include "(lb_[%w_]+%.h)"') do
+    parts[#parts + 1] = read(nginx.root() .. "/src/" .. part)
+  end
+  assert.is_true(#parts >= 3, "lb.h includes " .. (#parts - 1) .. " parts")
+  local c_structs = structs_of(table.concat(parts, "\n"))
   local names = {}
   for name in pairs(lua_structs) do
     names[#names + 1] = name

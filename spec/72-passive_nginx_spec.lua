@@ -240,3 +240,46 @@ describe("a client that goes away in nginx", function()
            "the aborted request's attempt stayed in flight")
   end)
 end)
+
+describe("peer:log() with a unix socket path that holds a space", function()
+  local dir, addr, srv
+
+  setup(function()
+    dir = assert(nginx.mkdtemp("lb-log-unix"))
+    os.execute("chmod 755 " .. nginx.q(dir)) -- nginx workers run as nobody
+    addr = "unix:" .. dir .. "/a b.sock"
+    assert(nginx.start({
+      http = ("    server {\n        listen %q;\n"
+              .. "        location / { return 200 \"ok\"; }\n    }\n")
+        :format(addr),
+      wait = { addr }, workers = 1 }))
+    srv = assert(front.start({
+      init = ([[
+        cjson_encode = require("cjson").encode
+        app = assert(require("lb").new({ backends = { %q }, passive = {} }))
+      ]]):format(addr),
+      server_extra = PASSIVE_LOCATION,
+    }))
+  end)
+
+  teardown(function()
+    nginx.stop_all()
+    nginx.rmtree(dir)
+  end)
+
+  it("releases and reports every attempt (one entry, not a list)", function()
+    local reqs = {}
+    for i = 1, 40 do reqs[i] = "/p/" .. i end
+    local res = assert(nginx.get_spread(srv.addr, reqs, 4))
+    for _, r in ipairs(res) do
+      assert.equal(200, r.status)
+      assert.equal(addr, r.headers["x-upstream"])
+    end
+    local selected = 0
+    for pid, rows in pairs(status_by_worker(srv)) do
+      assert.equal(0, rows[1].in_flight, "worker " .. pid)
+      selected = selected + rows[1].selected
+    end
+    assert.equal(40, selected)
+  end)
+end)

@@ -262,6 +262,37 @@ describe("metrics", function()
                      "bad argument #1 to 'metrics' (value of x is not a balancer)")
   end)
 
+  it("names the set of the moment after the set or the name changed",
+     function()
+    local set = { "127.0.0.1:1", "127.0.0.1:2" }
+    local b = h.new({ discovery = function() return set end })
+    assert.is_true(b:update())
+    local m = parse(lb.metrics({ a = b }))
+    assert.equal(2, find(m, "lb_backends", { balancer = "a" }))
+    assert.equal(1, find(m, "lb_backend_weight",
+                         { balancer = "a", backend = "127.0.0.1:2" }))
+    -- a new set: one address gone, one added, one at two weights
+    set = { "127.0.0.1:1", { addr = "127.0.0.1:1", weight = 4 },
+            "127.0.0.1:3" }
+    assert.is_true(b:update())
+    local text = lb.metrics({ a = b })
+    m = parse(text)
+    assert.equal(3, find(m, "lb_backends", { balancer = "a" }))
+    assert.is_nil(text:find("127.0.0.1:2", 1, true))
+    assert.equal(4, find(m, "lb_backend_weight",
+                         { balancer = "a", backend = "127.0.0.1:1 weight=4" }))
+    assert.equal(0, find(m, "lb_health_check_duration_seconds_bucket",
+                         { balancer = "a", backend = "127.0.0.1:3",
+                           le = "+Inf" })) -- never checked
+    -- the same balancer under another name
+    text = lb.metrics({ c = b })
+    assert.is_nil(text:find('balancer="a"', 1, true))
+    m = parse(text)
+    assert.equal(3, find(m, "lb_backends", { balancer = "c" }))
+    assert.equal(1, find(m, "lb_backend_weight",
+                         { balancer = "c", backend = "127.0.0.1:3" }))
+  end)
+
   it("renders a status page that names every backend", function()
     local b = h.new({ backends = { srv:addr(), "127.0.0.1:1", '10.9.9.9:80' },
                       health_check = lb.health.tcp({ timeout = 0.5 }) })

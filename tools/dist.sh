@@ -76,7 +76,7 @@ fi
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
 rock=$out/$name.src.rock
-stage=$(mktemp -d "${TMPDIR:-/tmp}/lb-dist.XXXXXX")
+stage=$(mktemp -d "${LB_TMPDIR:-${TMPDIR:-/tmp}}/lb-dist.XXXXXX")
 trap 'rm -rf "$stage"' EXIT INT TERM
 
 mkdir "$stage/$srcdir"

@@ -51,23 +51,23 @@ function M.in_openresty()
 end
 local in_openresty = M.in_openresty
 
-function M.log_error(msg)
-  if in_openresty() and ngx.log then
-    ngx.log(ngx.ERR, msg)
-  else
-    io.stderr:write(msg, "\n")
+-- A log line at nginx level `level` ("ERR", "WARN"): ngx.log in
+-- OpenResty, stderr elsewhere.
+local function logger(level)
+  return function(msg)
+    if in_openresty() and ngx.log then
+      ngx.log(ngx[level], msg)
+    else
+      io.stderr:write(msg, "\n")
+    end
   end
 end
+
+M.log_error = logger("ERR")
 local log_error = M.log_error
 
 -- A warning: ngx.log(ngx.WARN) in OpenResty, stderr elsewhere.
-function M.log_warn(msg)
-  if in_openresty() and ngx.log then
-    ngx.log(ngx.WARN, msg)
-  else
-    io.stderr:write(msg, "\n")
-  end
-end
+M.log_warn = logger("WARN")
 
 -- The tick of a task that runs once: it runs at start() and, if nginx
 -- could not run that timer, at the next tick.

@@ -25,10 +25,12 @@
 local ffi = require("ffi")
 local buffer = require("string.buffer")
 local core = require("lb.cdef")
+local checking = require("lb.checking")
 
 local C = core.C
 local tonumber, tostring, pairs, ipairs, type, error, getmetatable =
   tonumber, tostring, pairs, ipairs, type, error, getmetatable
+local setmetatable = setmetatable
 local sort = table.sort
 local format = string.format
 
@@ -105,14 +107,6 @@ local function backend_labels(name, rows)
   return bl, out
 end
 
--- Counters split by result: family, result label, lb_record_info field.
-local BY_RESULT = {
-  { "lb_health_checks_total", "ok", "checks_ok" },
-  { "lb_health_checks_total", "fail", "checks_failed" },
-  { "lb_passive_reports_total", "ok", "reports_ok" },
-  { "lb_passive_reports_total", "fail", "reports_failed" },
-}
-
 local function b01(v)
   return v and "1" or "0"
 end
@@ -131,14 +125,69 @@ for k, v in ipairs(core.CHECK_BUCKET_BOUNDS) do
 end
 local NB = #BUCKET_LE
 
+-- Integers below this are written from a table of their texts: a scrape
+-- writes some 25,000 small counts (most of them 0), and a table load is
+-- cheaper than formatting a double each time.  The texts are what
+-- string.buffer:put writes for the same number.
+local SMALL_MAX = 4096
+local SMALL = {}
+for v = 0, SMALL_MAX - 1 do
+  SMALL[v] = tostring(v)
+end
+
+-- A count as uint64_t, written as put(tonumber(v)) would write it.
+local function count(v)
+  local n = tonumber(v)
+  if n < SMALL_MAX then
+    return SMALL[n]
+  end
+  return n
+end
+
+-- What a scrape of a balancer reuses while its set is unchanged (the same
+-- _list table, the same name): per backend, its labels and the first part
+-- of each of its histogram lines.  Weak keys: a collected balancer drops
+-- its entry.
+local cache = setmetatable({}, { __mode = "k" })
+
+local function prepared(name, bal)
+  local list = bal._list
+  local p = cache[bal]
+  if p and p.list == list and p.name == name then
+    return p
+  end
+  local bl, labels = backend_labels(name, list)
+  local hist = {}
+  for i, l in ipairs(labels) do
+    local h = {}
+    for k = 1, NB do
+      h[k] = DUR .. "_bucket{" .. l .. BUCKET_LE[k]
+    end
+    h[NB + 1] = DUR .. "_bucket{" .. l .. ',le="+Inf"} '
+    h[NB + 2] = "\n" .. DUR .. "_sum{" .. l .. "} "
+    h[NB + 3] = "\n" .. DUR .. "_count{" .. l .. "} "
+    hist[i] = h
+  end
+  p = { list = list, name = name, bl = bl, labels = labels, hist = hist }
+  cache[bal] = p
+  return p
+end
+
+local hinfo = ffi.new("lb_health_info")
+
 -- Append the samples of one balancer to the per-family buffers
 -- (string.buffer: a scrape of 1,000 backends writes some 25,000 lines,
--- none of them made into a Lua string of its own).
+-- none of them made into a Lua string of its own).  Three FFI calls per
+-- backend (health, record, stats: relaxed loads in one read-side section
+-- each); a backend whose figures are gone (the set changed meanwhile)
+-- ends the balancer's rows, as status() does.
 local function collect(samples, name, bal)
   local c = bal._c
-  local rows = bal:status()
-  local bl, labels = backend_labels(name, rows)
-  samples.lb_backends:put("lb_backends{", bl, "} ", #rows, "\n")
+  bal:_refresh()
+  checking.check_running(bal)
+  local p = prepared(name, bal)
+  local list, bl, labels, hist = p.list, p.bl, p.labels, p.hist
+  samples.lb_backends:put("lb_backends{", bl, "} ", #list, "\n")
   C.lb_balancer_discovery_counts(c, u64a, u64b)
   samples.lb_discovery_updates_total:put("lb_discovery_updates_total{", bl,
                                          "} ", int(u64a[0]), "\n")
@@ -151,37 +200,48 @@ local function collect(samples, name, bal)
                                samples.lb_backend_weight
   local s_sel, s_ej = samples.lb_backend_selected_total,
                       samples.lb_ejections_total
+  local s_checks, s_reports = samples.lb_health_checks_total,
+                              samples.lb_passive_reports_total
   local s_flips, s_dur = samples.lb_health_flips_total, samples[DUR]
-  for i, r in ipairs(rows) do
-    local l = labels[i]
-    s_ready:put("lb_backend_ready{", l, "} ", b01(r.ready), "\n")
-    s_healthy:put("lb_backend_healthy{", l, "} ", b01(r.healthy), "\n")
-    s_enabled:put("lb_backend_enabled{", l, "} ", b01(r.enabled), "\n")
-    s_ejected:put("lb_backend_ejected{", l, "} ", b01(r.ejected == true),
-                  "\n")
-    s_inflight:put("lb_backend_in_flight{", l, "} ", r.in_flight or 0, "\n")
-    s_weight:put("lb_backend_weight{", l, "} ", r.weight, "\n")
-    if C.lb_balancer_record(c, i - 1, rinfo) == 0 then
-      s_sel:put("lb_backend_selected_total{", l, "} ", int(rinfo.selections),
-                "\n")
-      for _, br in ipairs(BY_RESULT) do
-        samples[br[1]]:put(br[1], "{", l, ',result="', br[2], '"} ',
-                           int(rinfo[br[3]]), "\n")
-      end
-      s_ej:put("lb_ejections_total{", l, "} ", int(rinfo.ejections), "\n")
+  for i = 1, #list do
+    if C.lb_balancer_health(c, i - 1, hinfo) ~= 0
+       or C.lb_balancer_record(c, i - 1, rinfo) ~= 0 then
+      break
     end
+    local l = labels[i]
+    local healthy, enabled = hinfo.healthy ~= 0, hinfo.enabled ~= 0
+    local ejected = hinfo.ejected ~= 0
+    s_ready:put("lb_backend_ready{", l, "} ",
+                b01(healthy and enabled and not ejected), "\n")
+    s_healthy:put("lb_backend_healthy{", l, "} ", b01(healthy), "\n")
+    s_enabled:put("lb_backend_enabled{", l, "} ", b01(enabled), "\n")
+    s_ejected:put("lb_backend_ejected{", l, "} ", b01(ejected), "\n")
+    s_inflight:put("lb_backend_in_flight{", l, "} ", count(rinfo.in_flight),
+                   "\n")
+    s_weight:put("lb_backend_weight{", l, "} ", list[i].weight, "\n")
+    s_sel:put("lb_backend_selected_total{", l, "} ", count(rinfo.selections),
+              "\n")
+    s_checks:put("lb_health_checks_total{", l, ',result="ok"} ',
+                 count(rinfo.checks_ok), "\n",
+                 "lb_health_checks_total{", l, ',result="fail"} ',
+                 count(rinfo.checks_failed), "\n")
+    s_reports:put("lb_passive_reports_total{", l, ',result="ok"} ',
+                  count(rinfo.reports_ok), "\n",
+                  "lb_passive_reports_total{", l, ',result="fail"} ',
+                  count(rinfo.reports_failed), "\n")
+    s_ej:put("lb_ejections_total{", l, "} ", count(rinfo.ejections), "\n")
     if C.lb_balancer_stats(c, i - 1, rstats) == 0 then
-      s_flips:put("lb_health_flips_total{", l, "} ", int(rstats.flips), "\n")
+      s_flips:put("lb_health_flips_total{", l, "} ", count(rstats.flips),
+                  "\n")
+      local h = hist[i]
       local cum = 0
       for k = 1, NB do
         cum = cum + tonumber(rstats.check_buckets[k - 1])
-        s_dur:put(DUR, "_bucket{", l, BUCKET_LE[k], cum, "\n")
+        s_dur:put(h[k], cum < SMALL_MAX and SMALL[cum] or cum, "\n")
       end
-      local count = int(rstats.check_timed)
-      s_dur:put(DUR, '_bucket{', l, ',le="+Inf"} ', count, "\n",
-                DUR, "_sum{", l, "} ",
-                num(tonumber(rstats.check_time_ns) / 1e9), "\n",
-                DUR, "_count{", l, "} ", count, "\n")
+      local n = count(rstats.check_timed)
+      s_dur:put(h[NB + 1], n, h[NB + 2],
+                num(tonumber(rstats.check_time_ns) / 1e9), h[NB + 3], n, "\n")
     end
   end
 end
@@ -210,18 +270,25 @@ function M.balancers(what, fname)
   return what, names
 end
 
+-- The buffers of a scrape, kept between scrapes so that a scrape of the
+-- same size reuses their memory (render never yields: no two scrapes of
+-- one Lua state overlap).
+local samples, out = {}, buffer.new()
+for _, f in ipairs(FAMILIES) do
+  samples[f[1]] = buffer.new()
+end
+
 -- The exposition of `what`: { name = balancer, ... } (names sorted).
 function M.render(what)
   local names
   what, names = M.balancers(what, "metrics")
-  local samples = {}
   for _, f in ipairs(FAMILIES) do
-    samples[f[1]] = buffer.new()
+    samples[f[1]]:reset()
   end
   for _, name in ipairs(names) do
     collect(samples, tostring(name), what[name])
   end
-  local out = buffer.new()
+  out:reset()
   for _, f in ipairs(FAMILIES) do
     out:put("# HELP ", f[1], " ", f[3], "\n# TYPE ", f[1], " ", f[2], "\n")
     out:put(samples[f[1]])

@@ -58,7 +58,6 @@ local ngx_ERR, ngx_WARN, ngx_ERROR = ngx.ERR, ngx.WARN, ngx.ERROR
 local type, tostring, tonumber, setmetatable, getmetatable, pairs, ipairs =
   type, tostring, tonumber, setmetatable, getmetatable, pairs, ipairs
 local floor = math.floor
-local str_find, str_gmatch = string.find, string.gmatch
 
 -- ngx.exit(NGX_BUSY) in the balancer phase is nginx's "no live upstreams":
 -- the attempt ends without a connection, and the client gets a 502 (or
@@ -377,124 +376,15 @@ function Peer:balance()
   return b
 end
 
--- One attempt of the request ends: its backend (by the address nginx
--- wrote), its status ("502", "-" when there was no response to read, nil)
--- and time ("0.012", "-").  A status is reported (a failure when in
--- failure_status; nginx writes 502 for a connect failure, 504 for a
--- timeout); no status means the attempt ended on our side (the client
--- went away): released, not reported.
-local function attempt_done(bal, addr, status, rtime)
-  local b = bal:_by_addr(addr)
-  if b == nil then
-    return -- the upstream's name (no peer was set), or a set that changed
-  end
-  local st = tonumber(status)
-  if st then
-    bal:_release_status(b, st, tonumber(rtime))
-  else
-    bal:_in_flight(b, -1)
-  end
-end
-
--- The fields of a $upstream_* list: ", " between attempts of one
--- upstream, " : " between upstreams (an internal redirect); the i-th of
--- each list is the i-th attempt.
-local function fields(s)
-  local out, n = {}, 0
-  if s then
-    for f in str_gmatch(s, "[^,%s]+") do
-      if f ~= ":" then
-        n = n + 1
-        out[n] = f
-      end
-    end
-  end
-  return out, n
-end
-
--- A variable's value in nginx's own memory (pointer, length), or nil:
--- read without making a Lua string.
-local ubyte_ptr = ffi.typeof("const unsigned char *")
-local log_lowbuf = ffi.new("char[32]")
-local function raw_value(r, name)
-  if var_get(r, name, #name, log_lowbuf, 0, value_ptr, value_len,
-             errmsg) == 0 then
-    return ffi.cast(ubyte_ptr, value_ptr[0]), tonumber(value_len[0])
-  end
-end
-
--- "200" -> 200; nil for anything else ("-", a list).
-local function raw_status(p, n)
-  if p == nil or n ~= 3 then
-    return nil
-  end
-  local a, b, c = p[0] - 48, p[1] - 48, p[2] - 48
-  if a < 0 or a > 9 or b < 0 or b > 9 or c < 0 or c > 9 then
-    return nil
-  end
-  return a * 100 + b * 10 + c
-end
-
--- "0.012" -> 0.012 (nginx writes seconds with 3 decimals); nil for "-".
-local function raw_seconds(p, n)
-  if p == nil or n < 1 then
-    return nil
-  end
-  local v, scale, seen_dot = 0, 1, false
-  for i = 0, n - 1 do
-    local c = p[i]
-    if c == 46 and not seen_dot then
-      seen_dot = true
-    elseif c >= 48 and c <= 57 then
-      v = v * 10 + (c - 48)
-      if seen_dot then
-        scale = scale * 10
-      end
-    else
-      return nil
-    end
-  end
-  return v / scale
-end
-
 -- In log_by_lua*: release and report every attempt of this request that
--- balance() counted.  A no-op for a balancer that does not count.
+-- balance() counted (lb.nginx_log).  A no-op for a balancer that does not
+-- count.
+local log_attempts = require("lb.nginx_log").log
+
 function Peer:log()
   check_self(self, "log")
-  if not self.counts then
-    return
-  end
-  local r = get_request()
-  if r == nil then
-    return
-  end
-  local ap, al = raw_value(r, "upstream_addr")
-  if ap == nil then
-    return
-  end
-  local addrs = ffi.string(ap, al)
-  local bal = self.balancer
-  if not str_find(addrs, ",", 1, true) and not str_find(addrs, " : ", 1, true)
-  then
-    -- one attempt, the common case: no lists to split, no strings made
-    -- but the address
-    local b = bal:_by_addr(addrs)
-    if b == nil then
-      return
-    end
-    local st = raw_status(raw_value(r, "upstream_status"))
-    if st == nil then
-      return bal:_in_flight(b, -1)
-    end
-    return bal:_release_status(b, st,
-                               raw_seconds(raw_value(r,
-                                                     "upstream_response_time")))
-  end
-  local a, n = fields(addrs)
-  local st = fields(ngx_var.upstream_status)
-  local rt = fields(ngx_var.upstream_response_time)
-  for i = 1, n do
-    attempt_done(bal, a[i], st[i], rt[i])
+  if self.counts then
+    return log_attempts(self.balancer)
   end
 end
 

@@ -61,6 +61,14 @@ function M.install(Balancer, env)
     return find(self, b, fname)
   end
 
+  -- For lb.metrics: re-read a set published behind this object's back, so
+  -- that _list and the C core's indexes agree (as status() does).
+  function Balancer:_refresh()
+    if tonumber(C.lb_balancer_generation(self._c)) ~= self._gen then
+      sync(self)
+    end
+  end
+
   local function unknown(fname, b)
     return nil, fname .. ": unknown backend "
                 .. args.text(type(b) == "table" and b.addr or b)

@@ -14,7 +14,8 @@
  *              caller that must not block (a source without a balancer)
  *   etcd.c     etcd v3's JSON gateway with libcurl's multi interface and
  *              jansson: range, then a streaming watch; etcd_keys.c
- *              its keys and values and the set they make (etcd.h)
+ *              its keys and values and the set they make; etcd_config.c
+ *              checks and copies its configurations (etcd.h)
  *
  * Threads and locking: everything here runs with the checker's mutex
  * (lb_ck.lock) held, on the checker thread (requests, descriptors,

@@ -45,6 +45,11 @@ uint64_t lb_etcd_json_u64(json_t *v);
 /* The keys: put takes over key and value (false: out of memory, both
  * freed); delete of an absent key is a no-op. */
 void lb_etcd_kvs_clear(struct etcd_src *e);
+
+/* Free a configuration made by lb_balancer_set_etcd (etcd_config.c), with
+ * its keys; NULL is fine.  The discovery side's free_cfg: called with
+ * lb_ck.lock held or on a configuration no thread has seen yet. */
+void lb_etcd_free_cfg(void *p);
 void lb_etcd_kv_delete(struct etcd_src *e, const char *key);
 bool lb_etcd_kv_put(struct etcd_src *e, char *key, char *value);
 /* Publish the set the keys make (lb_disc_answer, with the revision):
