@@ -65,6 +65,7 @@ build = {
       lb = "lua/lb.lua",
       ["lb.args"] = "lua/lb/args.lua",
       ["lb.backend"] = "lua/lb/backend.lua",
+      ["lb.background"] = "lua/lb/background.lua",
       ["lb.balancer"] = "lua/lb/balancer.lua",
       ["lb.cdef"] = "lua/lb/cdef.lua",
       ["lb.checking"] = "lua/lb/checking.lua",

@@ -58,6 +58,25 @@ local LOOP = [[
   return n
 ]]
 
+-- Run `code` (a chunk taking b, keys) up to 3 times: every attempt must
+-- return `want` without a fallback to the interpreter, and one attempt
+-- must run with no abort at all, with the loop one looping trace.
+local function assert_clean_loop(code, name, b, keys, want)
+  local clean
+  for attempt = 1, 3 do
+    local loop = assert(load(code, "=" .. name .. attempt))
+    local n
+    local ev = trace_events(function() n = loop(b, keys) end)
+    assert.equal(want, n)
+    assert_no_fallback(ev.reasons)
+    if ev.abort == 0 and #ev.reasons == 0 and ev.loops >= 1 then
+      clean = attempt
+      break
+    end
+  end
+  assert.is_not_nil(clean, "every attempt aborted a trace")
+end
+
 describe("JIT", function()
   assert(jit and jit.status(), "the JIT must be on for this spec")
 
@@ -72,21 +91,8 @@ describe("JIT", function()
       for i = 1, 64 do
         keys[i] = "/key/" .. i
       end
-      -- up to 3 attempts: every one without a fallback, one without any
-      -- abort, with the loop (select included) one looping trace
-      local clean
-      for attempt = 1, 3 do
-        local loop = assert(load(LOOP, "=loop" .. attempt))
-        local n
-        local ev = trace_events(function() n = loop(b, keys) end)
-        assert.equal(20000, n)
-        assert_no_fallback(ev.reasons)
-        if ev.abort == 0 and #ev.reasons == 0 and ev.loops >= 1 then
-          clean = attempt
-          break
-        end
-      end
-      assert.is_not_nil(clean, "every attempt aborted a trace")
+      -- the loop, select included
+      assert_clean_loop(LOOP, "loop", b, keys, 20000)
     end)
   end
 
@@ -119,19 +125,7 @@ describe("JIT", function()
     for i = 1, 64 do
       keys[i] = "/key/" .. i
     end
-    local clean
-    for attempt = 1, 3 do
-      local loop = assert(load(LOOP_COUNTED, "=counted" .. attempt))
-      local n
-      local ev = trace_events(function() n = loop(b, keys) end)
-      assert.equal(40000, n)
-      assert_no_fallback(ev.reasons)
-      if ev.abort == 0 and #ev.reasons == 0 and ev.loops >= 1 then
-        clean = attempt
-        break
-      end
-    end
-    assert.is_not_nil(clean, "every attempt aborted a trace")
+    assert_clean_loop(LOOP_COUNTED, "counted", b, keys, 40000)
     for _, row in ipairs(b:status()) do
       assert.equal(0, row.in_flight)
     end

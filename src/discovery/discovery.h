@@ -145,6 +145,11 @@ void lb_disc_publish(struct lb_disc *d);
 /* Seconds on CLOCK_REALTIME (the status's updated_at). */
 double lb_disc_wall(void);
 
+/* A NUL-terminated copy of the n bytes at s (the caller frees it), or NULL
+ * when out of memory.  Pure, any thread (configurations: dns_config.c,
+ * etcd_config.c). */
+char *lb_disc_dup(const char *s, size_t n);
+
 /* dns.c: the configuration of a host name's resolution (lb_resolve_start),
  * or NULL when out of memory. */
 void *lb_disc_dns_addr_cfg(const char *name, size_t len, uint16_t port,

@@ -88,17 +88,6 @@ static int resolver_entry(const char *s, size_t len, char *out, size_t size)
     return LB_OK;
 }
 
-static char *dup_n(const char *s, size_t n)
-{
-    char *p = malloc(n + 1);
-
-    if (p) {
-        memcpy(p, s, n);
-        p[n] = '\0';
-    }
-    return p;
-}
-
 void *lb_disc_dns_addr_cfg(const char *name, size_t len, uint16_t port,
                            uint32_t weight, double timeout)
 {
@@ -106,7 +95,7 @@ void *lb_disc_dns_addr_cfg(const char *name, size_t len, uint16_t port,
 
     if (!c)
         return NULL;
-    c->name = dup_n(name, len);
+    c->name = lb_disc_dup(name, len);
     if (!c->name) {
         free(c);
         return NULL;
@@ -166,7 +155,7 @@ int lb_balancer_set_dns(lb_balancer *b, const lb_dns_config *cfg,
         *err = "dns: max_ttl is below min_ttl";
         return LB_ERROR;
     }
-    c->name = dup_n(cfg->name, cfg->name_len);
+    c->name = lb_disc_dup(cfg->name, cfg->name_len);
     if (cfg->resolvers && cfg->resolvers_len) {
         size_t cap = cfg->resolvers_len * 2 + 16, at = 0;
         const char *s = cfg->resolvers, *end = s + cfg->resolvers_len;

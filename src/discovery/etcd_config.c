@@ -25,17 +25,6 @@ void lb_etcd_free_cfg(void *p)
     free(e);
 }
 
-static char *dup_n(const char *s, size_t n)
-{
-    char *p = malloc(n + 1);
-
-    if (p) {
-        memcpy(p, s, n);
-        p[n] = '\0';
-    }
-    return p;
-}
-
 int lb_balancer_set_etcd(lb_balancer *b, const lb_etcd_config *cfg,
                          const char **err)
 {
@@ -66,14 +55,14 @@ int lb_balancer_set_etcd(lb_balancer *b, const lb_etcd_config *cfg,
     }
     e->timeout = cfg->timeout > 0 ? cfg->timeout : 2.0;
     e->tls_verify = cfg->tls_verify != 0;
-    e->prefix = dup_n(cfg->prefix, cfg->prefix_len);
+    e->prefix = lb_disc_dup(cfg->prefix, cfg->prefix_len);
     e->prefix_len = cfg->prefix_len;
     if (cfg->username) {
-        e->username = dup_n(cfg->username, cfg->username_len);
-        e->password = dup_n(cfg->password, cfg->password_len);
+        e->username = lb_disc_dup(cfg->username, cfg->username_len);
+        e->password = lb_disc_dup(cfg->password, cfg->password_len);
     }
     if (cfg->tls_ca && cfg->tls_ca_len)
-        e->tls_ca = dup_n(cfg->tls_ca, cfg->tls_ca_len);
+        e->tls_ca = lb_disc_dup(cfg->tls_ca, cfg->tls_ca_len);
     s = cfg->endpoints;
     end = s + cfg->endpoints_len;
     while (s < end) {
@@ -97,7 +86,7 @@ int lb_balancer_set_etcd(lb_balancer *b, const lb_etcd_config *cfg,
             return LB_ERROR;
         }
         e->endpoints = v;
-        e->endpoints[e->nendpoints] = dup_n(s, len);
+        e->endpoints[e->nendpoints] = lb_disc_dup(s, len);
         if (!e->endpoints[e->nendpoints++]) {
             lb_etcd_free_cfg(e);
             *err = "out of memory";
