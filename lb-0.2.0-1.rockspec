@@ -77,6 +77,7 @@ build = {
       ["lb.nginx_log"] = "lua/lb/nginx_log.lua",
       ["lb.outcomes"] = "lua/lb/outcomes.lua",
       ["lb.sharing"] = "lua/lb/sharing.lua",
+      ["lb.state"] = "lua/lb/state.lua",
       ["lb.status_page"] = "lua/lb/status_page.lua",
    },
 }

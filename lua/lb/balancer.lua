@@ -5,8 +5,9 @@
 --                                   the pick counted in flight in C)
 --   release, report                 outcomes of requests: in-flight counts,
 --                                   passive health (ejection in C)
---   update, backends, status,       the set (discovery) and its state
---   set_enable
+--   update, set_enable              the set (discovery) and enablement;
+--                                   backends, status, panic, metrics are
+--                                   lb.state's
 --   run_health_check                one round of the health check: built-in
 --                                   (TCP, HTTP, TLS on the C checker thread)
 --                                   or custom (Lua, on this thread)
@@ -50,13 +51,10 @@ M.EVENT_INTERVAL = 0.1
 local errbuf = ffi_new("const char *[1]")
 local wall = driver.wall -- discovery_status's updated_at
 local hinfo = ffi_new("lb_health_info")
-local rinfo = ffi_new("lb_record_info")
 local FAILURE_STATUS = {}
 for _, s in ipairs(args.DEFAULT_FAILURE_STATUS) do
   FAILURE_STATUS[s] = true
 end
-local cstats = ffi_new("lb_check_stats")
-local rstats = ffi_new("lb_record_stats")
 
 -- An iterator and its head (gen, ready), read through a pointer cast
 -- once here: lb_iter is opaque, its head is the part Lua reads.
@@ -525,111 +523,13 @@ require("lb.outcomes").install(Balancer, {
   check_self = check_self,
 })
 
--- Whether selection is in panic now (panic_threshold): fewer than that
--- fraction of the enabled backends are ready, and every enabled backend
--- is a candidate.  Always false without panic_threshold.
-function Balancer:panic()
-  check_self(self, "panic")
-  return C.lb_balancer_panic(self._c) ~= 0
-end
+-- ---- the state: panic, backends, status, check_stats, run_health_check,
+-- metrics (lb.state) ----
 
--- The backends, in sorted order (IPv4 < IPv6 < unix; address, port,
--- weight).  A new array of the balancer's own backend tables.
-function Balancer:backends()
-  check_self(self, "backends")
-  refresh(self)
-  local out = {}
-  for i, b in ipairs(self._list) do
-    out[i] = b
-  end
-  return out
-end
-
--- ---- health ----
-
--- One row per backend in sorted order:
--- { addr, weight, healthy, enabled, ready, last_error, in_flight, ejected,
---   ejections, passive_failures, panic, selected, checked, last_check }.
--- `healthy` is the active checks' verdict; ready = healthy, enabled and
--- not ejected; `panic` (the same in every row) is balancer:panic();
--- `checked` is whether any check of the backend ran yet, `last_check` the
--- time the latest ended (seconds since the epoch, nil before the first),
--- `selected` the attempts lb.nginx set and the acquires.  With `shared`,
--- the same in every process.
-function Balancer:status()
-  check_self(self, "status")
-  refresh(self)
-  checking.check_running(self)
-  local rows = {}
-  local panic = C.lb_balancer_panic(self._c) ~= 0
-  for i, b in ipairs(self._list) do
-    if C.lb_balancer_health(self._c, i - 1, hinfo) == 0
-       and C.lb_balancer_record(self._c, i - 1, rinfo) == 0 then
-      local healthy, enabled = hinfo.healthy ~= 0, hinfo.enabled ~= 0
-      local ejected = hinfo.ejected ~= 0
-      rows[i] = {
-        addr = b.addr,
-        weight = b.weight,
-        healthy = healthy,
-        enabled = enabled,
-        ready = healthy and enabled and not ejected,
-        in_flight = tonumber(rinfo.in_flight),
-        ejected = ejected,
-        ejections = tonumber(rinfo.ejections),
-        passive_failures = tonumber(rinfo.passive_failures),
-        panic = panic,
-        last_error = checking.error_text(self, tonumber(hinfo.id),
-                                tonumber(hinfo.err_kind),
-                                tonumber(hinfo.err_detail), i - 1),
-        selected = tonumber(rinfo.selections),
-      }
-      local row = rows[i]
-      if C.lb_balancer_stats(self._c, i - 1, rstats) == 0 then
-        local ms = tonumber(rstats.last_check_ms)
-        row.checked = ms > 0
-        row.last_check = ms > 0 and ms / 1000 or nil
-      end
-    end
-  end
-  return rows
-end
-
--- Counts of the built-in checks since the balancer was made: `ok`,
--- `failed` (recorded on the backend) and `skipped` (could not start for
--- want of descriptors or memory in this process: the backend keeps its
--- state and is checked again next round).  All zero without a built-in
--- check.
-function Balancer:check_stats()
-  check_self(self, "check_stats")
-  C.lb_balancer_check_stats(self._c, cstats)
-  return { ok = tonumber(cstats.ok), failed = tonumber(cstats.failed),
-           skipped = tonumber(cstats.skipped) }
-end
-
--- Run one round of health checks now and return when it is done, after
--- on_health_change has been called for every flip of the round.
-function Balancer:run_health_check(parallel)
-  check_self(self, "run_health_check")
-  if parallel ~= nil and type(parallel) ~= "boolean" then
-    bad_arg(1, "run_health_check", "boolean", parallel)
-  end
-  if parallel == nil then
-    parallel = self.parallel_health_check
-  end
-  refresh(self)
-  return checking.round(self, parallel)
-end
-
--- The Prometheus text exposition of this balancer, labelled
--- balancer="name" (default: the balancer's name, else "default").
-function Balancer:metrics(name)
-  check_self(self, "metrics")
-  if name ~= nil and type(name) ~= "string" then
-    bad_arg(1, "metrics", "string", name)
-  end
-  return require("lb.metrics").render({ [name or self.name or "default"]
-                                        = self })
-end
+require("lb.state").install(Balancer, {
+  refresh = refresh,
+  check_self = check_self,
+})
 
 -- ---- the background: start, stop, poll (lb.background) ----
 
