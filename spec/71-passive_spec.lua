@@ -289,12 +289,25 @@ describe("acquire and release", function()
       end
       return n
     ]], "=acquire_loop"))
-    jit.flush()
-    jit.attach(cb, "trace")
-    local n = loop(b)
-    jit.attach(cb)
-    assert.equal(20000, n)
-    assert.equal(0, aborts)
+    -- Up to 3 attempts, one of which must have no abort at all: a root
+    -- trace may start at a hot function's entry (hot counters are shared
+    -- by bytecode address hash) and abort "leaving loop in root trace"
+    -- when it returns into the loop; LuaJIT then records the loop itself.
+    local seen = {}
+    for attempt = 1, 3 do
+      aborts = 0
+      jit.flush()
+      jit.attach(cb, "trace")
+      local n = loop(b)
+      jit.attach(cb)
+      assert.equal(20000, n)
+      seen[attempt] = aborts
+      if aborts == 0 then
+        break
+      end
+    end
+    assert.equal(0, seen[#seen], "aborts per attempt: "
+                 .. table.concat(seen, ", "))
   end)
 end)
 
