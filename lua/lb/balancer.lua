@@ -523,8 +523,7 @@ require("lb.outcomes").install(Balancer, {
   check_self = check_self,
 })
 
--- ---- the state: panic, backends, status, check_stats, run_health_check,
--- metrics (lb.state) ----
+-- ---- panic, backends, status, check_stats, metrics... (lb.state) ----
 
 require("lb.state").install(Balancer, {
   refresh = refresh,
