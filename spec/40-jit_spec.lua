@@ -3,49 +3,17 @@
 -- tests read jit.dump's output.
 local h = require("helpers")
 
-local function trace_events(fn)
-  local ev = { start = 0, stop = 0, abort = 0, reasons = {}, loops = 0 }
-  local cb = function(what, tr, _, _, otr, oex)
-    ev[what] = (ev[what] or 0) + 1
-    if what == "stop" then
-      local info = require("jit.util").traceinfo(tr)
-      if info and info.linktype == "loop" then
-        ev.loops = ev.loops + 1
-      end
-    end
-    if what == "abort" then
-      local r = require("jit.vmdef").traceerr[otr]
-      if r and type(oex) ~= "nil" then
-        r = r:format(oex)
-      end
-      ev.reasons[#ev.reasons + 1] = tostring(r)
-    end
-  end
-  jit.flush()
-  jit.attach(cb, "trace")
-  local ok, err = pcall(fn)
-  jit.attach(cb)
-  assert(ok, err)
-  return ev
-end
+local jt = require("support.jit_trace")
+local trace_events = jt.trace_events
 
 -- What must never appear is a fallback to the interpreter: NYI, a C
 -- function, a blacklisting.
 local function assert_no_fallback(reasons)
-  for _, r in ipairs(reasons) do
-    assert.is_nil(r:find("NYI", 1, true), r)
-    assert.is_nil(r:find("C function", 1, true), r)
-    assert.is_nil(r:find("blacklist", 1, true), r)
-  end
+  assert.same({}, jt.fallbacks(reasons))
 end
 
--- The loop is compiled from source for each attempt, so its bytecode sits
--- at a new address each time.  LuaJIT's hot counters live in a 64-slot
--- table hashed by bytecode address; when the loop's slot is shared with
--- the entry of a function it calls, that function can get hot first and
--- its trace aborts ("down-recursion", "call unroll limit reached") before
--- the loop's own trace forms.  That shapes traces and falls back to
--- nothing; a new address takes another slot.
+-- Each attempt runs in a fresh luajit (support/jit_trace.lua says why):
+-- the loop's bytecode and lb's functions sit at new addresses each time.
 local LOOP = [[
   local b, keys = ...
   local n = 0
@@ -58,23 +26,36 @@ local LOOP = [[
   return n
 ]]
 
--- Run `code` (a chunk taking b, keys) up to 3 times: every attempt must
--- return `want` without a fallback to the interpreter, and one attempt
--- must run with no abort at all, with the loop one looping trace.
-local function assert_clean_loop(code, name, b, keys, want)
-  local clean
-  for attempt = 1, 3 do
-    local loop = assert(load(code, "=" .. name .. attempt))
-    local n
-    local ev = trace_events(function() n = loop(b, keys) end)
-    assert.equal(want, n)
-    assert_no_fallback(ev.reasons)
-    if ev.abort == 0 and #ev.reasons == 0 and ev.loops >= 1 then
-      clean = attempt
-      break
+-- A balancer of 100 loopback-looking backends (data only) with `opts`
+-- and 64 keys, built in the attempt's process.
+local function setup(opts)
+  return ([[
+    local opts = %s
+    local list = {}
+    for i = 1, 100 do
+      list[i] = "127.0.0." .. (i %% 250 + 1) .. ":" .. (8000 + i)
     end
+    opts.backends = list
+    local b = assert(require("lb").new(opts))
+    local keys = {}
+    for i = 1, 64 do
+      keys[i] = "/key/" .. i
+    end
+    return b, keys
+  ]]):format(opts)
+end
+
+-- Up to 3 attempts, every one without a fallback to the interpreter, one
+-- with no abort at all and the loop one looping trace.
+local function assert_clean_loop(opts, code, name, want, after)
+  local clean, seen = jt.clean_loop(setup(opts), code, name, want, after)
+  local aborts = {}
+  for i, r in ipairs(seen) do
+    aborts[i] = r.abort .. " (" .. table.concat(r.reasons, "; ") .. ")"
   end
-  assert.is_not_nil(clean, "every attempt aborted a trace")
+  assert.is_not_nil(clean, "every attempt aborted a trace: "
+                    .. table.concat(aborts, ", "))
+  return clean
 end
 
 describe("JIT", function()
@@ -82,17 +63,9 @@ describe("JIT", function()
 
   for _, sel in ipairs({ "round_robin", "random", "fnv", "consistent" }) do
     it("compiles the select loop for " .. sel .. " with no trace abort", function()
-      local list = {}
-      for i = 1, 100 do
-        list[i] = "127.0.0." .. (i % 250 + 1) .. ":" .. (8000 + i)
-      end
-      local b = h.new({ selection = sel, backends = list })
-      local keys = {}
-      for i = 1, 64 do
-        keys[i] = "/key/" .. i
-      end
       -- the loop, select included
-      assert_clean_loop(LOOP, "loop", b, keys, 20000)
+      assert_clean_loop(("{ selection = %q }"):format(sel), LOOP, "loop",
+                        20000)
     end)
   end
 
@@ -116,19 +89,17 @@ describe("JIT", function()
   ]]
   it("compiles acquire, release and the counted select with no trace abort",
      function()
-    local list = {}
-    for i = 1, 100 do
-      list[i] = "127.0.0." .. (i % 250 + 1) .. ":" .. (8000 + i)
-    end
-    local b = h.new({ backends = list, passive = {} })
-    local keys = {}
-    for i = 1, 64 do
-      keys[i] = "/key/" .. i
-    end
-    assert_clean_loop(LOOP_COUNTED, "counted", b, keys, 40000)
-    for _, row in ipairs(b:status()) do
-      assert.equal(0, row.in_flight)
-    end
+    -- every in-flight count back at 0 afterwards
+    local clean = assert_clean_loop("{ passive = {} }", LOOP_COUNTED,
+      "counted", 40000, [[
+        local b = ...
+        local most = 0
+        for _, row in ipairs(b:status()) do
+          if row.in_flight > most then most = row.in_flight end
+        end
+        return most
+      ]])
+    assert.equal(0, clean.after)
   end)
 
   it("compiles the select_with walk without falling back", function()
