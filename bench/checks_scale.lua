@@ -8,7 +8,7 @@
 --
 -- Environment: CHECKS_BACKENDS (default 10000), CHECKS_LISTENERS (300),
 -- BENCH_RUNS (rounds, median reported; default 5).
-package.path = "lua/?.lua;lua/?/init.lua;" .. package.path
+package.path = "bench/?.lua;lua/?.lua;lua/?/init.lua;" .. package.path
 package.cpath = "build/?.so;" .. package.cpath
 
 local ffi = require("ffi")
@@ -88,10 +88,7 @@ while #backends < N do
   end
 end
 
-local function median(t)
-  table.sort(t)
-  return t[math.floor((#t + 1) / 2)]
-end
+local median = require("stats").median
 
 local fds0 = fds()
 local b = assert(lb.new({ backends = backends, parallel_health_check = true,

@@ -12,7 +12,7 @@
 -- counted at the listeners.  Variants run one after the other, BENCH_RUNS
 -- times (default 3) interleaved; medians reported.  Run from the
 -- repository root after `make`: luajit bench/checks_workers.lua
-package.path = "lua/?.lua;lua/?/init.lua;spec/?.lua;" .. package.path
+package.path = "bench/?.lua;lua/?.lua;lua/?/init.lua;spec/?.lua;" .. package.path
 package.cpath = "build/?.so;" .. package.cpath
 
 local nginx = require("support.nginx")
@@ -97,14 +97,7 @@ for r = 1, RUNS do
 end
 listeners:stop()
 
-local function median(t)
-  local s = {}
-  for i = 1, #t do s[i] = t[i] end
-  table.sort(s)
-  local n = #s
-  if n % 2 == 1 then return s[(n + 1) / 2] end
-  return (s[n / 2] + s[n / 2 + 1]) / 2
-end
+local median = require("stats").median
 
 local med = {}
 for _, v in ipairs(variants) do

@@ -13,7 +13,7 @@
 -- "load balancing method redefined".  Figures are reported, not checked
 -- (the machine is shared; spec/83 checks the connections and the
 -- warning).  Run from the repository root after `make` (make bench-nginx).
-package.path = "lua/?.lua;lua/?/init.lua;spec/?.lua;" .. package.path
+package.path = "bench/?.lua;lua/?.lua;lua/?/init.lua;spec/?.lua;" .. package.path
 package.cpath = "build/?.so;" .. package.cpath
 
 local nginx = require("support.nginx")
@@ -24,18 +24,7 @@ local ROUNDS = tonumber(os.getenv("BENCH_ROUNDS")) or 3
 local CONNS = tonumber(os.getenv("BENCH_CONNECTIONS")) or 16
 local ORDERS = { "after", "before" }
 
-local function median(t)
-  local s = {}
-  for i, v in ipairs(t) do
-    s[i] = v
-  end
-  table.sort(s)
-  local n = #s
-  if n % 2 == 1 then
-    return s[(n + 1) / 2]
-  end
-  return (s[n / 2] + s[n / 2 + 1]) / 2
-end
+local median = require("stats").median
 
 local ok, err = pcall(function()
   local backend = ko.backend()

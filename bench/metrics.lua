@@ -13,7 +13,7 @@
 -- (another checkout's renderer, e.g. the one before a change) over the
 -- same balancer, interleaved with this tree's, its output compared byte
 -- for byte; and the ratio of the two medians.
-package.path = "lua/?.lua;lua/?/init.lua;" .. package.path
+package.path = "bench/?.lua;lua/?.lua;lua/?/init.lua;" .. package.path
 package.cpath = "build/?.so;" .. package.cpath
 
 local lb = require("lb")
@@ -21,14 +21,7 @@ local lb = require("lb")
 local RUNS = tonumber(os.getenv("BENCH_RUNS")) or 20
 local CALLS = tonumber(os.getenv("BENCH_CALLS")) or 2000000
 
-local function median(t)
-  local s = {}
-  for i = 1, #t do s[i] = t[i] end
-  table.sort(s)
-  local n = #s
-  if n % 2 == 1 then return s[(n + 1) / 2] end
-  return (s[n / 2] + s[n / 2 + 1]) / 2
-end
+local median = require("stats").median
 
 local list = {}
 for i = 0, 999 do

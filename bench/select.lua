@@ -17,7 +17,7 @@
 -- Prints "ROW <bench> <case> <value> <unit> [note]" lines (bench/run.sh
 -- makes the table).  Run from the repository root after `make bench-build`.
 
-package.path = "lua/?.lua;lua/?/init.lua;" .. package.path
+package.path = "bench/?.lua;lua/?.lua;lua/?/init.lua;" .. package.path
 package.cpath = "build/?.so;build/bench/?.so;" .. package.cpath
 
 local ffi = require("ffi")
@@ -199,14 +199,7 @@ end
 current = nil
 jit.attach(function() end)
 
-local function median(t)
-  local s = {}
-  for i = 1, #t do s[i] = t[i] end
-  table.sort(s)
-  local n = #s
-  if n % 2 == 1 then return s[(n + 1) / 2], s[1] end
-  return (s[n / 2] + s[n / 2 + 1]) / 2, s[1]
-end
+local median = require("stats").median
 
 local med = {}
 for _, c in ipairs(cases) do
