@@ -27,6 +27,7 @@
 #include <sys/types.h>
 
 #include "lb.h"
+#include "text.h"
 
 typedef struct ssl_st SSL;
 typedef struct ssl_ctx_st SSL_CTX;
@@ -83,10 +84,9 @@ struct lb_check_cfg *lb_check_cfg_new(const lb_check_config *in,
  * thread; takes OpenSSL's locks when it has a TLS context. */
 void lb_check_cfg_free(struct lb_check_cfg *c);
 
-/* Text helpers of the config functions: no spaces or controls at all
- * (paths, names); a NUL-terminated copy (NULL: out of memory). */
+/* Text helper of the config functions: no spaces or controls at all
+ * (paths, names).  Copies are text.h's lb_text_dup. */
 bool lb_check_text_visible(const char *s, size_t len);
-char *lb_check_text_dup(const char *s, size_t len);
 
 /* A connection: the socket and, with TLS, its session. */
 struct lb_conn {

@@ -40,17 +40,6 @@ bool lb_check_text_visible(const char *s, size_t len)
     return true;
 }
 
-char *lb_check_text_dup(const char *s, size_t len)
-{
-    char *d = malloc(len + 1);
-
-    if (d) {
-        memcpy(d, s, len);
-        d[len] = '\0';
-    }
-    return d;
-}
-
 struct lb_check_cfg *lb_check_cfg_new(const lb_check_config *in,
                                       const char **err)
 {
@@ -100,14 +89,14 @@ struct lb_check_cfg *lb_check_cfg_new(const lb_check_config *in,
                 goto fail;
             }
             free(c->sni);
-            c->sni = lb_check_text_dup(in->tls_sni, in->tls_sni_len);
+            c->sni = lb_text_dup(in->tls_sni, in->tls_sni_len);
         }
         if (in->tls_ca) {
             if (in->tls_ca_len == 0 || memchr(in->tls_ca, 0, in->tls_ca_len)) {
                 *err = "invalid CA file name";
                 goto fail;
             }
-            ca = lb_check_text_dup(in->tls_ca, in->tls_ca_len);
+            ca = lb_text_dup(in->tls_ca, in->tls_ca_len);
             if (!ca) {
                 *err = "out of memory";
                 goto fail;

@@ -77,7 +77,7 @@ static char *sni_from_host(const char *host)
     name[len] = '\0';
     if (inet_pton(AF_INET, name, ip) == 1 || inet_pton(AF_INET6, name, ip) == 1)
         return NULL;
-    return lb_check_text_dup(name, len);
+    return lb_text_dup(name, len);
 }
 
 static int build_request(struct lb_http_cfg *c, const lb_check_config *in,
@@ -137,7 +137,7 @@ static int build_request(struct lb_http_cfg *c, const lb_check_config *in,
                 *err = "invalid Host header";
                 goto fail;
             }
-            c->host = lb_check_text_dup(h->value, h->value_len);
+            c->host = lb_text_dup(h->value, h->value_len);
             if (!c->host) {
                 *err = "out of memory";
                 goto fail;
@@ -198,7 +198,7 @@ int lb_http_config(struct lb_check_cfg *c, const lb_check_config *in,
                 *err = "invalid Host";
                 return LB_ERROR;
             }
-            h->host = lb_check_text_dup(in->host, in->host_len);
+            h->host = lb_text_dup(in->host, in->host_len);
             if (!h->host) {
                 *err = "out of memory";
                 return LB_ERROR;

@@ -34,6 +34,7 @@
 #include <stdint.h>
 
 #include "lb.h"
+#include "text.h"
 
 struct lb_disc;
 
@@ -144,11 +145,6 @@ void lb_disc_publish(struct lb_disc *d);
 
 /* Seconds on CLOCK_REALTIME (the status's updated_at). */
 double lb_disc_wall(void);
-
-/* A NUL-terminated copy of the n bytes at s (the caller frees it), or NULL
- * when out of memory.  Pure, any thread (configurations: dns_config.c,
- * etcd_config.c). */
-char *lb_disc_dup(const char *s, size_t n);
 
 /* dns.c: the configuration of a host name's resolution (lb_resolve_start),
  * or NULL when out of memory. */

@@ -95,7 +95,7 @@ void *lb_disc_dns_addr_cfg(const char *name, size_t len, uint16_t port,
 
     if (!c)
         return NULL;
-    c->name = lb_disc_dup(name, len);
+    c->name = lb_text_dup(name, len);
     if (!c->name) {
         free(c);
         return NULL;
@@ -155,7 +155,7 @@ int lb_balancer_set_dns(lb_balancer *b, const lb_dns_config *cfg,
         *err = "dns: max_ttl is below min_ttl";
         return LB_ERROR;
     }
-    c->name = lb_disc_dup(cfg->name, cfg->name_len);
+    c->name = lb_text_dup(cfg->name, cfg->name_len);
     if (cfg->resolvers && cfg->resolvers_len) {
         size_t cap = cfg->resolvers_len * 2 + 16, at = 0;
         const char *s = cfg->resolvers, *end = s + cfg->resolvers_len;

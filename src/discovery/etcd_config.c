@@ -55,14 +55,14 @@ int lb_balancer_set_etcd(lb_balancer *b, const lb_etcd_config *cfg,
     }
     e->timeout = cfg->timeout > 0 ? cfg->timeout : 2.0;
     e->tls_verify = cfg->tls_verify != 0;
-    e->prefix = lb_disc_dup(cfg->prefix, cfg->prefix_len);
+    e->prefix = lb_text_dup(cfg->prefix, cfg->prefix_len);
     e->prefix_len = cfg->prefix_len;
     if (cfg->username) {
-        e->username = lb_disc_dup(cfg->username, cfg->username_len);
-        e->password = lb_disc_dup(cfg->password, cfg->password_len);
+        e->username = lb_text_dup(cfg->username, cfg->username_len);
+        e->password = lb_text_dup(cfg->password, cfg->password_len);
     }
     if (cfg->tls_ca && cfg->tls_ca_len)
-        e->tls_ca = lb_disc_dup(cfg->tls_ca, cfg->tls_ca_len);
+        e->tls_ca = lb_text_dup(cfg->tls_ca, cfg->tls_ca_len);
     s = cfg->endpoints;
     end = s + cfg->endpoints_len;
     while (s < end) {
@@ -86,7 +86,7 @@ int lb_balancer_set_etcd(lb_balancer *b, const lb_etcd_config *cfg,
             return LB_ERROR;
         }
         e->endpoints = v;
-        e->endpoints[e->nendpoints] = lb_disc_dup(s, len);
+        e->endpoints[e->nendpoints] = lb_text_dup(s, len);
         if (!e->endpoints[e->nendpoints++]) {
             lb_etcd_free_cfg(e);
             *err = "out of memory";

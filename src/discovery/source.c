@@ -35,17 +35,6 @@ double lb_disc_wall(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-char *lb_disc_dup(const char *s, size_t n)
-{
-    char *p = malloc(n + 1);
-
-    if (p) {
-        memcpy(p, s, n);
-        p[n] = '\0';
-    }
-    return p;
-}
-
 /* Abandon the request in flight, if any; its tickets get LB_ERROR. */
 static void abandon(struct lb_disc *d, const char *why)
 {
