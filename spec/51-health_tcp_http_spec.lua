@@ -23,13 +23,7 @@ local function balancer(addrs, check, extra)
   return h.new(opts), flips
 end
 
-local function row(b, addr)
-  for _, r in ipairs(b:status()) do
-    if r.addr == addr then
-      return r
-    end
-  end
-end
+local row = h.row
 
 -- Seconds taken by fn().
 local function timed(fn)

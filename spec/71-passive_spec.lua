@@ -12,13 +12,7 @@ local function new(opts)
   return h.new(opts)
 end
 
-local function row(b, addr)
-  for _, r in ipairs(b:status()) do
-    if r.addr == addr then
-      return r
-    end
-  end
-end
+local row = h.row
 
 local function flips_of(list)
   return function(be, healthy, err)

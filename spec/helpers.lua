@@ -10,6 +10,16 @@ function M.new(opts)
   return b
 end
 
+-- The status() row of the backend with address `addr` (the first, if the
+-- address is in the set at several weights), or nil.
+function M.row(b, addr)
+  for _, r in ipairs(b:status()) do
+    if r.addr == addr then
+      return r
+    end
+  end
+end
+
 -- Addresses of a list of backend tables.
 function M.addrs(list)
   local out = {}
