@@ -328,7 +328,7 @@ function Peer:balance()
   check_self(self, "balance")
   local getkey = self.getkey
   local tries = self.tries
-  local b, counted
+  local b, counted, retry
   if tries == 1 or get_last_failure() == nil then
     b, counted = pick_first(self)
     if b and tries > 1 then
@@ -338,18 +338,16 @@ function Peer:balance()
       end
     end
   else
+    retry = true
     check_running(self.balancer) -- a retry: maybe no check ever runs
     b = pick(self, getkey and getkey() or nil, tried_peers())
-    if not b then
-      ngx_log(ngx_WARN, prefix(self.balancer), "no backend available: ",
-              why_none(self, true))
-      return ngx_exit(NGX_BUSY)
-    end
   end
   if not b then
-    check_running(self.balancer)
+    if not retry then
+      check_running(self.balancer)
+    end
     ngx_log(ngx_WARN, prefix(self.balancer), "no backend available: ",
-            why_none(self, false))
+            why_none(self, retry == true))
     return ngx_exit(NGX_BUSY)
   end
   local ok, err = set_current_peer(host_of(b), b.port)
