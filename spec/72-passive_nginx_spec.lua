@@ -103,7 +103,8 @@ describe("passive health in nginx (2 workers)", function()
   it("ejects the failing backend in every worker; clients see no error", function()
     local reqs = {}
     for i = 1, 400 do reqs[i] = "/p/" .. i end
-    local res = assert(nginx.get_spread(srv.addr, reqs, 8))
+    local res = assert(nginx.get_spread(srv.addr, reqs, 8,
+                                        front.spread(srv)))
     local by_backend, by_worker, non2xx = front.count(res)
     assert.equal(0, non2xx)
     assert.is_nil(by_backend[bad])

@@ -51,6 +51,7 @@ local HTTP = [[
             content_by_lua_block { require("lb.nginx").status(app) }
         }
         location = /front-status { stub_status; }
+        location = /front-worker { return 200 $pid; }
 {{server_extra}}
     }
 ]]
@@ -80,6 +81,7 @@ function M.start(opts)
   })
   if not srv then return nil, err end
   srv.addr = "127.0.0.1:" .. port
+  srv.workers = opts.workers or 2
   srv.url = "http://127.0.0.1:" .. port
   return srv
 end
@@ -108,15 +110,21 @@ function M.lua_list(list)
   return "{ " .. table.concat(out, ", ") .. " }"
 end
 
--- n GET requests (or the given list) spread over `conns` connections.
--- Returns the responses, or raises.
+-- n GET requests (or the given list) spread over `conns` connections
+-- that reach every worker of the front.  Returns the responses, or raises.
 function M.get(srv, reqs, conns)
   if type(reqs) == "number" then
     local list = {}
     for i = 1, reqs do list[i] = "/r/" .. i end
     reqs = list
   end
-  return assert(nginx.get_spread(srv.addr, reqs, conns or 8))
+  return assert(nginx.get_spread(srv.addr, reqs, conns or 8,
+                                 M.spread(srv)))
+end
+
+-- get_spread's options that reach every worker of a front.
+function M.spread(srv)
+  return { spread = { path = "/front-worker", workers = srv.workers or 2 } }
 end
 
 -- Count responses per body (the backend's address) and per worker.

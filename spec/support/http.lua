@@ -204,14 +204,53 @@ function M.get_many(addr, paths, opts)
 end
 
 
+-- Open `n` kept-alive connections that together reach `workers` distinct
+-- workers: each connection asks `path` (whose body names the worker that
+-- answered) and the set is opened again while fewer answered.  With
+-- `listen ... reuseport` the kernel hashes each connection to a worker, so
+-- 8 connections all land on one of 2 workers once in 128 sets.  Returns
+-- the clients, or nil, err.
+local function spread_clients(addr, n, opts, probe)
+  local want = math.min(probe.workers, n)
+  local seen
+  for _ = 1, probe.tries or 40 do
+    local clients, ids, count = {}, {}, 0
+    for i = 1, n do
+      clients[i] = M.client(addr, opts)
+      local r, err = clients[i]:request(probe.path)
+      if not r then
+        for _, cl in ipairs(clients) do cl:close() end
+        return nil, "probe " .. probe.path .. ": " .. err
+      end
+      if r.status ~= 200 then
+        for _, cl in ipairs(clients) do cl:close() end
+        return nil, ("probe %s: status %d"):format(probe.path, r.status)
+      end
+      if not ids[r.body] then ids[r.body], count = true, count + 1 end
+    end
+    if count >= want then return clients end
+    seen = count
+    for _, cl in ipairs(clients) do cl:close() end
+  end
+  return nil, ("%d connections reached %d of %d workers, %d times")
+    :format(n, seen, want, probe.tries or 40)
+end
+
 -- Send requests over `n` connections, interleaving batches so the
 -- connections are open together (with `listen ... reuseport` they land on
--- different workers).  Returns the responses in request order, or nil, err.
+-- different workers).  opts.spread = { path = ..., workers = N } makes
+-- sure the connections reach N workers first (see spread_clients).
+-- Returns the responses in request order, or nil, err.
 function M.get_spread(addr, reqs, n, opts)
   n = n or 4
   local clients, parts, index = {}, {}, {}
+  if opts and opts.spread then
+    local err
+    clients, err = spread_clients(addr, n, opts, opts.spread)
+    if not clients then return nil, err end
+  end
   for i = 1, n do
-    clients[i] = M.client(addr, opts)
+    clients[i] = clients[i] or M.client(addr, opts)
     parts[i], index[i] = {}, {}
   end
   for i, r in ipairs(reqs) do
