@@ -81,7 +81,7 @@ function M.start(opts)
   })
   if not srv then return nil, err end
   srv.addr = "127.0.0.1:" .. port
-  srv.workers = opts.workers or 2
+  srv.worker_count = opts.workers or 2
   srv.url = "http://127.0.0.1:" .. port
   return srv
 end
@@ -124,7 +124,8 @@ end
 
 -- get_spread's options that reach every worker of a front.
 function M.spread(srv)
-  return { spread = { path = "/front-worker", workers = srv.workers or 2 } }
+  return { spread = { path = "/front-worker",
+                      workers = srv.worker_count or 2 } }
 end
 
 -- Count responses per body (the backend's address) and per worker.
