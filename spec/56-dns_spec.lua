@@ -1,7 +1,8 @@
 -- lb.discovery.dns against a real dnsmasq on loopback: A, AAAA and SRV
 -- sets published by the C thread, TTL-driven changes, NXDOMAIN, a timeout
 -- and a dead server keeping the last set (shown by discovery_status), and
--- recovery; the options lb.new checks.
+-- recovery; SERVFAIL (a stub server) failing, or moving on to the next
+-- resolver; the options lb.new checks.
 local lb = require("lb")
 local dnsmasq = require("support.dnsmasq")
 local helpers = require("helpers")
@@ -116,6 +117,44 @@ describe("lb.discovery.dns", function()
     local st = b:discovery_status()
     assert.is_false(st.ok)
     assert.matches("not found", st.last_error)
+  end)
+
+  it("keeps the last set on SERVFAIL and says why", function()
+    local f = dnsmasq.servfail()
+    local b = assert(lb.new({
+      backends = { "127.0.0.99:80" },
+      discovery = lb.discovery.dns({ name = "a.lb.test", port = 80,
+                                     resolvers = { f.resolver },
+                                     timeout = 0.5 }),
+    }))
+    local ok, err = b:update()
+    local asked = f:queries()
+    f:close()
+    assert.is_nil(ok)
+    -- c-ares reports SERVFAIL from every server as it reports refused
+    -- connections: the message names both
+    assert.matches("a.lb.test A: Could not contact DNS servers (each "
+                   .. "refused the connection, or answered SERVFAIL or "
+                   .. "REFUSED)", err, 1, true)
+    assert.is_true(asked >= 1, "the server was not asked")
+    assert.equal("127.0.0.99:80/1", addrs(b))
+    local st = b:discovery_status()
+    assert.is_false(st.ok)
+    assert.matches("SERVFAIL", st.last_error, 1, true)
+  end)
+
+  it("asks the next resolver after a SERVFAIL", function()
+    d:set_hosts("127.0.0.51 sf.lb.test\n127.0.0.52 sf.lb.test\n")
+    local f = dnsmasq.servfail()
+    local b = dns_balancer(d, { name = "sf.lb.test", port = 80,
+                                resolvers = { f.resolver, d.resolver } })
+    local ok, err = b:update()
+    local asked = f:queries()
+    f:close()
+    assert.is_true(ok, err)
+    assert.equal("127.0.0.51:80/1 127.0.0.52:80/1", addrs(b))
+    assert.is_true(asked >= 1, "the first resolver was not asked")
+    assert.is_true(b:discovery_status().ok)
   end)
 
   it("keeps the last set through a timeout and a dead server, then "

@@ -10,6 +10,8 @@
 --   d:stop(); d:start()           -- the same port and records again
 --   d:queries()                   -- queries logged so far
 --   dnsmasq.stop_all()            -- an after_each safety net
+--   local f = dnsmasq.servfail()  -- a server that answers SERVFAIL:
+--   f.resolver; f:queries(); f:stop()   (support/dns_servfail.lua)
 
 local nginx = require("support.nginx")
 local q = nginx.q
@@ -19,6 +21,22 @@ local running = {}
 
 local Dns = {}
 Dns.__index = Dns
+
+-- Whether a DNS server answers on 127.0.0.1:port within 10 s: dig is in
+-- bind9-dnsutils, but one UDP query through luasocket needs nothing more.
+local function answers(port)
+  local socket = require("socket")
+  return nginx.wait_for(function()
+    local u = socket.udp()
+    u:settimeout(0.2)
+    u:setpeername("127.0.0.1", port)
+    -- id 1, RD, one question: lb.test A
+    u:send("\0\1\1\0\0\1\0\0\0\0\0\0\2lb\4test\0\0\1\0\1")
+    local r = u:receive()
+    u:close()
+    return r ~= nil
+  end, 10)
+end
 
 function Dns:start()
   local args = { "dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null",
@@ -34,20 +52,7 @@ function Dns:start()
   self.pid = assert(nginx.spawn(table.concat(args, " "),
                                 self.dir .. "/stderr"))
   running[self.pid] = self
-  -- ready when the port answers: dig is in bind9-dnsutils, but one UDP
-  -- query through luasocket needs nothing more
-  local socket = require("socket")
-  local ok = nginx.wait_for(function()
-    local u = socket.udp()
-    u:settimeout(0.2)
-    u:setpeername("127.0.0.1", self.port)
-    -- id 1, RD, one question: lb.test A
-    u:send("\0\1\1\0\0\1\0\0\0\0\0\0\2lb\4test\0\0\1\0\1")
-    local r = u:receive()
-    u:close()
-    return r ~= nil
-  end, 10)
-  assert(ok, "dnsmasq did not answer on port " .. self.port)
+  assert(answers(self.port), "dnsmasq did not answer on port " .. self.port)
   return self
 end
 
@@ -126,6 +131,39 @@ function M.start(opts)
   nginx.write_file(self.hosts, opts.hosts or "")
   return self:start()
 end
+
+-- A server that answers every question with SERVFAIL (see
+-- support/dns_servfail.lua), on a port of its own.
+local Servfail = {}
+Servfail.__index = Servfail
+
+local HERE = debug.getinfo(1, "S").source:match("^@(.*/)") or "./"
+
+function M.servfail()
+  local dir = assert(nginx.mkdtemp("lb-servfail"))
+  local self = setmetatable({ dir = dir, log = dir .. "/log",
+                              port = M.free_port() }, Servfail)
+  self.resolver = "127.0.0.1:" .. self.port
+  self.pid = assert(nginx.spawn(("luajit %s %d %s"):format(
+    q(HERE .. "dns_servfail.lua"), self.port, q(self.log)),
+    dir .. "/stderr"))
+  running[self.pid] = self
+  assert(answers(self.port), "the SERVFAIL server did not answer on port "
+         .. self.port .. ": " .. (nginx.read_file(dir .. "/stderr") or ""))
+  self.probes = self:queries()
+  return self
+end
+
+-- Questions answered so far, the readiness probes not counted.
+function Servfail:queries()
+  local n = 0
+  for _ in (nginx.read_file(self.log) or ""):gmatch("question") do
+    n = n + 1
+  end
+  return n - (self.probes or 0)
+end
+
+Servfail.stop, Servfail.close = Dns.stop, Dns.close
 
 function M.stop_all()
   for _, d in pairs(running) do

@@ -43,7 +43,7 @@ struct dns_req {
     ares_channel ch;
     bool have_ch;
     bool finished, failed, destroying;
-    char err[200];
+    char err[240];
     int outstanding;   /* queries not yet answered */
     uint64_t deadline; /* monotonic ns */
     double ttl;        /* smallest TTL seen, seconds */
@@ -77,6 +77,18 @@ static void req_fail(struct dns_req *q, const char *fmt, const char *a,
         return;
     q->failed = true;
     snprintf(q->err, sizeof(q->err), fmt, a, b2);
+}
+
+/* c-ares's text for a failed question.  c-ares ends a question with
+ * ARES_ECONNREFUSED when every server refused the connection and also when
+ * each answered SERVFAIL, NOTIMP or REFUSED (it moves on to the next server
+ * on those), so its text "Could not contact DNS servers" gets both causes. */
+static const char *dns_reason(int status)
+{
+    if (status == ARES_ECONNREFUSED)
+        return "Could not contact DNS servers (each refused the connection, "
+               "or answered SERVFAIL or REFUSED)";
+    return ares_strerror(status);
 }
 
 static void req_maybe_finish(struct dns_req *q)
@@ -205,7 +217,7 @@ static void on_target(void *arg, int status, int timeouts, unsigned char *abuf,
             if (n > 0)
                 t->found += n;
         } else if (status != ARES_ENODATA && status != ARES_ENOTFOUND)
-            req_fail(q, "%s: %s", t->name, ares_strerror(status));
+            req_fail(q, "%.140s: %.95s", t->name, dns_reason(status));
         q->outstanding--;
         req_maybe_finish(q);
     }
@@ -287,7 +299,7 @@ static void on_answer(void *arg, int status, int timeouts, unsigned char *abuf,
         char what[300];
 
         snprintf(what, sizeof(what), "%s %s", c->name, type_name(c->type));
-        req_fail(q, "%.150s: %.40s", what, ares_strerror(status));
+        req_fail(q, "%.140s: %.95s", what, dns_reason(status));
     } else if (c->type == LB_DNS_SRV)
         on_srv(q, abuf, alen);
     else if (take_addresses(q, c->type, abuf, alen, c->port, 1) < 0)
@@ -309,7 +321,7 @@ static void on_addrinfo(void *arg, int status, int timeouts,
     }
     c = q->d->cfg;
     if (status != ARES_SUCCESS) {
-        req_fail(q, "%.150s: %.40s", c->name, ares_strerror(status));
+        req_fail(q, "%.140s: %.95s", c->name, dns_reason(status));
     } else {
         for (struct ares_addrinfo_node *n = res ? res->nodes : NULL; n;
              n = n->ai_next) {
