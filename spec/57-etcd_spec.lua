@@ -229,6 +229,42 @@ describe("lb.discovery.etcd", function()
     assert(ok, err)
   end)
 
+  it("verifies an https endpoint under tls.sni, connecting to its address",
+     function()
+    local servers = require("support.servers")
+    -- a certificate for etcd.lb.test only: not for 127.0.0.1
+    local dir, cert, key = servers.make_cert("etcd.lb.test")
+    local t = etcd.start({ cert = cert, key = key,
+                           server_name = "etcd.lb.test" })
+    local ok, err = pcall(function()
+      t:put(P .. "sni", "127.0.0.1:8101")
+      local by_address = gateway({ endpoints = { t.endpoint },
+                                   tls = { ca = cert } })
+      local ok2, err2 = by_address:update()
+      assert.is_nil(ok2)
+      assert.matches("certificate", err2)
+      local wrong = gateway({ endpoints = { t.endpoint },
+                              tls = { ca = cert, sni = "other.lb.test" } })
+      ok2, err2 = wrong:update()
+      assert.is_nil(ok2)
+      assert.matches("certificate", err2)
+      -- the first endpoint is dead: the name goes with the next one too
+      local dead = "https://127.0.0.1:" .. assert(nginx.free_port())
+      local b = gateway({ endpoints = { dead, t.endpoint },
+                          tls = { ca = cert, sni = "etcd.lb.test" } })
+      assert.is_true(b:update())
+      assert.equal("127.0.0.1:8101/1", addrs(b))
+      -- the watch goes the same way
+      assert.is_true(b:start())
+      t:put(P .. "sni2", "127.0.0.1:8102")
+      wait_addrs(b, "127.0.0.1:8101/1 127.0.0.1:8102/1", 2)
+      b:stop()
+    end)
+    t:close()
+    nginx.rmtree(dir)
+    assert(ok, err)
+  end)
+
   it("is checked by lb.new, with the bad option named", function()
     local function bad(o, pattern)
       local b, err = lb.new({ discovery = lb.discovery.etcd(o) })
@@ -246,6 +282,10 @@ describe("lb.discovery.etcd", function()
           username = "u" }, "username and password")
     bad({ endpoints = { "http://127.0.0.1:2379" }, prefix = P, tls = 1 },
         "tls must be")
+    bad({ endpoints = { "https://127.0.0.1:2379" }, prefix = P,
+          tls = { sni = "a b" } }, "tls.sni must be a host name")
+    bad({ endpoints = { "https://127.0.0.1:2379" }, prefix = P,
+          tls = { sni = true } }, "tls.sni must be a host name")
     bad({ endpoints = { "http://127.0.0.1:2379" }, prefix = P, watch = 1 },
         "unknown option")
   end)

@@ -55,6 +55,11 @@ typedef struct lb_etcd_config {
     int32_t reserved;
     const char *tls_ca; /* CA file (PEM); NULL: the system's default */
     size_t tls_ca_len;
+    /* https: the name sent as SNI and verified against the certificate
+     * (the endpoint's host is still the address connected to); NULL: the
+     * endpoint's host */
+    const char *tls_sni;
+    size_t tls_sni_len;
 } lb_etcd_config;
 
 /*

@@ -117,6 +117,48 @@ static lb_balancer *with_etcd(void)
     return b;
 }
 
+/* tls.sni: checked, and copied for each https endpoint (IPv4, IPv6, no
+ * port) but not the http:// one; the sanitizer builds see the copies
+ * freed with the balancer. */
+static void test_sni_config(void)
+{
+    static const char *eps = "http://127.0.0.1:1,https://127.0.0.1:2,"
+                             "https://[::1]:3,https://etcd.lb.test";
+    static const char *bad[] = {"", "a b", "a:1", "a/b", "\xc3\xa9"};
+    lb_config cfg = {.selection = LB_SELECT_ROUND_ROBIN};
+    const char *err = NULL;
+    lb_etcd_config ec = {0};
+    lb_balancer *b = lb_balancer_new(&cfg, &err);
+
+    CHECK(b != NULL);
+    if (!b)
+        return;
+    ec.endpoints = eps;
+    ec.endpoints_len = strlen(eps);
+    ec.prefix = "/t/";
+    ec.prefix_len = 3;
+    ec.tls_verify = 1;
+    ec.tls_sni = "etcd.lb.test";
+    ec.tls_sni_len = strlen(ec.tls_sni);
+    CHECK_EQ(lb_balancer_set_etcd(b, &ec, &err), LB_OK);
+    /* set again: the first copy is freed */
+    CHECK_EQ(lb_balancer_set_etcd(b, &ec, &err), LB_OK);
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        err = NULL;
+        ec.tls_sni = bad[i];
+        ec.tls_sni_len = strlen(bad[i]);
+        CHECK_EQ(lb_balancer_set_etcd(b, &ec, &err), LB_ERROR);
+        CHECK(err && strcmp(err, "etcd: tls.sni must be a host name") == 0);
+    }
+    /* an https endpoint without a host */
+    ec.tls_sni = "etcd.lb.test";
+    ec.tls_sni_len = strlen(ec.tls_sni);
+    ec.endpoints = "https://:2379";
+    ec.endpoints_len = strlen(ec.endpoints);
+    CHECK_EQ(lb_balancer_set_etcd(b, &ec, &err), LB_ERROR);
+    lb_balancer_free(b);
+}
+
 int main(void)
 {
     lb_balancer *b;
@@ -125,6 +167,7 @@ int main(void)
     int64_t t;
     int up = 0;
 
+    TEST(test_sni_config());
     if (!test_mkdtemp(dir, sizeof(dir), "lb-test-etcd-"))
         return 2;
     snprintf(data, sizeof(data), "%s/data", dir);

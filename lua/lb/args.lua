@@ -585,12 +585,12 @@ function M.discovery_source(kind, o)
   end
   local tls = o.tls
   if tls ~= nil and tls ~= true and tls ~= false and type(tls) ~= "table" then
-    return nil, "etcd: tls must be a boolean or { verify, ca }, got "
+    return nil, "etcd: tls must be a boolean or { verify, ca, sni }, got "
                 .. text(tls)
   end
   if type(tls) == "table" then
     for k in pairs(tls) do
-      if k ~= "verify" and k ~= "ca" then
+      if k ~= "verify" and k ~= "ca" and k ~= "sni" then
         return nil, "etcd: tls: unknown option " .. M.shown(tostring(k))
       end
     end
@@ -600,12 +600,17 @@ function M.discovery_source(kind, o)
     if tls.ca ~= nil and type(tls.ca) ~= "string" then
       return nil, "etcd: tls.ca must be a file name, got " .. text(tls.ca)
     end
+    if tls.sni ~= nil and (type(tls.sni) ~= "string"
+                           or not tls.sni:match("^[%w%.%-]+$")) then
+      return nil, "etcd: tls.sni must be a host name, got " .. text(tls.sni)
+    end
   end
   out.endpoints = table.concat(eps, ",")
   out.prefix = o.prefix
   out.username, out.password = o.username, o.password
   out.tls_verify = not (type(tls) == "table" and tls.verify == false)
   out.tls_ca = type(tls) == "table" and tls.ca or nil
+  out.tls_sni = type(tls) == "table" and tls.sni or nil
   return out
 end
 

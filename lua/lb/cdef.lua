@@ -261,6 +261,8 @@ typedef struct lb_etcd_config {
     int32_t reserved;
     const char *tls_ca;
     size_t tls_ca_len;
+    const char *tls_sni;
+    size_t tls_sni_len;
 } lb_etcd_config;
 
 typedef struct lb_discovery_status {

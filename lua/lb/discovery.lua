@@ -191,6 +191,9 @@ function M.configure(c, kind, o)
     if o.tls_ca then
       ec.tls_ca, ec.tls_ca_len = o.tls_ca, #o.tls_ca
     end
+    if o.tls_sni then
+      ec.tls_sni, ec.tls_sni_len = o.tls_sni, #o.tls_sni
+    end
     rc = C.lb_balancer_set_etcd(c, ec, errbuf)
   end
   if rc < 0 then

@@ -38,8 +38,15 @@ function Etcd:start()
   running[self.pid] = self
   assert(nginx.wait_for(function()
     local ca = self.cert and (" --cacert " .. q(self.cert)) or ""
-    local ok = nginx.run("curl -s -m 1" .. ca .. " "
-                         .. q(self.endpoint .. "/health")
+    local url = self.endpoint .. "/health"
+    if self.server_name then
+      -- the certificate names only server_name: ask it under that name
+      local name_port = self.server_name .. ":" .. self.client_port
+      ca = ca .. " --connect-to " .. q(name_port .. ":127.0.0.1:"
+                                       .. self.client_port)
+      url = "https://" .. name_port .. "/health"
+    end
+    local ok = nginx.run("curl -s -m 1" .. ca .. " " .. q(url)
                          .. " | grep -q true")
     return ok
   end, 20), "etcd did not come up: " .. (nginx.read_file(self.dir .. "/log")
@@ -58,7 +65,10 @@ end
 
 function Etcd:ctl(args)
   local auth = self.auth and (" --user " .. q(self.auth)) or ""
-  if self.cert then
+  if self.server_name then
+    -- etcdctl cannot ask an address under another name
+    auth = auth .. " --insecure-transport=false --insecure-skip-tls-verify"
+  elseif self.cert then
     auth = auth .. " --cacert " .. q(self.cert)
   end
   local ok, out = nginx.run("ETCDCTL_API=3 etcdctl --endpoints="
@@ -107,7 +117,8 @@ function Etcd:close()
   end
 end
 
--- opts.cert, opts.key: serve clients over TLS (https://) with them.
+-- opts.cert, opts.key: serve clients over TLS (https://) with them;
+-- opts.server_name: the only name the certificate holds.
 function M.start(opts)
   opts = opts or {}
   local dir = assert(nginx.mkdtemp("lb-etcd"))
@@ -115,6 +126,7 @@ function M.start(opts)
   local self = setmetatable({
     dir = dir, data = dir .. "/data", client_port = ports[1],
     peer_port = ports[2], cert = opts.cert, key = opts.key,
+    server_name = opts.server_name,
   }, Etcd)
   self.endpoint = (opts.cert and "https" or "http") .. "://127.0.0.1:"
                   .. self.client_port

@@ -149,15 +149,17 @@ function M.stop_all()
   end
 end
 
--- A self-signed certificate for localhost and 127.0.0.1 in a new temp
--- directory: returns dir, cert path, key path.
-function M.make_cert()
+-- A self-signed certificate for localhost and 127.0.0.1 (or, given a
+-- name, for that name only) in a new temp directory: returns dir, cert
+-- path, key path.
+function M.make_cert(name)
   local dir = assert(nginx.mkdtemp("lb-tls"))
   local cert, key = dir .. "/cert.pem", dir .. "/key.pem"
+  local san = name and "DNS:" .. name or "DNS:localhost,IP:127.0.0.1"
   local ok, out = nginx.run("openssl req -x509 -newkey ec -pkeyopt "
                      .. "ec_paramgen_curve:prime256v1 -nodes -days 2 "
-                     .. "-subj /CN=localhost -addext "
-                     .. q("subjectAltName=DNS:localhost,IP:127.0.0.1")
+                     .. "-subj /CN=" .. (name or "localhost") .. " -addext "
+                     .. q("subjectAltName=" .. san)
                      .. " -keyout " .. q(key) .. " -out " .. q(cert))
   if not ok then
     nginx.rmtree(dir)

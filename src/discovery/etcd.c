@@ -44,6 +44,7 @@ struct etcd_req {
     CURLM *multi;
     CURL *easy;
     struct curl_slist *headers;
+    struct curl_slist *connect_to; /* with tls.sni */
     enum phase phase;
     char *body; /* the request's */
     char *buf;  /* the response so far */
@@ -444,7 +445,9 @@ static void drive(struct etcd_req *r, curl_socket_t s, int ev)
 static int start_phase(struct etcd_req *r)
 {
     struct etcd_src *e = r->d->cfg;
-    const char *ep = e->endpoints[e->next_endpoint];
+    size_t i = e->next_endpoint;
+    const char *ep =
+        e->sni_urls && e->sni_urls[i] ? e->sni_urls[i] : e->endpoints[i];
     const char *path = r->phase == PH_AUTH    ? "/v3/auth/authenticate"
                        : r->phase == PH_RANGE ? "/v3/kv/range"
                                               : "/v3/watch";
@@ -458,6 +461,8 @@ static int start_phase(struct etcd_req *r)
     }
     curl_slist_free_all(r->headers);
     r->headers = NULL;
+    curl_slist_free_all(r->connect_to);
+    r->connect_to = NULL;
     free(r->body);
     r->len = 0;
     r->watching = false;
@@ -474,6 +479,11 @@ static int start_phase(struct etcd_req *r)
     if (r->token) {
         snprintf(auth, sizeof(auth), "Authorization: %.500s", r->token);
         r->headers = curl_slist_append(r->headers, auth);
+    }
+    if (e->connect_to && e->connect_to[i]) {
+        r->connect_to = curl_slist_append(NULL, e->connect_to[i]);
+        if (!r->connect_to)
+            return LB_ERROR;
     }
     if (!r->easy || !r->body || !r->headers)
         return LB_ERROR;
@@ -493,6 +503,8 @@ static int start_phase(struct etcd_req *r)
     curl_easy_setopt(r->easy, CURLOPT_SSL_VERIFYHOST, e->tls_verify ? 2L : 0L);
     if (e->tls_ca)
         curl_easy_setopt(r->easy, CURLOPT_CAINFO, e->tls_ca);
+    if (r->connect_to)
+        curl_easy_setopt(r->easy, CURLOPT_CONNECT_TO, r->connect_to);
     lb_disc_count_query(r->d);
     if (curl_multi_add_handle(r->multi, r->easy) != CURLM_OK)
         return LB_ERROR;
@@ -521,6 +533,7 @@ static void req_free(struct etcd_req *r, bool child)
     if (r->multi)
         curl_multi_cleanup(r->multi);
     curl_slist_free_all(r->headers);
+    curl_slist_free_all(r->connect_to);
     free(r->body);
     free(r->buf);
     free(r->token);

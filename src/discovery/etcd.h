@@ -30,6 +30,9 @@ struct etcd_src {
     char *username, *password;
     bool tls_verify;
     char *tls_ca;
+    /* with tls.sni, per endpoint (NULL for http:// ones): the URL asked,
+     * "https://SNI:PORT", and curl's CONNECT_TO "SNI:PORT:HOST:PORT" */
+    char **sni_urls, **connect_to;
     /* state */
     struct kv *kvs;
     size_t nkvs;
