@@ -225,7 +225,51 @@ describe("lb.discovery.dns", function()
     assert.is_false(b:ready(b:backends()[1]))
   end)
 
+  it("asks again every update_frequency when the TTL is longer", function()
+    -- a server whose answers live 60 s
+    local long = dnsmasq.start({ hosts = "127.0.0.81 uf.lb.test\n"
+                                         .. "127.0.0.82 ttl60.lb.test\n",
+                                 ttl = 60 })
+    local ok, err = pcall(function()
+      local function make(name, uf)
+        return assert(lb.new({
+          update_frequency = uf,
+          discovery = lb.discovery.dns({ name = name, port = 80,
+                                         resolvers = { long.resolver },
+                                         timeout = 0.5 }),
+        }))
+      end
+      local capped, by_ttl = make("uf.lb.test", 0.3), make("ttl60.lb.test")
+      assert.is_true(capped:start())
+      assert.is_true(by_ttl:start())
+      -- 4 questions for the capped one: 0.9 s at least
+      assert.is_truthy(helpers.wait_for(function()
+        return long:queries("uf.lb.test") >= 4
+      end, 5, function() capped:poll(); by_ttl:poll() end))
+      -- the other one asked once: its answer lives 60 s
+      assert.equal(1, long:queries("ttl60.lb.test"))
+      -- a change shows within about one update_frequency
+      long:set_hosts("127.0.0.83 uf.lb.test\n127.0.0.82 ttl60.lb.test\n")
+      local t0 = lb.now()
+      assert.is_truthy(helpers.wait_for(function()
+        return addrs(capped) == "127.0.0.83:80/1"
+      end, 5, function() capped:poll() end))
+      assert.is_true(lb.now() - t0 < 2, "took " .. (lb.now() - t0))
+      capped:stop()
+      by_ttl:stop()
+    end)
+    long:close()
+    assert(ok, err)
+  end)
+
   it("is checked by lb.new, with the bad option named", function()
+    local b0, err0 = lb.new({ update_frequency = 5,
+                              discovery = lb.discovery.dns({
+                                name = "x.lb.test", port = 80,
+                                min_ttl = 10 }) })
+    assert.is_nil(b0)
+    assert.matches("lb.new: discovery: dns: min_ttl (10) is above "
+                   .. "update_frequency (5)", err0, 1, true)
     local function bad(o, pattern)
       local b, err = lb.new({ discovery = lb.discovery.dns(o) })
       assert.is_nil(b)

@@ -493,8 +493,9 @@ local function resolver_ok(r)
 end
 
 -- Check a C source's options: a normalised table, or nil, err naming the
--- bad option ("dns: port must be ...").
-function M.discovery_source(kind, o)
+-- bad option ("dns: port must be ...").  update_frequency (the balancer's,
+-- checked) caps a DNS source's interval: it asks again at least that often.
+function M.discovery_source(kind, o, update_frequency)
   if o == nil then
     o = {}
   end
@@ -553,6 +554,17 @@ function M.discovery_source(kind, o)
     out.name, out.type, out.port = o.name, t, o.port or 0
     out.resolvers = res and table.concat(res, ",") or nil
     out.min_ttl, out.max_ttl = o.min_ttl or 1, o.max_ttl or 300
+    local uf = update_frequency
+    if uf ~= nil then
+      if o.min_ttl ~= nil and o.min_ttl > uf then
+        return nil, "dns: min_ttl (" .. text(o.min_ttl) .. ") is above "
+                    .. "update_frequency (" .. text(uf) .. "): the source "
+                    .. "would ask every " .. text(uf) .. " s and at most "
+                    .. "every " .. text(o.min_ttl) .. " s"
+      end
+      out.max_ttl = math.min(out.max_ttl, uf)
+      out.min_ttl = math.min(out.min_ttl, out.max_ttl)
+    end
     return out
   end
   -- etcd

@@ -559,7 +559,8 @@ function M.new(opts)
   local source_kind, source_cfg = discovery.source(opts.discovery)
   if source_kind then
     local sopts
-    sopts, err = args.discovery_source(source_kind, source_cfg)
+    sopts, err = args.discovery_source(source_kind, source_cfg,
+                                       opts.update_frequency)
     if not sopts then
       return nil, "lb.new: discovery: " .. err
     end
