@@ -4,6 +4,8 @@
 -- peer's methods (read in a real nginx), and every option the code
 -- accepts for lb.new, lb.health.* and lb.discovery.dns/etcd must be in
 -- the document; every name and option the document gives must exist.
+-- The keys of the nested options (passive, slow_start, shared, the tls
+-- tables) must be named where their option is documented.
 --
 -- How docs/api.md writes them (its first lines say so too):
 --   lb.new, lb.health.tcp, lb.nginx.new, require("lb.nginx").status
@@ -32,21 +34,39 @@ local function sorted_keys(t)
 end
 
 -- The upvalue `name` of the first of `fns` (functions, nil skipped) that
--- has one: the option tables are locals of the files that check the
--- options, read here as the checking code itself uses them.
-local function upvalue(fns, name)
+-- has one, or of the functions they hold as upvalues (3 levels down): the
+-- option tables are locals of the files that check the options, read here
+-- as the checking code itself uses them.
+local function find_upvalue(fns, name, depth, seen)
+  local inner = {}
   for _, fn in pairs(fns) do
-    local i = 1
-    while true do
-      local n, v = debug.getupvalue(fn, i)
-      if n == nil then
-        break
+    if not seen[fn] then
+      seen[fn] = true
+      local i = 1
+      while true do
+        local n, v = debug.getupvalue(fn, i)
+        if n == nil then
+          break
+        end
+        if n == name then
+          return v
+        end
+        if type(v) == "function" then
+          inner[#inner + 1] = v
+        end
+        i = i + 1
       end
-      if n == name then
-        return v
-      end
-      i = i + 1
     end
+  end
+  if depth > 1 and #inner > 0 then
+    return find_upvalue(inner, name, depth - 1, seen)
+  end
+end
+
+local function upvalue(fns, name)
+  local v = find_upvalue(fns, name, 3, {})
+  if v ~= nil then
+    return v
   end
   error("no option table " .. name .. " used by the checking functions"
         .. " (renamed or moved? update spec/92)", 2)
@@ -386,6 +406,40 @@ describe("docs/api.md", function()
                                                       "\n## " })))
     compare("lb.discovery.etcd", src.etcd,
             row_names(region("lb.discovery.etcd({", { "\n## " })))
+  end)
+
+  -- The row "| `name` | ..." of a table in s.
+  local function row_text(s, name)
+    local r = s:match("\n(|%s*`" .. name .. "`%s*|[^\n]*)")
+    assert(r, DOC_PATH .. ": no row for `" .. name .. "`")
+    return r
+  end
+
+  it("names every key of the nested options (passive, slow_start, "
+     .. "shared, tls)", function()
+    local new = section("## lb.new(opts)")
+    local passive_text = section("## Passive health, panic, slow start")
+    local groups = {
+      { "passive", upvalue({ args.passive }, "PASSIVE_KEYS"),
+        row_text(new, "passive") .. passive_text },
+      { "slow_start", upvalue({ args.slow_start }, "SLOW_DEFAULTS"),
+        row_text(new, "slow_start") .. passive_text },
+      { "shared", upvalue({ args.shared_capacity }, "SHARED_KEYS"),
+        row_text(new, "shared") },
+      { "lb.health.* tls", upvalue(CHECK_HEALTH, "TLS_KEYS"),
+        section("## Health checks") },
+      { "lb.discovery.etcd tls", upvalue(CHECK_SOURCE, "ETCD_TLS_KEYS"),
+        row_text(region("lb.discovery.etcd({", { "\n## " }), "tls") },
+    }
+    local missing = {}
+    for _, g in ipairs(groups) do
+      for _, k in ipairs(sorted_keys(g[2])) do
+        if not mentions(g[3], k) then
+          missing[#missing + 1] = g[1] .. "." .. k
+        end
+      end
+    end
+    report("nested options missing from " .. DOC_PATH, missing)
   end)
 
   it("lists only options lb.nginx.new accepts", function()

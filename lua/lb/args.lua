@@ -148,6 +148,10 @@ local PASSIVE_DEFAULTS = {
   consecutive_failures = 5, ejection_time = 30, max_ejection_time = 300,
   max_ejection_percent = 50,
 }
+local PASSIVE_KEYS = { failure_status = true }
+for k in pairs(PASSIVE_DEFAULTS) do
+  PASSIVE_KEYS[k] = true
+end
 M.DEFAULT_FAILURE_STATUS = { 500, 502, 503, 504 }
 
 local function seconds_in(v, name, lo_open, hi)
@@ -172,7 +176,7 @@ function M.passive(p)
     return nil, "passive must be a table, got " .. type(p)
   end
   for k in pairs(p) do
-    if PASSIVE_DEFAULTS[k] == nil and k ~= "failure_status" then
+    if not PASSIVE_KEYS[k] then
       return nil, "passive: unknown option " .. M.shown(tostring(k))
     end
   end
@@ -360,6 +364,8 @@ end
 -- object.  Returns true or nil, err.
 -- `shared`: nil/false (private), true, or { capacity = N }.  The capacity
 -- (nil: private), or nil, err.
+local SHARED_KEYS = { capacity = true }
+
 function M.shared_capacity(sh)
   if sh == nil or sh == false then
     return nil
@@ -372,7 +378,7 @@ function M.shared_capacity(sh)
                 .. text(sh)
   end
   for k in pairs(sh) do
-    if k ~= "capacity" then
+    if not SHARED_KEYS[k] then
       return nil, "shared: unknown option " .. M.shown(tostring(k))
     end
   end
@@ -449,6 +455,8 @@ function M.options(opts, is_discovery)
 end
 
 -- ---- discovery sources of the C core (lb.discovery.dns, .etcd) ----
+
+local ETCD_TLS_KEYS = { verify = true, ca = true, sni = true }
 
 local SOURCE_KNOWN = {
   dns = { name = true, type = true, port = true, resolvers = true,
@@ -602,7 +610,7 @@ function M.discovery_source(kind, o, update_frequency)
   end
   if type(tls) == "table" then
     for k in pairs(tls) do
-      if k ~= "verify" and k ~= "ca" and k ~= "sni" then
+      if not ETCD_TLS_KEYS[k] then
         return nil, "etcd: tls: unknown option " .. M.shown(tostring(k))
       end
     end

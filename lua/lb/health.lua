@@ -74,6 +74,8 @@ local function check_token(v)
   return type(v) == "string" and v ~= "" and not v:find("[%c ]")
 end
 
+local TLS_KEYS = { sni = true, verify = true, ca = true }
+
 local function check_tls(tls)
   if tls == nil or tls == false then
     return false
@@ -85,7 +87,7 @@ local function check_tls(tls)
     return nil, "tls must be true or a table { sni, verify, ca }"
   end
   for k in pairs(tls) do
-    if k ~= "sni" and k ~= "verify" and k ~= "ca" then
+    if not TLS_KEYS[k] then
       return nil, "tls: unknown option " .. shown(tostring(k))
     end
   end
