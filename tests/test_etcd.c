@@ -150,12 +150,15 @@ static void test_sni_config(void)
         CHECK_EQ(lb_balancer_set_etcd(b, &ec, &err), LB_ERROR);
         CHECK(err && strcmp(err, "etcd: tls.sni must be a host name") == 0);
     }
-    /* an https endpoint without a host */
+    /* https endpoints without a host, or with a path */
     ec.tls_sni = "etcd.lb.test";
     ec.tls_sni_len = strlen(ec.tls_sni);
-    ec.endpoints = "https://:2379";
-    ec.endpoints_len = strlen(ec.endpoints);
-    CHECK_EQ(lb_balancer_set_etcd(b, &ec, &err), LB_ERROR);
+    for (int i = 0; i < 2; i++) {
+        ec.endpoints = i == 0 ? "https://:2379" : "https://127.0.0.1:2379/x";
+        ec.endpoints_len = strlen(ec.endpoints);
+        CHECK_EQ(lb_balancer_set_etcd(b, &ec, &err), LB_ERROR);
+        CHECK(strstr(err, "must be scheme, host and port") != NULL);
+    }
     lb_balancer_free(b);
 }
 

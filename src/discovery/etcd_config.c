@@ -49,7 +49,8 @@ static bool sni_ok(const char *s, size_t n)
 
 /* The https endpoint ep asked under the name sni: the URL, and curl's
  * CONNECT_TO line that sends the connection to ep's own host and port
- * (443 when ep names none).  false: out of memory or no host. */
+ * (443 when ep names none).  false: out of memory, or ep is not scheme,
+ * host and port alone. */
 static bool sni_endpoint(const char *ep, const char *sni, char **url,
                          char **connect_to)
 {
@@ -70,7 +71,7 @@ static bool sni_endpoint(const char *ep, const char *sni, char **url,
         if (end)
             port = end + 1;
     }
-    if (hlen == 0 || (port && *port == '\0'))
+    if (hlen == 0 || (port && *port == '\0') || strchr(host, '/'))
         return false;
     if (!port)
         port = "443";
@@ -114,7 +115,8 @@ static int set_sni(struct etcd_src *e, const lb_etcd_config *cfg,
         if (!sni_endpoint(e->endpoints[i], sni, &e->sni_urls[i],
                           &e->connect_to[i])) {
             free(sni);
-            *err = "etcd: an https endpoint has no host, or out of memory";
+            *err = "etcd: with tls.sni, an https endpoint must be scheme, "
+                   "host and port (or out of memory)";
             return LB_ERROR;
         }
     }
