@@ -558,13 +558,11 @@ function M.new(opts)
 
   local source_kind, source_cfg = discovery.source(opts.discovery)
   if source_kind then
-    local sopts
-    sopts, err = args.discovery_source(source_kind, source_cfg,
-                                       opts.update_frequency)
-    if not sopts then
+    source_cfg, err = args.discovery_source(source_kind, source_cfg,
+                                            opts.update_frequency)
+    if not source_cfg then
       return nil, "lb.new: discovery: " .. err
     end
-    source_cfg = sopts
   end
   local passive, panic, slow
   passive, err = args.passive(opts.passive)
