@@ -284,3 +284,47 @@ describe("peer:log() with a unix socket path that holds a space", function()
     assert.equal(40, selected)
   end)
 end)
+
+-- Two backends of one address at two weights (two identities): $upstream_addr
+-- gives the address only, so peer:log() must not release the same one of
+-- them every time.
+describe("peer:log() with one address at two weights", function()
+  local addr, srv
+
+  setup(function()
+    addr = nginx.loopback_backends(1)[1]
+    srv = assert(front.start({
+      init = ([[
+        cjson_encode = require("cjson").encode
+        app = assert(require("lb").new({ selection = "round_robin",
+          backends = { { addr = %q, weight = 1 }, { addr = %q, weight = 2 } },
+          passive = {} }))
+      ]]):format(addr, addr),
+      server_extra = PASSIVE_LOCATION,
+    }))
+  end)
+
+  teardown(function()
+    nginx.stop_all()
+  end)
+
+  it("leaves neither in flight, and reports each attempt once", function()
+    local reqs = {}
+    for i = 1, 60 do reqs[i] = "/p/" .. i end
+    local res = assert(nginx.get_spread(srv.addr, reqs, 4,
+                                        front.spread(srv)))
+    for _, r in ipairs(res) do
+      assert.equal(200, r.status)
+    end
+    local selected = 0
+    for pid, rows in pairs(status_by_worker(srv)) do
+      assert.equal(2, #rows)
+      for _, row in ipairs(rows) do
+        assert.equal(0, row.in_flight, ("worker %s, weight %d")
+                                       :format(pid, row.weight))
+        selected = selected + row.selected
+      end
+    end
+    assert.equal(60, selected)
+  end)
+end)

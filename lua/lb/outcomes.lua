@@ -161,19 +161,79 @@ function M.install(Balancer, env)
     end
   end
 
-  -- For lb.nginx's log phase: the backend of an address text as nginx
-  -- writes it in $upstream_addr (the first of that address), or nil.
-  function Balancer:_by_addr(addr)
+  -- nginx names an attempt by its address alone ($upstream_addr), and one
+  -- address may be in the set at several weights (two identities).  For
+  -- those, lb.nginx notes each counted attempt (_attempt) in this
+  -- process's _addr_pending, { [backend table] = attempts not yet logged },
+  -- and _by_addr gives the log phase one with an attempt pending, so no
+  -- in-flight count is left behind.  _addr_pending is nil when no address
+  -- repeats (the common case); pending counts of tables that stay in the
+  -- set carry over to the next list.
+  function Balancer:_addr_sync()
     local list = self._list
-    local map = self._addr_map
-    if self._addr_list ~= list then
-      map = {}
-      for i = #list, 1, -1 do
-        map[list[i].addr] = list[i]
+    local map, dups, pending = {}, nil, nil
+    local old = self._addr_pending
+    for i = #list, 1, -1 do
+      local b = list[i]
+      local a = b.addr
+      local first = map[a]
+      if first then
+        dups = dups or {}
+        pending = pending or {}
+        local d = dups[a]
+        if not d then
+          d = { first }
+          dups[a] = d
+          pending[first] = old and old[first] or 0
+        end
+        table.insert(d, 1, b)
+        pending[b] = old and old[b] or 0
       end
-      self._addr_map, self._addr_list = map, list
+      map[a] = b
     end
-    return map[addr]
+    self._addr_map, self._addr_dups, self._addr_pending = map, dups, pending
+    self._addr_list = list
+  end
+
+  -- For lb.nginx: an attempt on backend table b was counted in flight.
+  function Balancer:_attempt(b)
+    if self._addr_list ~= self._list then
+      self:_addr_sync()
+    end
+    local pending = self._addr_pending
+    if pending ~= nil then
+      local p = pending[b]
+      if p ~= nil then
+        pending[b] = p + 1
+      end
+    end
+  end
+
+  -- For lb.nginx's log phase: the backend of an address text as nginx
+  -- writes it in $upstream_addr, or nil.  Of several backends at that
+  -- address, the first in the set with an attempt pending (else the
+  -- first), its pending count taken.
+  function Balancer:_by_addr(addr)
+    if self._addr_list ~= self._list then
+      self:_addr_sync()
+    end
+    local b = self._addr_map[addr]
+    local dups = self._addr_dups
+    if dups == nil or b == nil then
+      return b
+    end
+    local d = dups[addr]
+    if d ~= nil then
+      local pending = self._addr_pending
+      for i = 1, #d do
+        local p = pending[d[i]]
+        if p > 0 then
+          pending[d[i]] = p - 1
+          return d[i]
+        end
+      end
+    end
+    return b
   end
 end
 
