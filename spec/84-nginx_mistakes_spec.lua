@@ -50,8 +50,14 @@ describe("nginx: errors that say what went wrong", function()
           shared = true,
           health_check = lb.health.tcp({ timeout = 0.2 }),
           health_check_frequency = 0.2 }))
+        -- the key /capped/1's first candidate disabled, the others ready:
+        -- a walk of one step finds nothing
+        capped = assert(lb.new({ name = "capped", selection = "fnv",
+                                 backends = dead }))
+        capped:set_enable(capped:select("/capped/1"), false)
         local nx = require("lb.nginx")
         peers = {
+          capped = assert(nx.new(capped, { key = "uri", max_iterations = 1 })),
           app = assert(nx.new(app)),
           empty = assert(nx.new(empty)),
           anon = assert(nx.new(anon)),
@@ -78,6 +84,7 @@ describe("nginx: errors that say what went wrong", function()
         ~^/anon anon;
         ~^/retry retry;
         ~^/picky picky;
+        ~^/capped capped;
     }
 ]],
       server_extra = [[
@@ -139,6 +146,11 @@ describe("nginx: errors that say what went wrong", function()
     attempt("/picky/1", 'lb: balancer "retry": no backend available: '
             .. "the accept function took none of the candidates (2 of 2 "
             .. "ready)")
+  end)
+
+  it("says when the walk ended at max_iterations", function()
+    attempt("/capped/1", 'lb: balancer "capped": no backend available: '
+            .. "no ready backend within max_iterations = 1 (2 of 3 ready)")
   end)
 
   it("leaves the name out for a balancer with none", function()
