@@ -287,44 +287,56 @@ end)
 
 -- Two backends of one address at two weights (two identities): $upstream_addr
 -- gives the address only, so peer:log() must not release the same one of
--- them every time.
-describe("peer:log() with one address at two weights", function()
-  local addr, srv
+-- them every time.  A private balancer, and a shared one (each worker's
+-- own share of the counts).
+for _, shared in ipairs({ false, true }) do
+  describe("peer:log() with one address at two weights"
+           .. (shared and " (shared)" or ""), function()
+    local addr, srv
 
-  setup(function()
-    addr = nginx.loopback_backends(1)[1]
-    srv = assert(front.start({
-      init = ([[
-        cjson_encode = require("cjson").encode
-        app = assert(require("lb").new({ selection = "round_robin",
-          backends = { { addr = %q, weight = 1 }, { addr = %q, weight = 2 } },
-          passive = {} }))
-      ]]):format(addr, addr),
-      server_extra = PASSIVE_LOCATION,
-    }))
-  end)
+    setup(function()
+      addr = nginx.loopback_backends(1)[1]
+      srv = assert(front.start({
+        init = ([[
+          cjson_encode = require("cjson").encode
+          app = assert(require("lb").new({ selection = "round_robin",
+            backends = { { addr = %q, weight = 1 }, { addr = %q, weight = 2 } },
+            passive = {}, shared = %s }))
+        ]]):format(addr, addr, tostring(shared)),
+        server_extra = PASSIVE_LOCATION,
+      }))
+    end)
 
-  teardown(function()
-    nginx.stop_all()
-  end)
+    teardown(function()
+      nginx.stop_all()
+    end)
 
-  it("leaves neither in flight, and reports each attempt once", function()
-    local reqs = {}
-    for i = 1, 60 do reqs[i] = "/p/" .. i end
-    local res = assert(nginx.get_spread(srv.addr, reqs, 4,
-                                        front.spread(srv)))
-    for _, r in ipairs(res) do
-      assert.equal(200, r.status)
-    end
-    local selected = 0
-    for pid, rows in pairs(status_by_worker(srv)) do
-      assert.equal(2, #rows)
-      for _, row in ipairs(rows) do
-        assert.equal(0, row.in_flight, ("worker %s, weight %d")
-                                       :format(pid, row.weight))
-        selected = selected + row.selected
+    it("leaves neither in flight, and reports each attempt once", function()
+      local reqs = {}
+      for i = 1, 60 do reqs[i] = "/p/" .. i end
+      local res = assert(nginx.get_spread(srv.addr, reqs, 4,
+                                          front.spread(srv)))
+      for _, r in ipairs(res) do
+        assert.equal(200, r.status)
       end
-    end
-    assert.equal(60, selected)
+      local selected = {}
+      for pid, rows in pairs(status_by_worker(srv)) do
+        assert.equal(2, #rows)
+        local n = 0
+        for _, row in ipairs(rows) do
+          assert.equal(0, row.in_flight, ("worker %s, weight %d")
+                                         :format(pid, row.weight))
+          n = n + row.selected
+        end
+        selected[#selected + 1] = n
+      end
+      -- a private balancer counts each worker's; a shared one every
+      -- worker's, in each
+      if shared then
+        assert.same({ 60, 60 }, selected)
+      else
+        assert.equal(60, selected[1] + selected[2])
+      end
+    end)
   end)
-end)
+end

@@ -470,6 +470,20 @@ int lb_balancer_release(lb_balancer *b, uint64_t gen, size_t i, int result,
     return rc;
 }
 
+uint32_t lb_balancer_in_flight_own(lb_balancer *b, uint64_t gen, size_t i)
+{
+    uint32_t n = 0;
+
+    lb_rcu_read_lock();
+    {
+        struct lb_snapshot *s = lb_rcu_deref(&b->snap);
+        if (s->gen == gen && i < s->n)
+            n = lb_store_in_flight_own(s->store, s->rec[i]);
+    }
+    lb_rcu_read_unlock();
+    return n;
+}
+
 int lb_balancer_in_flight_add(lb_balancer *b, uint64_t gen, size_t i, int delta)
 {
     int rc = LB_STALE;

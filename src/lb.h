@@ -610,6 +610,10 @@ size_t lb_balancer_error_text(lb_balancer *b, size_t i, char *buf, size_t len);
 int lb_balancer_in_flight_add(lb_balancer *b, uint64_t gen, size_t i,
                               int delta);
 
+/* This process's share of that count for backend i of snapshot `gen` (all
+ * of it in a private balancer); 0 when gen is stale.  Lock-free. */
+uint32_t lb_balancer_in_flight_own(lb_balancer *b, uint64_t gen, size_t i);
+
 /* Count one selection of backend i of snapshot `gen` without counting it
  * in flight (lb_balancer_in_flight_add with delta > 0 counts its
  * selections itself): lb_record_info.selections, the metric

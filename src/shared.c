@@ -461,6 +461,19 @@ static uint32_t shared_in_flight(const struct lb_store *st,
     return total;
 }
 
+/* This process's column only; 0 before the process registered. */
+static uint32_t shared_in_flight_own(const struct lb_store *st,
+                                     const struct lb_record *r)
+{
+    const struct lb_shared *sh = (const struct lb_shared *)st;
+
+    if (sh->me == LB_SHARED_NONE)
+        return 0;
+    return atomic_load_explicit(
+        &inflight_col(sh->reg, sh->me)[slot_index(sh->reg, r)],
+        memory_order_relaxed);
+}
+
 /* This process's pick counter of r (its column), registering the process
  * first as shared_in_flight_add does, and the column kept in the store's
  * `picks` for the next picks; NULL when the process table is full
@@ -510,6 +523,7 @@ static const struct lb_store_ops shared_ops = {
     .id = shared_id,
     .in_flight_add = shared_in_flight_add,
     .in_flight = shared_in_flight,
+    .in_flight_own = shared_in_flight_own,
     .picks = shared_picks,
     .picks_sum = shared_picks_sum,
     .close = shared_close,

@@ -67,6 +67,10 @@ struct lb_store_ops {
     void (*in_flight_add)(struct lb_store *st, struct lb_record *r,
                           int32_t delta);
     uint32_t (*in_flight)(const struct lb_store *st, const struct lb_record *r);
+    /* Optional: this process's share of r's in-flight count (what its
+     * in_flight_add calls added).  NULL: the record's own in_flight. */
+    uint32_t (*in_flight_own)(const struct lb_store *st,
+                              const struct lb_record *r);
     /* Optional: the counter of r's picks this process writes (a shared
      * store: this process's column, so no two processes write one word;
      * it also sets the store's `picks`), or NULL when there is none (the
@@ -191,6 +195,14 @@ static inline uint32_t lb_store_in_flight(const struct lb_store *st,
 {
     if (st->ops->in_flight)
         return st->ops->in_flight(st, r);
+    return atomic_load_explicit(&r->in_flight, memory_order_relaxed);
+}
+
+static inline uint32_t lb_store_in_flight_own(const struct lb_store *st,
+                                              const struct lb_record *r)
+{
+    if (st->ops->in_flight_own)
+        return st->ops->in_flight_own(st, r);
     return atomic_load_explicit(&r->in_flight, memory_order_relaxed);
 }
 

@@ -199,6 +199,9 @@ static void test_in_flight(void)
     CHECK_EQ(lb_balancer_in_flight_add(b, g, 1, 1), LB_OK);
     lb_balancer_record(b, 1, &info);
     CHECK_EQ(info.in_flight, 2);
+    /* a private balancer: this process's share is all of it */
+    CHECK_EQ(lb_balancer_in_flight_own(b, g, 1), 2);
+    CHECK_EQ(lb_balancer_in_flight_own(b, g + 1, 1), 0);
     lb_balancer_record(b, 0, &info);
     CHECK_EQ(info.in_flight, 0);
     for (int i = 0; i < 3; i++)

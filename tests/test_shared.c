@@ -138,11 +138,16 @@ static void test_picks_across_fork(void)
             ok &= lb_balancer_select_counted(b, g, "", 0, 4, 1, it) >= 0;
         ok &= lb_balancer_record(b, 0, &info) == LB_OK &&
               info.selections == 15 && info.in_flight == 10;
+        /* its own share is all of it: the parent counted none */
+        ok &= lb_balancer_in_flight_own(b, g, 0) == 10;
         _exit(ok ? 0 : 2);
     }
     CHECK(pid > 0);
     CHECK(wait_child(pid, 10, &status));
     CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    /* the child's share is not the parent's */
+    CHECK_EQ(lb_balancer_in_flight_own(b, g, 0), 0);
+    CHECK_EQ(lb_balancer_in_flight_own(b, g + 1, 0), 0);
     CHECK_EQ(lb_balancer_selected(b, g, 1), LB_OK); /* the atomic count */
     lb_balancer_record(b, 0, &info);
     CHECK_EQ(info.selections, 15);

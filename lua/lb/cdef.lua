@@ -145,6 +145,7 @@ int lb_balancer_report(lb_balancer *b, uint64_t gen, size_t i, int result,
                        double latency, const char **err);
 int lb_balancer_in_flight_add(lb_balancer *b, uint64_t gen, size_t i,
                               int delta);
+uint32_t lb_balancer_in_flight_own(lb_balancer *b, uint64_t gen, size_t i);
 int lb_balancer_release(lb_balancer *b, uint64_t gen, size_t i, int result,
                         double latency, const char **err);
 int lb_balancer_tick(lb_balancer *b);

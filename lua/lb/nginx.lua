@@ -361,9 +361,6 @@ function Peer:balance()
     return ngx_exit(ngx_ERROR)
   end
   if counted then
-    if self.counts then
-      self.balancer:_attempt(b)
-    end
     return b
   end
   if self.counts then
@@ -371,7 +368,6 @@ function Peer:balance()
     -- $upstream_addr, which log() releases (an acquire counts as a
     -- selection)
     self.balancer:_in_flight(b, 1)
-    self.balancer:_attempt(b)
   else
     self.balancer:_selected(b) -- lb_backend_selected_total
   end

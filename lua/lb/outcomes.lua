@@ -162,74 +162,44 @@ function M.install(Balancer, env)
   end
 
   -- nginx names an attempt by its address alone ($upstream_addr), and one
-  -- address may be in the set at several weights (two identities).  For
-  -- those, lb.nginx notes each counted attempt (_attempt) in this
-  -- process's _addr_pending, { [backend table] = attempts not yet logged },
-  -- and _by_addr gives the log phase one with an attempt pending, so no
-  -- in-flight count is left behind.  _addr_pending is nil when no address
-  -- repeats (the common case); pending counts of tables that stay in the
-  -- set carry over to the next list.
-  function Balancer:_addr_sync()
+  -- address may be in the set at several weights (two identities).  The
+  -- map of the current list: the first backend of each address, and the
+  -- backends of each address that repeats (_addr_dups; nil when none does,
+  -- the common case).
+  local function addr_sync(self)
     local list = self._list
-    local map, dups, pending = {}, nil, nil
-    local old = self._addr_pending
-    for i = #list, 1, -1 do
-      local b = list[i]
-      local a = b.addr
-      local first = map[a]
-      if first then
+    local map, dups = {}, nil
+    for _, b in ipairs(list) do
+      local first = map[b.addr]
+      if first == nil then
+        map[b.addr] = b
+      else
         dups = dups or {}
-        pending = pending or {}
-        local d = dups[a]
-        if not d then
-          d = { first }
-          dups[a] = d
-          pending[first] = old and old[first] or 0
-        end
-        table.insert(d, 1, b)
-        pending[b] = old and old[b] or 0
-      end
-      map[a] = b
-    end
-    self._addr_map, self._addr_dups, self._addr_pending = map, dups, pending
-    self._addr_list = list
-  end
-
-  -- For lb.nginx: an attempt on backend table b was counted in flight.
-  function Balancer:_attempt(b)
-    if self._addr_list ~= self._list then
-      self:_addr_sync()
-    end
-    local pending = self._addr_pending
-    if pending ~= nil then
-      local p = pending[b]
-      if p ~= nil then
-        pending[b] = p + 1
+        local d = dups[b.addr] or { first }
+        d[#d + 1] = b
+        dups[b.addr] = d
       end
     end
+    self._addr_map, self._addr_dups, self._addr_list = map, dups, list
   end
 
   -- For lb.nginx's log phase: the backend of an address text as nginx
   -- writes it in $upstream_addr, or nil.  Of several backends at that
-  -- address, the first in the set with an attempt pending (else the
-  -- first), its pending count taken.
+  -- address (the same server), the first with a request of this process
+  -- in flight, so the release lands where balance() counted (else the
+  -- first).
   function Balancer:_by_addr(addr)
     if self._addr_list ~= self._list then
-      self:_addr_sync()
+      addr_sync(self)
     end
     local b = self._addr_map[addr]
     local dups = self._addr_dups
-    if dups == nil or b == nil then
-      return b
-    end
-    local d = dups[addr]
+    local d = dups and dups[addr]
     if d ~= nil then
-      local pending = self._addr_pending
-      for i = 1, #d do
-        local p = pending[d[i]]
-        if p > 0 then
-          pending[d[i]] = p - 1
-          return d[i]
+      for _, x in ipairs(d) do
+        local i = self._index[x]
+        if i and C.lb_balancer_in_flight_own(self._c, self._gen, i) > 0 then
+          return x
         end
       end
     end
