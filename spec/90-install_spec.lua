@@ -35,11 +35,7 @@ assert(b:run_health_check())
 print("ok " .. lb._VERSION .. " " .. #b:status())
 ]])
     f:close()
-    ok, out = sh("cd / && env -u LUA_PATH -u LUA_CPATH "
-      .. "LUA_PATH=" .. q(tmp .. "/tree/share/lua/5.1/?.lua;"
-                          .. tmp .. "/tree/share/lua/5.1/?/init.lua") .. " "
-      .. "LUA_CPATH=" .. q(tmp .. "/tree/lib/lua/5.1/?.so") .. " "
-      .. "luajit " .. q(script))
+    ok, out = nginx.luajit_in_tree(tmp .. "/tree", script)
     assert.is_true(ok, out)
     assert.matches("ok %S+ 3", out)
   end)

@@ -120,11 +120,7 @@ local b = assert(lb.new({ backends = { "127.0.0.1:1", "[::1]:2" },
 assert(b:select("k"))
 print("ok " .. lb._VERSION)
 ]]))
-    ok, out = sh("cd / && env -u LUA_PATH -u LUA_CPATH "
-      .. "LUA_PATH=" .. q(tmp .. "/tree/share/lua/5.1/?.lua;"
-                          .. tmp .. "/tree/share/lua/5.1/?/init.lua") .. " "
-      .. "LUA_CPATH=" .. q(tmp .. "/tree/lib/lua/5.1/?.so") .. " "
-      .. "luajit " .. q(script))
+    ok, out = nginx.luajit_in_tree(tmp .. "/tree", script)
     assert.is_true(ok, out)
     assert.equal("ok " .. spec.version:match("^(.-)%-%d+$"), out:match("^(.-)%s*$"))
   end)

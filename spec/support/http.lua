@@ -189,18 +189,16 @@ function Client:request(req)
 end
 
 -- One-shot helpers.
-function M.get(addr, path, opts)
-  local c = M.client(addr, opts)
-  local r, err = c:request(path)
-  c:close()
-  return r, err
-end
-
 function M.get_many(addr, paths, opts)
   local c = M.client(addr, opts)
   local r, err = c:requests(paths)
   c:close()
   return r, err
+end
+
+function M.get(addr, path, opts)
+  local r, err = M.get_many(addr, { path }, opts)
+  return r and r[1], err
 end
 
 

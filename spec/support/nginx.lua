@@ -482,6 +482,17 @@ function M.lua_paths()
           .. '    lua_package_cpath "%s/build/?.so;;";\n'):format(r, r, r, r)
 end
 
+-- Run a Lua script file with a fresh luajit that sees only the modules of
+-- the luarocks tree `tree` (LUA_PATH and LUA_CPATH replaced, run from /).
+-- Returns ok, output as run does.
+function M.luajit_in_tree(tree, script)
+  return run("cd / && env -u LUA_PATH -u LUA_CPATH "
+    .. "LUA_PATH=" .. q(tree .. "/share/lua/5.1/?.lua;"
+                        .. tree .. "/share/lua/5.1/?/init.lua") .. " "
+    .. "LUA_CPATH=" .. q(tree .. "/lib/lua/5.1/?.so") .. " "
+    .. "luajit " .. q(script))
+end
+
 -- Start a shell command in the background with its output in `log`;
 -- returns its pid.
 function M.spawn(cmd, log)
